@@ -1,0 +1,55 @@
+"""The `appliance` command: one Typer app composed of one module per command.
+
+Exit codes (documented for scripts): 0 success, 1 a check ran and failed, 2 bad usage or input
+(with one line on stderr naming the problem), 3 an internal error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from appliance.cli._output import fail
+from appliance.errors import ApplianceError, ExitCode, exit_code_for
+
+app = typer.Typer(
+    name="appliance",
+    help="On-prem GPU MLOps appliance: train, govern, serve, watch and refresh models.",
+    no_args_is_help=True,
+    # Locals in tracebacks can hold tokens and passwords.
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    # Command modules import heavy parts (Ray, torch) lazily inside their bodies, so
+    # `appliance --help` stays fast; registering here keeps main.py the single entry point.
+    from appliance.cli import commands
+
+    commands.register(app)
+
+
+_register()
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the CLI, mapping errors to exit codes and one stderr line."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ApplianceError as exc:
+        fail(str(exc))
+        sys.exit(exit_code_for(exc))
+    except click.exceptions.Abort:
+        fail("aborted")
+        sys.exit(ExitCode.USAGE)
+    except click.exceptions.ClickException as exc:
+        fail(exc.format_message())
+        sys.exit(ExitCode.USAGE)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted")
+        sys.exit(130)

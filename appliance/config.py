@@ -1,0 +1,86 @@
+"""Where the appliance keeps its state, and how to override it.
+
+Precedence, lowest first: built-in defaults (everything under ``~/.appliance``), the file
+``appliance.toml`` (``$APPLIANCE_HOME/appliance.toml``, or the path in ``APPLIANCE_CONFIG``),
+then the environment (``APPLIANCE_HOME``, ``APPLIANCE_DB_URL``, ``APPLIANCE_ARTIFACTS``,
+``RAY_ADDRESS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import tomllib
+
+from appliance.errors import InvalidInput
+
+_KEYS = {"db_url", "artifacts", "ray_address", "ray_num_cpus", "serve_port", "serve_host"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Resolved settings.
+
+    Args:
+        home: the appliance's folder (default ``~/.appliance``).
+        db_url: SQLAlchemy URL of the metadata store (default SQLite at ``home/appliance.db``).
+        artifacts: folder of the content-addressed artifact store (default ``home/artifacts``).
+        ray_address: address of an existing Ray cluster, or None to start a local one.
+        ray_num_cpus: CPUs a locally started Ray may use (default: all).
+        serve_host: interface Ray Serve's HTTP proxy binds (default loopback).
+        serve_port: port of Ray Serve's HTTP proxy (default 8000).
+    """
+
+    home: Path
+    db_url: str
+    artifacts: Path
+    ray_address: str | None = None
+    ray_num_cpus: int | None = None
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.artifacts / "predictions"
+
+
+def load_config(env: dict[str, str] | None = None) -> Config:
+    """Resolve settings from defaults, ``appliance.toml`` and `env` (default: os.environ)."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("APPLIANCE_HOME") or Path.home() / ".appliance").expanduser()
+    file_path = Path(env.get("APPLIANCE_CONFIG") or home / "appliance.toml")
+    values: dict[str, object] = {}
+    if file_path.is_file():
+        try:
+            values = tomllib.loads(file_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"config file {str(file_path)!r} is not valid TOML: {exc}") from exc
+        unknown = set(values) - _KEYS
+        if unknown:
+            raise InvalidInput(
+                f"config file {str(file_path)!r} has unknown key(s) {sorted(unknown)}; "
+                f"known keys: {sorted(_KEYS)}"
+            )
+    default_db = f"sqlite:///{home / 'appliance.db'}"
+    db_url = env.get("APPLIANCE_DB_URL") or values.get("db_url") or default_db
+    artifacts = Path(
+        str(env.get("APPLIANCE_ARTIFACTS") or values.get("artifacts") or home / "artifacts")
+    )
+    ray_address = env.get("RAY_ADDRESS") or values.get("ray_address") or None
+    num_cpus = values.get("ray_num_cpus")
+    port = env.get("APPLIANCE_SERVE_PORT") or values.get("serve_port") or 8000
+    try:
+        port = int(port)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"serve_port must be an integer, got {port!r}") from exc
+    return Config(
+        home=home,
+        db_url=str(db_url),
+        artifacts=artifacts.expanduser(),
+        ray_address=str(ray_address) if ray_address else None,
+        ray_num_cpus=int(num_cpus) if num_cpus is not None else None,
+        serve_host=str(values.get("serve_host") or "127.0.0.1"),
+        serve_port=port,
+    )

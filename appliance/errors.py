@@ -1,0 +1,59 @@
+"""Errors the appliance raises, and the exit code each maps to.
+
+    ApplianceError                  base of everything raised on purpose
+    ├── InvalidInput                bad usage or input: a file, a spec, a value    -> exit 2
+    │   └── NotFound                a named thing (model, version, user) is absent -> exit 2
+    ├── PermissionDenied            the actor's role or identity forbids the action -> exit 2
+    ├── CheckFailed                 a check ran and said no (gate, audit verify)    -> exit 1
+    └── ConflictError               the action clashes with current state           -> exit 2
+
+The CLI maps these in one place (`exit_code_for`); HTTP maps them to 4xx.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes of the `appliance` CLI."""
+
+    OK = 0
+    CHECK_FAILED = 1  # a check ran and failed: gate, audit verify, doctor
+    USAGE = 2  # bad usage or input: the message names what was wrong
+    INTERNAL = 3  # a bug: anything not raised on purpose
+
+
+class ApplianceError(Exception):
+    """Base class for errors the appliance raises on purpose."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InvalidInput(ApplianceError):
+    """Input (a file, a spec, an argument) is malformed or out of range."""
+
+
+class NotFound(InvalidInput):
+    """A named object does not exist."""
+
+
+class PermissionDenied(ApplianceError):
+    """The acting user may not do this."""
+
+
+class ConflictError(ApplianceError):
+    """The request conflicts with the current state."""
+
+
+class CheckFailed(ApplianceError):
+    """A check ran to completion and its answer was no."""
+
+    exit_code = ExitCode.CHECK_FAILED
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """Return the CLI exit code for `exc`; unknown exceptions are internal errors."""
+    if isinstance(exc, ApplianceError):
+        return exc.exit_code
+    return ExitCode.INTERNAL
