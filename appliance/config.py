@@ -16,7 +16,10 @@ import tomllib
 
 from appliance.errors import InvalidInput
 
-_KEYS = {"db_url", "artifacts", "ray_address", "ray_num_cpus", "serve_port", "serve_host"}
+_KEYS = {
+    "db_url", "artifacts", "ray_address", "ray_num_cpus", "serve_port", "serve_host",
+    "alert_webhook",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Config:
         ray_num_cpus: CPUs a locally started Ray may use (default: all).
         serve_host: interface Ray Serve's HTTP proxy binds (default loopback).
         serve_port: port of Ray Serve's HTTP proxy (default 8000).
+        alert_webhook: URL that receives each alert as JSON (default none: log file only).
     """
 
     home: Path
@@ -40,10 +44,19 @@ class Config:
     ray_num_cpus: int | None = None
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
+    alert_webhook: str | None = None
 
     @property
     def predictions_dir(self) -> Path:
         return self.artifacts / "predictions"
+
+    @property
+    def feedback_dir(self) -> Path:
+        return self.artifacts / "feedback"
+
+    @property
+    def alerts_log(self) -> Path:
+        return self.home / "alerts.log"
 
 
 def load_config(env: dict[str, str] | None = None) -> Config:
@@ -83,4 +96,5 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         ray_num_cpus=int(num_cpus) if num_cpus is not None else None,
         serve_host=str(values.get("serve_host") or "127.0.0.1"),
         serve_port=port,
+        alert_webhook=env.get("APPLIANCE_ALERT_WEBHOOK") or values.get("alert_webhook") or None,
     )

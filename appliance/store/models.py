@@ -207,5 +207,6 @@ class AuditEvent(SQLModel, table=True):
     object_type: str
     object_id: str
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
-    prev_hash: str
+    # Unique: two writers that read the same head cannot both append, so the chain never forks.
+    prev_hash: str = Field(unique=True)
     hash: str = Field(unique=True)

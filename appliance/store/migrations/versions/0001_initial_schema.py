@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 10:39:03.513646
+Create Date: 2026-11-22 10:39:37.571695
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("hash", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("hash"),
+        sa.UniqueConstraint("prev_hash"),
     )
     with op.batch_alter_table("auditevent", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_auditevent_action"), ["action"], unique=False)

@@ -1,0 +1,44 @@
+"""Registers each command module on the root app (one file per command)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    from appliance.cli import (
+        audit,
+        data,
+        demo,
+        deploy,
+        drift,
+        init,
+        models,
+        monitor,
+        promote,
+        status,
+        train,
+        users,
+    )
+
+    app.command("init")(init.init)
+    app.command("status")(status.status)
+    app.add_typer(data.app, name="data")
+    app.command("train")(train.train)
+    app.add_typer(models.app, name="models")
+    app.command("lineage")(models.lineage)
+    app.command("promote")(promote.promote)
+    app.command("approve")(promote.approve)
+    app.command("reject")(promote.reject)
+    app.command("approvals")(promote.approvals_list)
+    app.command("rollback")(promote.rollback)
+    app.command("deploy")(deploy.deploy)
+    app.command("undeploy")(deploy.undeploy)
+    app.add_typer(monitor.feedback_app, name="feedback")
+    app.command("monitor")(monitor.monitor)
+    app.add_typer(monitor.alerts_app, name="alerts")
+    app.add_typer(drift.app, name="drift")
+    app.add_typer(audit.app, name="audit")
+    app.add_typer(users.users_app, name="users")
+    app.add_typer(users.tokens_app, name="tokens")
+    app.command("demo")(demo.demo)

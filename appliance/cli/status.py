@@ -1,0 +1,45 @@
+"""`appliance status`: what this appliance holds and serves right now."""
+
+from __future__ import annotations
+
+import typer
+from sqlmodel import func, select
+
+from appliance.cli._context import config
+from appliance.cli._output import emit_json
+from appliance.cli._table import print_table
+from appliance.store import session_scope
+from appliance.store.models import (
+    Alert,
+    Approval,
+    Dataset,
+    Deployment,
+    ModelVersion,
+    RegisteredModel,
+)
+
+
+def status(json_out: bool = typer.Option(False, "--json")) -> None:
+    """Counts of datasets, models and versions, open approvals and alerts, and deployments."""
+    cfg = config()
+    with session_scope(cfg.db_url) as session:
+        def count(model, *where):
+            return session.exec(select(func.count()).select_from(model).where(*where)).one()
+
+        deps = session.exec(select(Deployment).where(Deployment.status == "active")).all()
+        doc = {
+            "home": str(cfg.home), "db_url": cfg.db_url.split("@")[-1],
+            "datasets": count(Dataset), "models": count(RegisteredModel),
+            "versions": count(ModelVersion),
+            "pending_approvals": count(Approval, Approval.status == "pending"),
+            "open_alerts": count(Alert, Alert.acknowledged_at.is_(None)),
+            "deployments": [{"name": d.name, "version": session.get(ModelVersion,
+                             d.version_id).version, "url": d.url, "since": d.started_at}
+                            for d in deps],
+        }
+    if json_out:
+        emit_json(doc)
+    else:
+        print_table(["name", "datasets", "models", "versions", "approvals", "alerts", "serving"],
+                    [[doc["home"], doc["datasets"], doc["models"], doc["versions"],
+                      doc["pending_approvals"], doc["open_alerts"], len(doc["deployments"])]])

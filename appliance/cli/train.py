@@ -1,0 +1,35 @@
+"""`appliance train SPEC`: train on Ray and register the model version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from appliance.cli._context import acting_user, config
+from appliance.cli._output import emit_json, err_console
+from appliance.cli._table import print_table
+from appliance.pipelines import training
+from appliance.pipelines.spec import load_spec
+
+
+def train(
+    spec_file: Path = typer.Argument(..., metavar="SPEC", help="Training spec (TOML or JSON)."),
+    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Train the model SPEC describes on Ray Train and register it as a new version."""
+    spec = load_spec(spec_file)
+    cfg = config()
+    user = acting_user(cfg, token)
+    with err_console.status(f"training {spec.model} on {spec.dataset} with Ray Train..."):
+        out = training.train(cfg, user, spec)
+    doc = {"model": out.version.model_name, "version": out.version.version, "run": out.run_id,
+           "metrics": out.metrics, "device": out.device, "seconds": round(out.seconds, 2),
+           "digest": out.version.digest}
+    if json_out:
+        emit_json(doc)
+    else:
+        print_table(["model", "version", "run", "accuracy", "auc", "device"],
+                    [[doc["model"], doc["version"], doc["run"], out.metrics.get("accuracy"),
+                      out.metrics.get("auc"), out.device]])

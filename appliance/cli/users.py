@@ -1,0 +1,86 @@
+"""`appliance users` and `appliance tokens`: people, roles and their API tokens."""
+
+from __future__ import annotations
+
+import typer
+from sqlmodel import select
+
+from appliance.cli._context import acting_user, config
+from appliance.cli._output import emit_json
+from appliance.cli._table import print_table
+from appliance.governance import users as gov
+from appliance.store import session_scope
+from appliance.store.models import User
+
+users_app = typer.Typer(help="Manage users and roles (viewer, operator, approver, admin).")
+tokens_app = typer.Typer(help="Issue and revoke API tokens.")
+
+
+@users_app.command("create")
+def create(
+    name: str = typer.Argument(..., help="User name."),
+    role: str = typer.Option("viewer", help="viewer, operator, approver or admin."),
+    team: str = typer.Option("default", help="Team the user's costs and models belong to."),
+    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN", help="Acting admin's token."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create a user and issue a first token (printed once)."""
+    cfg = config()
+    actor = acting_user(cfg, token)
+    gov.require(actor, "admin")
+    with session_scope(cfg.db_url) as session:
+        user = gov.create_user(session, name, role, actor=actor.name, team=team)
+        secret = gov.issue_token(session, name, "default", actor=actor.name)
+    doc = {"name": user.name, "role": user.role, "team": user.team, "token": secret}
+    if json_out:
+        emit_json(doc)
+    else:
+        print_table(["name", "role", "team", "token"], [[user.name, user.role, user.team, secret]])
+
+
+@users_app.command("list")
+def list_users(json_out: bool = typer.Option(False, "--json")) -> None:
+    """List users."""
+    cfg = config()
+    with session_scope(cfg.db_url) as session:
+        rows = session.exec(select(User).order_by(User.name)).all()
+    docs = [{"name": u.name, "role": u.role, "team": u.team, "created_at": u.created_at}
+            for u in rows]
+    if json_out:
+        emit_json(docs)
+    else:
+        print_table(["name", "role", "team", "age"],
+                    [[d["name"], d["role"], d["team"], d["created_at"]] for d in docs])
+
+
+@tokens_app.command("create")
+def token_create(
+    user: str = typer.Argument(..., help="User the token acts as."),
+    name: str = typer.Option(..., "--name", help="A label for the token."),
+    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN", help="Acting admin's token."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Issue a token for USER (printed once; stored hashed)."""
+    cfg = config()
+    actor = acting_user(cfg, token)
+    gov.require(actor, "admin")
+    with session_scope(cfg.db_url) as session:
+        secret = gov.issue_token(session, user, name, actor=actor.name)
+    if json_out:
+        emit_json({"user": user, "name": name, "token": secret})
+    else:
+        print(secret)
+
+
+@tokens_app.command("revoke")
+def token_revoke(
+    user: str = typer.Argument(...),
+    name: str = typer.Option(..., "--name"),
+    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+) -> None:
+    """Revoke USER's token NAME."""
+    cfg = config()
+    actor = acting_user(cfg, token)
+    gov.require(actor, "admin")
+    with session_scope(cfg.db_url) as session:
+        gov.revoke_token(session, user, name, actor=actor.name)

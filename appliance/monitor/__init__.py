@@ -1,0 +1,1 @@
+"""Prediction windows, drift, live accuracy, alert rules and the monitor pass."""

@@ -1,0 +1,49 @@
+"""Gate a candidate against the alias holder on the same holdout, then request approval."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from appliance.artifacts import ArtifactStore
+from appliance.config import Config
+from appliance.governance import approvals
+from appliance.pipelines.split import holdout_split
+from appliance.registry import datasets, models
+from appliance.store import session_scope
+from appliance.store.models import Alias, Approval, Dataset, ModelVersion, Run, User
+
+
+def evaluate_on_holdout(cfg: Config, candidate: ModelVersion, others: list[ModelVersion]):
+    """Metrics of `candidate` and each of `others` on the candidate's own holdout."""
+    from cluster import train as ray_train
+    from cluster.bundle import ModelBundle
+
+    store = ArtifactStore(cfg.artifacts)
+    with session_scope(cfg.db_url) as session:
+        run = session.get(Run, candidate.run_id)
+        ds = session.get(Dataset, run.dataset_id)
+    table = datasets.load(store, ds)
+    _, holdout = holdout_split(table, run.seed, float(run.spec.get("holdout", 0.2)))
+    results = []
+    for mv in [candidate, *others]:
+        bundle = ModelBundle.from_bytes(store.get_bytes(mv.digest))
+        results.append(ray_train.evaluate(bundle, holdout, candidate.label))
+    return results
+
+
+def request(cfg: Config, user: User, ref: str, alias: str) -> tuple[Approval, dict]:
+    """Run the gate for the version `ref` names and open an approval to move `alias`."""
+    with session_scope(cfg.db_url) as session:
+        candidate = models.resolve(session, ref)
+        holder = session.exec(select(Alias).where(
+            Alias.model_name == candidate.model_name, Alias.alias == alias)).first()
+        incumbent = session.get(ModelVersion, holder.version_id) if holder else None
+    if incumbent is not None and incumbent.id == candidate.id:
+        from appliance.errors import ConflictError
+
+        raise ConflictError(f"{ref} already holds the {alias!r} alias")
+    metrics = evaluate_on_holdout(cfg, candidate, [incumbent] if incumbent else [])
+    result = approvals.gate(metrics[0], metrics[1] if incumbent else None)
+    with session_scope(cfg.db_url) as session:
+        approval = approvals.request_promotion(session, user, candidate, alias, result)
+    return approval, result.to_dict()

@@ -1,0 +1,1 @@
+"""Datasets, runs, model versions, aliases and lineage."""

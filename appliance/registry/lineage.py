@@ -1,0 +1,44 @@
+"""Answer "where did this model come from, and who let it out?"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, select
+
+from appliance.registry.models import aliases_of, resolve
+from appliance.store.models import Approval, Dataset, Run
+
+
+def lineage(session: Session, ref: str) -> dict[str, Any]:
+    """Dataset, run, params, code, environment and approvals behind the version `ref` names."""
+    mv = resolve(session, ref)
+    run = session.get(Run, mv.run_id)
+    ds = session.get(Dataset, run.dataset_id)
+    approvals = session.exec(
+        select(Approval).where(Approval.version_id == mv.id).order_by(Approval.id)
+    ).all()
+    return {
+        "model": mv.model_name,
+        "version": mv.version,
+        "ref": ref,
+        "aliases": aliases_of(session, mv),
+        "artifact": {"digest": mv.digest, "profile_digest": mv.profile_digest},
+        "metrics": mv.metrics,
+        "registered_by": mv.created_by,
+        "registered_at": mv.created_at,
+        "dataset": {"name": ds.name, "version": ds.version, "digest": ds.digest,
+                    "rows": ds.rows, "source": ds.source},
+        "run": {"id": run.id, "params": run.params, "seed": run.seed, "status": run.status,
+                "device": run.device, "started_at": run.started_at,
+                "finished_at": run.finished_at, "requested_by": run.created_by},
+        "code_version": run.code_version,
+        "environment": run.environment,
+        "approvals": [
+            {"id": a.id, "alias": a.target_alias, "status": a.status,
+             "requested_by": a.requested_by, "requested_at": a.requested_at,
+             "approved_by": a.decided_by if a.status == "approved" else None,
+             "decided_by": a.decided_by, "decided_at": a.decided_at, "gate": a.gate}
+            for a in approvals
+        ],
+    }

@@ -1,0 +1,135 @@
+"""Registered models, runs and versions, and how a reference like ``credit@champion`` resolves."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from sqlmodel import Session, func, select
+
+from appliance.errors import InvalidInput, NotFound
+from appliance.governance import audit
+from appliance.registry.provenance import code_version, environment_hash
+from appliance.store.models import Alias, Dataset, ModelVersion, RegisteredModel, Run, utcnow
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise InvalidInput(
+            f"model name {name!r} must be lower-case letters, digits, '.', '_' or '-' "
+            "(at most 63, starting with a letter or digit)"
+        )
+    return name
+
+
+def ensure_model(session: Session, name: str, *, owner: str, team: str) -> RegisteredModel:
+    model = session.get(RegisteredModel, check_name(name))
+    if model is None:
+        model = RegisteredModel(name=name, owner=owner, team=team)
+        session.add(model)
+        session.flush()
+        audit.record(session, owner, "model.created", "model", name, {"team": team})
+    return model
+
+
+def get_model(session: Session, name: str) -> RegisteredModel:
+    model = session.get(RegisteredModel, name)
+    if model is None:
+        raise NotFound(f"no model named {name!r}; list them with `appliance models list`")
+    return model
+
+
+def start_run(
+    session: Session, *, model: str, dataset: Dataset, spec: dict[str, Any],
+    params: dict[str, Any], seed: int, actor: str,
+) -> Run:
+    run = Run(
+        id=uuid.uuid4().hex[:16], model_name=model, dataset_id=dataset.id, spec=spec,
+        params=params, seed=seed, code_version=code_version(), environment=environment_hash(),
+        created_by=actor,
+    )
+    session.add(run)
+    session.flush()
+    audit.record(session, actor, "run.started", "run", run.id,
+                 {"model": model, "dataset": f"{dataset.name}:{dataset.version}", "seed": seed})
+    return run
+
+
+def finish_run(
+    session: Session, run: Run, *, metrics: dict[str, Any], device: str | None,
+    error: str | None = None,
+) -> Run:
+    run.status = "failed" if error else "finished"
+    run.metrics = metrics
+    run.device = device
+    run.error = error
+    run.finished_at = utcnow()
+    session.add(run)
+    audit.record(session, run.created_by, f"run.{run.status}", "run", run.id,
+                 {"metrics": metrics, "error": error})
+    return run
+
+
+def register_version(
+    session: Session, *, run: Run, digest: str, profile_digest: str | None,
+    metrics: dict[str, Any], features: list[str], categorical: list[str], label: str,
+    actor: str,
+) -> ModelVersion:
+    """Register the next version of the run's model, pointing at artifact `digest`."""
+    latest = session.exec(
+        select(func.max(ModelVersion.version)).where(ModelVersion.model_name == run.model_name)
+    ).one()
+    mv = ModelVersion(
+        model_name=run.model_name, version=(latest or 0) + 1, digest=digest,
+        profile_digest=profile_digest, run_id=run.id, metrics=metrics, features=features,
+        categorical=categorical, label=label, created_by=actor,
+    )
+    session.add(mv)
+    session.flush()
+    audit.record(session, actor, "model.version.registered", "model",
+                 f"{mv.model_name}:{mv.version}", {"digest": digest, "run": run.id})
+    return mv
+
+
+def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
+    """``name``, ``name@alias`` or ``name:N`` -> (name, alias, version)."""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        if not alias:
+            raise InvalidInput(f"model reference {ref!r} has an empty alias")
+        return name, alias, None
+    if ":" in ref:
+        name, ver = ref.split(":", 1)
+        if not ver.isdigit():
+            raise InvalidInput(f"version in model reference {ref!r} must be a number")
+        return name, None, int(ver)
+    return ref, None, None
+
+
+def resolve(session: Session, ref: str) -> ModelVersion:
+    """The version `ref` names (a bare name means its latest version)."""
+    name, alias, version = parse_ref(ref)
+    get_model(session, name)
+    if alias:
+        row = session.exec(
+            select(Alias).where(Alias.model_name == name, Alias.alias == alias)
+        ).first()
+        if row is None:
+            raise NotFound(f"model {name!r} has no {alias!r} alias")
+        return session.get(ModelVersion, row.version_id)
+    query = select(ModelVersion).where(ModelVersion.model_name == name)
+    if version is not None:
+        query = query.where(ModelVersion.version == version)
+    mv = session.exec(query.order_by(ModelVersion.version.desc())).first()
+    if mv is None:
+        raise NotFound(f"model {name!r} has no version {version if version else '(none yet)'}")
+    return mv
+
+
+def aliases_of(session: Session, version: ModelVersion) -> list[str]:
+    return sorted(session.exec(
+        select(Alias.alias).where(Alias.version_id == version.id)
+    ).all())
