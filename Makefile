@@ -13,7 +13,7 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints/cpu.txt | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[dev]'
+	$(PY) -m pip install --quiet $(CONSTRAINTS) --config-settings editable_mode=compat -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

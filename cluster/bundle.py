@@ -147,7 +147,9 @@ class ModelBundle:
             "threshold": self.threshold,
         }
         buf = io.BytesIO()
-        blob = {"meta": json.dumps(meta, sort_keys=True), "state": self.module.state_dict()}
+        # Never sort_keys: the order of "numerical" and "categorical" is the column order of the
+        # design matrix the weights were trained on.
+        blob = {"meta": json.dumps(meta), "state": self.module.state_dict()}
         torch.save(blob, buf)
         return buf.getvalue()
 

@@ -39,10 +39,7 @@ def ensure_ray(cfg: Config, num_cpus: int | None = None) -> None:
     """
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ["RAY_AUTH_TOKEN"] = auth_token(cfg)
-    # Workers must import our packages from the same place the driver does.
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if cfg.ray_address:
         ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=False)
         return

@@ -4,13 +4,35 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 
 err_console = Console(stderr=True)
+_data_stream: TextIO | None = None
+
+
+def reserve_stdout() -> None:
+    """Keep the real stdout for command output only; point fd 1 and sys.stdout at stderr.
+
+    Ray's log threads and native code print to stdout at will (e.g. while Serve shuts down);
+    with this, nothing but the command's own data can reach a pipe reading our stdout.
+    """
+    global _data_stream
+    if _data_stream is not None:
+        return
+    sys.stdout.flush()
+    _data_stream = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+
+def data_stream() -> TextIO:
+    """Where command output goes: the reserved stdout, or sys.stdout when none was reserved."""
+    return _data_stream if _data_stream is not None else sys.stdout
 
 
 def _default(value: Any) -> Any:
@@ -29,8 +51,9 @@ def _default(value: Any) -> Any:
 
 def emit_json(document: Any) -> None:
     """Print exactly one JSON document on stdout."""
-    sys.stdout.write(json.dumps(document, default=_default, indent=2, sort_keys=False) + "\n")
-    sys.stdout.flush()
+    out = data_stream()
+    out.write(json.dumps(document, default=_default, indent=2, sort_keys=False) + "\n")
+    out.flush()
 
 
 def fail(message: str) -> None:

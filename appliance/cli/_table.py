@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from appliance.cli._output import data_stream
 
 
 def _cell(value: Any) -> str:
@@ -27,4 +28,5 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         table.add_column(h.upper(), no_wrap=True)
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
-    Console(file=sys.stdout, width=200 if not sys.stdout.isatty() else None).print(table)
+    out = data_stream()
+    Console(file=out, width=None if out.isatty() else 200).print(table)

@@ -66,7 +66,9 @@ def _pct(x: float | None) -> str:
 def _print_summary(s: dict) -> None:
     from rich.console import Console
 
-    out = Console()  # the summary is the command's output, so stdout
+    from appliance.cli._output import data_stream
+
+    out = Console(file=data_stream())  # the summary is the command's output
     out.print()
     out.print(f"[bold]Demo finished in {s['seconds']} s[/] (appliance home: {s['home']})")
     out.print(f"  versions trained:       {', '.join(str(v['version']) for v in s['versions'])}"

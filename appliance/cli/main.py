@@ -6,12 +6,14 @@ Exit codes (documented for scripts): 0 success, 1 a check ran and failed, 2 bad 
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import click
 import typer
 
-from appliance.cli._output import fail
+from appliance.cli._output import fail, reserve_stdout
 from appliance.errors import ApplianceError, ExitCode, exit_code_for
 
 app = typer.Typer(
@@ -37,6 +39,7 @@ _register()
 
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry: run the CLI, mapping errors to exit codes and one stderr line."""
+    reserve_stdout()
     try:
         app(args=argv, standalone_mode=False)
     except ApplianceError as exc:
@@ -53,3 +56,9 @@ def run(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         fail("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        # A bug, not bad input: one line by default; APPLIANCE_DEBUG=1 shows the traceback.
+        if os.environ.get("APPLIANCE_DEBUG"):
+            traceback.print_exc()
+        fail(f"internal error: {type(exc).__name__}: {exc} (set APPLIANCE_DEBUG=1 for details)")
+        sys.exit(ExitCode.INTERNAL)

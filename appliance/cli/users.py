@@ -6,7 +6,7 @@ import typer
 from sqlmodel import select
 
 from appliance.cli._context import acting_user, config
-from appliance.cli._output import emit_json
+from appliance.cli._output import data_stream, emit_json
 from appliance.cli._table import print_table
 from appliance.governance import users as gov
 from appliance.store import session_scope
@@ -69,7 +69,7 @@ def token_create(
     if json_out:
         emit_json({"user": user, "name": name, "token": secret})
     else:
-        print(secret)
+        data_stream().write(secret + "\n")
 
 
 @tokens_app.command("revoke")

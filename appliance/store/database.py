@@ -8,6 +8,7 @@ migrations, so an embedded store and a cluster's PostgreSQL always have the same
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, create_engine
 
 from appliance.errors import InvalidInput
@@ -41,6 +42,14 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def redact(url: str) -> str:
+    """`url` safe to print: the password masked, even when the URL does not parse."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
 def get_engine(url: str) -> Engine:
     """Return the (cached) engine for `url`, creating the SQLite file's folder if needed."""
     url = _normalise(url)
@@ -50,14 +59,29 @@ def get_engine(url: str) -> Engine:
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
-            raise InvalidInput(f"database URL {url!r} is not a valid SQLAlchemy URL") from exc
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"check_same_thread": False})
-            event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            engine = create_engine(url, pool_pre_ping=True)
+            raise InvalidInput(
+                f"database URL {redact(url)!r} is not a valid SQLAlchemy URL"
+            ) from exc
+        try:
+            if parsed.get_backend_name() == "sqlite":
+                if parsed.database and parsed.database != ":memory:":
+                    folder = Path(parsed.database).expanduser().parent
+                    try:
+                        folder.mkdir(parents=True, exist_ok=True)
+                    except OSError as exc:
+                        raise InvalidInput(
+                            f"cannot create the folder {str(folder)!r} for the SQLite store: "
+                            f"{exc.strerror}"
+                        ) from exc
+                engine = create_engine(url, connect_args={"check_same_thread": False})
+                event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                engine = create_engine(url, pool_pre_ping=True)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise InvalidInput(
+                f"database URL {redact(url)!r} names an unknown or uninstalled driver "
+                f"{parsed.drivername!r}; use sqlite:///PATH or postgresql://USER@HOST/DB"
+            ) from exc
         _engines[url] = engine
         return engine
 
@@ -79,7 +103,9 @@ def migrate(url: str) -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except OperationalError as exc:
-        raise InvalidInput(f"cannot open the metadata store {url!r}: {exc.orig}") from exc
+        raise InvalidInput(
+            f"cannot open the metadata store {redact(url)!r}: {exc.orig}"
+        ) from exc
 
 
 @contextlib.contextmanager

@@ -29,6 +29,8 @@ class Role(str, enum.Enum):
 
 
 class User(SQLModel, table=True):
+    # Not "user": in PostgreSQL an unquoted `user` is the current role, a silent trap in raw SQL.
+    __tablename__ = "users"
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True)
     role: str = Field(default=Role.viewer.value)
@@ -39,7 +41,7 @@ class User(SQLModel, table=True):
 
 class ApiToken(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
-    user_id: int = Field(foreign_key="user.id", index=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
     name: str
     # sha256 of the secret: the secret itself is shown once and never stored.
     token_hash: str = Field(unique=True, index=True)

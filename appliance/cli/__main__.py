@@ -1,0 +1,5 @@
+"""`python -m appliance.cli` is the `appliance` command."""
+
+from appliance.cli.main import run
+
+run()

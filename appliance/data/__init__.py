@@ -1,0 +1,1 @@
+"""Built-in data sources: the seeded synthetic credit-scoring stream."""

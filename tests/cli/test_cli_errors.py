@@ -1,0 +1,79 @@
+"""Bad input exits 2 with exactly one line on stderr naming the problem (no traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _cli(args, env, cwd=None):
+    return subprocess.run([sys.executable, "-m", "appliance.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("cli-home")
+    e = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    e["APPLIANCE_HOME"] = str(home)
+    res = _cli(["init", "--json"], e)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["admin"] == "admin"
+    return e
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["lineage", "nosuchmodel@champion", "--json"], "no model named 'nosuchmodel'"),
+        (["models", "show", "credit:x"], "must be a number"),
+        (["data", "add", "/no/such/file.csv", "--name", "d"], "does not exist"),
+        (["train", "/no/such/spec.toml"], "spec file '/no/such/spec.toml' does not exist"),
+        (["approve", "99"], "no approval request #99"),
+        (["users", "create", "bob", "--role", "wizard"], "unknown role 'wizard'"),
+        (["init"], "already has users"),
+        (["promote", "credit", "1"], "no model named 'credit'"),
+        (["deploy", "ghost"], "no model named 'ghost'"),
+        (["models", "list", "--bogus"], "no such option"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(env, args, needle):
+    res = _cli(args, env)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_malformed_spec_names_the_key(env, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('model = "credit"\ndataset = "d"\nlabel = "y"\nepochs = 3\n')
+    res = _cli(["train", str(spec)], env)
+    assert res.returncode == 2
+    assert "unknown key(s) ['epochs']" in res.stderr
+    spec.write_text("model = [")
+    res = _cli(["train", str(spec)], env)
+    assert res.returncode == 2 and "is malformed" in res.stderr
+
+
+def test_mutation_without_permission_exits_2(env):
+    created = _cli(["users", "create", "val", "--role", "viewer", "--json"], env)
+    assert created.returncode == 0, created.stderr
+    token = json.loads(created.stdout)["token"]
+    res = _cli(["users", "create", "eve", "--role", "admin"], {**env, "APPLIANCE_TOKEN": token})
+    assert res.returncode == 2 and "has role 'viewer'" in res.stderr
+
+
+def test_read_commands_print_one_json_document(env):
+    for args in (["status", "--json"], ["models", "list", "--json"], ["data", "list", "--json"],
+                 ["audit", "list", "--json"], ["alerts", "list", "--json"],
+                 ["approvals", "--json"], ["users", "list", "--json"]):
+        res = _cli(args, env)
+        assert res.returncode == 0, (args, res.stderr)
+        json.loads(res.stdout)
+    res = _cli(["audit", "verify", "--json"], env)
+    assert res.returncode == 0 and json.loads(res.stdout)["ok"] is True

@@ -1,0 +1,532 @@
+"""Serving end to end: real Ray Serve, real HTTP on loopback, httpx and tritonclient.
+
+One deployment per module (Serve takes ~10 s to come up on 2 cores); the tests run in file
+order and the last ones promote version 2 and undeploy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from appliance.config import Config
+from appliance.errors import ConflictError, InvalidInput, NotFound
+from cluster.bundle import ModelBundle, Preprocessor, build_mlp
+from cluster.serve import deploy, hash_token, serve_url, undeploy
+from cluster.serve._prediction_log import FEEDBACK_SCHEMA, PredictionLog, write_feedback
+
+pytestmark = pytest.mark.slow
+
+MODEL = "credit"
+DEPLOYMENT = "credit-prod"
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# Not in sorted order on purpose: a bundle's byte round trip must keep the training order.
+NUMERICAL = ["income", "age"]
+CATEGORICAL = ["region"]
+
+
+def _columns(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "income": rng.normal(50.0, 10.0, n),
+        "age": rng.normal(40.0, 12.0, n),
+        "region": rng.choice(["north", "south", "east"], n).astype(object),
+    }
+
+
+def _make_bundle() -> ModelBundle:
+    cols = _columns(256, seed=0)
+    pre = Preprocessor.fit(cols, CATEGORICAL)
+    torch.manual_seed(0)
+    module = build_mlp(pre.width, hidden=8, layers=1)
+    # A few real optimisation steps so scores are not all ~0.5.
+    x = torch.from_numpy(pre.transform(cols))
+    y = torch.from_numpy((cols["income"] > 50.0).astype(np.float32))
+    opt = torch.optim.Adam(module.parameters(), lr=0.05)
+    for _ in range(30):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(module(x).squeeze(-1), y)
+        loss.backward()
+        opt.step()
+    return ModelBundle(pre, module, hidden=8, layers=1, label="default")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(cols: dict[str, np.ndarray], request_id: str | None = None) -> dict:
+    doc = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": [len(values)],
+                "datatype": "BYTES" if name in CATEGORICAL else "FP64",
+                "data": values.tolist(),
+            }
+            for name, values in cols.items()
+        ]
+    }
+    if request_id is not None:
+        doc["id"] = request_id
+    return doc
+
+
+def _pending(cfg: Config) -> Path:
+    return cfg.artifacts / "predictions" / DEPLOYMENT / "pending"
+
+
+def _log_files(cfg: Config) -> set[Path]:
+    return set(_pending(cfg).glob("*.parquet"))
+
+
+@pytest.fixture(scope="module")
+def served(ray_session, tmp_path_factory):
+    """Version 1 of the model served on a free port; Serve is shut down afterwards."""
+    from ray import serve
+
+    home = tmp_path_factory.mktemp("serve-home")
+    bundle = _make_bundle()
+    path = home / "credit-v1.bundle"
+    path.write_bytes(bundle.to_bytes())
+    cfg = Config(
+        home=home, db_url="sqlite://", artifacts=home / "artifacts", serve_port=_free_port()
+    )
+    start = time.monotonic()
+    url = deploy(
+        cfg,
+        model=MODEL,
+        version="1",
+        bundle_path=path,
+        deployment=DEPLOYMENT,
+        token_hashes=[hash_token("another-token"), hash_token(TOKEN)],
+    )
+    print(f"deploy took {time.monotonic() - start:.1f}s")
+    # What serving loads is what was written: compare against the bytes, not the object.
+    loaded = ModelBundle.from_bytes(path.read_bytes())
+    with httpx.Client(base_url=url, timeout=30) as client:
+        yield {
+            "cfg": cfg,
+            "url": url,
+            "bundle": loaded,
+            "trained": bundle,
+            "path": path,
+            "client": client,
+        }
+    serve.shutdown()
+
+
+# --- pure parts: no Serve needed -----------------------------------------------------------
+
+
+def test_hash_token_is_sha256_hex():
+    assert hash_token("abc") == hashlib.sha256(b"abc").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:9000"),
+        ("0.0.0.0", "http://127.0.0.1:9000"),
+        ("::", "http://[::1]:9000"),
+        ("10.1.2.3", "http://10.1.2.3:9000"),
+    ],
+)
+def test_serve_url(tmp_path, host, url):
+    cfg = Config(home=tmp_path, db_url="sqlite://", artifacts=tmp_path, serve_host=host)
+    assert serve_url(Config(**{**cfg.__dict__, "serve_port": 9000})) == url
+
+
+def test_prediction_log_file_layout(tmp_path):
+    log = PredictionLog(
+        tmp_path,
+        deployment="d",
+        model="m",
+        version="7",
+        features=["income", "region"],
+        categorical=["region"],
+        clock=lambda: 1_700_000_000_123_456_789,
+    )
+    path = log.write(
+        "../odd id",
+        {"income": np.array([1.0, np.nan]), "region": np.array(["a", "b"], dtype=object)},
+        np.array([1, 0]),
+        np.array([0.9, 0.1], dtype=np.float32),
+    )
+    assert path == tmp_path / "predictions/d/pending/01700000000123456789-___odd_id.parquet"
+    table = pq.read_table(path)
+    assert table.schema == log.schema
+    assert table.column("request_id").to_pylist() == ["../odd id"] * 2
+    assert table.column("row").to_pylist() == [0, 1]
+    assert str(table.column("ts").type) == "timestamp[us, tz=UTC]"
+    assert table.column("ts")[0].value == 1_700_000_000_123_456
+    assert not list(path.parent.glob(".tmp-*"))
+
+
+def test_prediction_log_rejects_reserved_feature_names(tmp_path):
+    with pytest.raises(InvalidInput, match="'score'"):
+        PredictionLog(tmp_path, deployment="d", model="m", version="1", features=["score"])
+
+
+def test_feedback_file_layout(tmp_path):
+    path = write_feedback(tmp_path, "d", "r1", np.array([0, 1]), np.array([1, 0]), clock=lambda: 42)
+    assert path.parent == tmp_path / "feedback" / "d"
+    assert path.name.startswith("00000000000000000042-")
+    table = pq.read_table(path)
+    assert table.schema == FEEDBACK_SCHEMA
+    assert table.column("label").to_pylist() == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"model": "bad/name"}, InvalidInput, "model name"),
+        ({"version": ""}, InvalidInput, "version"),
+        ({"deployment": "../x"}, InvalidInput, "deployment name"),
+        ({"token_hashes": []}, InvalidInput, "at least one token"),
+        ({"token_hashes": ["abc"]}, InvalidInput, "sha256"),
+        ({"bundle_path": Path("/nonexistent/b.bundle")}, NotFound, "does not exist"),
+        ({"bundle_path": "NOT_A_BUNDLE"}, InvalidInput, "not a model bundle"),
+    ],
+)
+def test_deploy_rejects_bad_arguments_before_touching_ray(tmp_path, kwargs, error, message):
+    junk = tmp_path / "junk.bundle"
+    junk.write_bytes(b"junk")
+    args = {
+        "model": "m",
+        "version": "1",
+        "deployment": "d",
+        "bundle_path": junk,
+        "token_hashes": [hash_token("t")],
+    }
+    args.update(kwargs)
+    if args["bundle_path"] == "NOT_A_BUNDLE":
+        args["bundle_path"] = junk
+    cfg = Config(home=tmp_path, db_url="sqlite://", artifacts=tmp_path)
+    with pytest.raises(error, match=message):
+        deploy(cfg, **args)
+
+
+# --- live endpoint -------------------------------------------------------------------------
+
+
+def test_health_is_open(served):
+    client = served["client"]
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get("/v2").json()["name"] == "appliance"
+
+
+def test_infer_json_names_version_and_logs_every_row(served):
+    client, cfg, bundle = served["client"], served["cfg"], served["bundle"]
+    cols = _columns(5, seed=1)
+    start = time.monotonic()
+    resp = client.post(f"/v2/models/{MODEL}/infer", json=_request(cols, "req-1"), headers=AUTH)
+    latency = time.monotonic() - start
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-model-version"] == "1"
+    body = resp.json()
+    assert body["model_name"] == MODEL and body["model_version"] == "1" and body["id"] == "req-1"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    predictions, scores = bundle.predict(cols)
+    assert outputs["predictions"]["datatype"] == "INT64"
+    assert outputs["predictions"]["shape"] == [5]
+    assert outputs["predictions"]["data"] == predictions.tolist()
+    assert outputs["scores"]["datatype"] == "FP32"
+    np.testing.assert_allclose(outputs["scores"]["data"], scores, rtol=1e-6)
+
+    (path,) = _pending(cfg).glob("*-req-1.parquet")
+    table = pq.read_table(path)
+    assert table.column_names == [
+        "request_id", "row", "ts", "model", "version", "deployment",
+        *NUMERICAL, *CATEGORICAL, "prediction", "score",
+    ]  # fmt: skip
+    types = {f.name: str(f.type) for f in table.schema}
+    assert types == {
+        "request_id": "string",
+        "row": "int32",
+        "ts": "timestamp[us, tz=UTC]",
+        "model": "string",
+        "version": "string",
+        "deployment": "string",
+        "income": "double",
+        "age": "double",
+        "region": "string",
+        "prediction": "int64",
+        "score": "float",
+    }
+    rows = table.to_pydict()
+    assert rows["request_id"] == ["req-1"] * 5 and rows["row"] == list(range(5))
+    assert set(rows["model"]) == {MODEL} and set(rows["version"]) == {"1"}
+    assert set(rows["deployment"]) == {DEPLOYMENT}
+    np.testing.assert_allclose(rows["income"], cols["income"])
+    assert rows["region"] == cols["region"].tolist()
+    assert rows["prediction"] == predictions.tolist()
+    print(f"first infer latency {latency * 1000:.0f} ms")
+
+
+def test_serving_matches_the_trained_model(served):
+    """No training/serving skew: the replica scores exactly as the in-memory trained model."""
+    cols = _columns(16, seed=11)
+    resp = served["client"].post(f"/v2/models/{MODEL}/infer", json=_request(cols), headers=AUTH)
+    scores = next(o["data"] for o in resp.json()["outputs"] if o["name"] == "scores")
+    np.testing.assert_allclose(scores, served["trained"].predict_proba(cols), rtol=1e-5)
+
+
+def test_request_without_id_gets_one(served):
+    client, cfg = served["client"], served["cfg"]
+    resp = client.post(f"/v2/models/{MODEL}/infer", json=_request(_columns(2, 2)), headers=AUTH)
+    assert resp.status_code == 200
+    rid = resp.json()["id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", rid)
+    assert list(_pending(cfg).glob(f"*-{rid}.parquet"))
+
+
+def test_served_rows_equal_logged_rows(served):
+    client, cfg = served["client"], served["cfg"]
+    before = _log_files(cfg)
+    sizes = [1, 3, 7, 2, 4, 1, 9, 5]
+    timings = []
+    for i, n in enumerate(sizes):
+        start = time.monotonic()
+        resp = client.post(
+            f"/v2/models/{MODEL}/infer", json=_request(_columns(n, 10 + i)), headers=AUTH
+        )
+        timings.append(time.monotonic() - start)
+        assert resp.status_code == 200
+    new = _log_files(cfg) - before
+    assert len(new) == len(sizes)
+    assert sum(pq.read_metadata(p).num_rows for p in new) == sum(sizes)
+    print(f"infer latency median {sorted(timings)[len(timings) // 2] * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_tritonclient(served, binary):
+    bundle = served["bundle"]
+    cols = _columns(4, seed=3)
+    triton = httpclient.InferenceServerClient(url=served["url"].removeprefix("http://"))
+    # tritonclient adds its own headers to the dict it is given: never hand it AUTH itself.
+    auth = dict(AUTH)
+    try:
+        assert triton.is_server_live() and triton.is_server_ready()
+        assert triton.is_model_ready(MODEL, headers=auth)
+        meta = triton.get_model_metadata(MODEL, headers=auth)
+        assert meta["versions"] == ["1"]
+        assert [i["name"] for i in meta["inputs"]] == [*NUMERICAL, *CATEGORICAL]
+        inputs = []
+        for name in ["income", "age"]:
+            tensor = httpclient.InferInput(name, [4, 1], "FP32")
+            tensor.set_data_from_numpy(
+                cols[name].astype(np.float32).reshape(4, 1), binary_data=binary
+            )
+            inputs.append(tensor)
+        region = httpclient.InferInput("region", [4], "BYTES")
+        region.set_data_from_numpy(cols["region"], binary_data=binary)
+        inputs.append(region)
+        result = triton.infer(MODEL, inputs, headers=auth, request_id=f"triton-{binary}")
+        as_f32 = {**cols, **{n: cols[n].astype(np.float32) for n in ["income", "age"]}}
+        predictions, scores = bundle.predict(as_f32)
+        assert result.as_numpy("predictions").tolist() == predictions.tolist()
+        np.testing.assert_allclose(result.as_numpy("scores"), scores, rtol=1e-6)
+        assert result.get_response()["model_version"] == "1"
+        assert result.get_response()["id"] == f"triton-{binary}"
+        # Versioned route, and errors surface as the client's exception with our message.
+        result = triton.infer(MODEL, inputs, model_version="1", headers=auth)
+        assert result.get_response()["model_version"] == "1"
+        with pytest.raises(InferenceServerException, match="not served"):
+            triton.infer(MODEL, inputs, model_version="9", headers=auth)
+        with pytest.raises(InferenceServerException, match="bearer token"):
+            triton.infer(MODEL, inputs)
+    finally:
+        triton.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "path"),
+    [
+        ({}, f"/v2/models/{MODEL}"),
+        ({"Authorization": "Bearer wrong"}, f"/v2/models/{MODEL}"),
+        ({"Authorization": f"Basic {TOKEN}"}, f"/v2/models/{MODEL}/ready"),
+        ({"Authorization": "Bearer"}, f"/v2/models/{MODEL}/ready"),
+        ({}, "/v2/models/unknown-model"),
+    ],
+)
+def test_model_routes_need_a_valid_token(served, headers, path):
+    resp = served["client"].get(path, headers=headers)
+    assert resp.status_code == 401
+    assert "bearer token" in resp.json()["error"]
+
+
+def test_wrong_token_cannot_infer_or_log(served):
+    client, cfg = served["client"], served["cfg"]
+    before = _log_files(cfg)
+    for headers in [{}, {"Authorization": "Bearer nope"}]:
+        resp = client.post(
+            f"/v2/models/{MODEL}/infer", json=_request(_columns(2, 4)), headers=headers
+        )
+        assert resp.status_code == 401
+    assert _log_files(cfg) == before
+
+
+BAD_BODIES = [
+    ("empty body", b"", "empty"),
+    ("malformed json", b'{"inputs": [', "not valid JSON"),
+    ("missing feature", {"inputs": _request(_columns(2, 5))["inputs"][:2]}, "'region'"),
+    ("wrong length", "wrong_length", "'income'"),
+    ("bad datatype", "bad_datatype", "'income'"),
+    ("non-numeric", "non_numeric", "'age'"),
+]
+
+
+def _bad_body(kind):
+    doc = _request(_columns(2, 6))
+    if kind == "wrong_length":
+        doc["inputs"][0]["data"] = [1.0, 2.0, 3.0]
+    elif kind == "bad_datatype":
+        doc["inputs"][0]["datatype"] = "COMPLEX"
+    elif kind == "non_numeric":
+        doc["inputs"][1]["data"] = ["forty", 40.0]
+    return doc
+
+
+@pytest.mark.parametrize(("case", "body", "message"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+def test_bad_requests_are_400_and_not_logged(served, case, body, message):
+    client, cfg = served["client"], served["cfg"]
+    before = _log_files(cfg)
+    if isinstance(body, str):
+        body = _bad_body(body)
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    resp = client.post(f"/v2/models/{MODEL}/infer", content=content, headers=AUTH)
+    assert resp.status_code == 400, case
+    assert message in resp.json()["error"], case
+    assert _log_files(cfg) == before
+
+
+def test_bad_binary_header_is_400(served):
+    resp = served["client"].post(
+        f"/v2/models/{MODEL}/infer",
+        content=b"{}",
+        headers={**AUTH, "Inference-Header-Content-Length": "many"},
+    )
+    assert resp.status_code == 400 and "Inference-Header-Content-Length" in resp.json()["error"]
+
+
+def test_not_found(served):
+    client = served["client"]
+    resp = client.post("/v2/models/nope/infer", json=_request(_columns(1, 7)), headers=AUTH)
+    assert resp.status_code == 404
+    assert resp.json() == {"error": "model 'nope' is not deployed"}
+    assert client.get(f"/v2/models/{MODEL}/versions/2/ready", headers=AUTH).status_code == 404
+    resp = client.get("/v2/no/such/route")
+    assert resp.status_code == 404 and "error" in resp.json()
+
+
+def test_deploy_on_another_port_is_a_conflict(served):
+    cfg = served["cfg"]
+    other = Config(**{**cfg.__dict__, "serve_port": cfg.serve_port + 1})
+    with pytest.raises(ConflictError, match=f"already listens on 127.0.0.1:{cfg.serve_port}"):
+        deploy(
+            other,
+            model="other",
+            version="1",
+            bundle_path=served["path"],
+            deployment="other",
+            token_hashes=[hash_token(TOKEN)],
+        )
+
+
+def test_feedback_writes_labels(served):
+    client, cfg = served["client"], served["cfg"]
+    folder = cfg.artifacts / "feedback" / DEPLOYMENT
+    resp = client.post(
+        f"/v2/models/{MODEL}/feedback",
+        json={"request_id": "req-1", "labels": [1, 0, 1, 1, 0]},
+        headers=AUTH,
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"request_id": "req-1", "rows": 5}
+    resp = client.post(
+        f"/v2/models/{MODEL}/feedback",
+        json={"request_id": "req-1", "row": 2, "label": 0},
+        headers=AUTH,
+    )
+    assert resp.status_code == 200
+    tables = [pq.read_table(p) for p in sorted(folder.glob("*.parquet"))]
+    assert [t.num_rows for t in tables] == [5, 1]
+    assert tables[0].schema == FEEDBACK_SCHEMA
+    assert tables[0].column("label").to_pylist() == [1, 0, 1, 1, 0]
+    assert tables[1].column("row").to_pylist() == [2]
+    bad = client.post(f"/v2/models/{MODEL}/feedback", json={"labels": [1]}, headers=AUTH)
+    assert bad.status_code == 400 and "request_id" in bad.json()["error"]
+    assert client.post(f"/v2/models/{MODEL}/feedback", json={}).status_code == 401
+
+
+def test_unloggable_prediction_is_503_not_served(served):
+    client, cfg = served["client"], served["cfg"]
+    pending = _pending(cfg)
+    moved = pending.with_name("pending-moved")
+    pending.rename(moved)
+    # A file where the folder should be: every log write fails, even for root.
+    pending.write_text("in the way")
+    try:
+        resp = client.post(f"/v2/models/{MODEL}/infer", json=_request(_columns(2, 8)), headers=AUTH)
+        assert resp.status_code == 503
+        assert "could not be logged" in resp.json()["error"]
+    finally:
+        pending.unlink()
+        moved.rename(pending)
+    resp = client.post(f"/v2/models/{MODEL}/infer", json=_request(_columns(2, 8)), headers=AUTH)
+    assert resp.status_code == 200
+
+
+def test_deploying_version_2_swaps_in_place(served):
+    client, cfg = served["client"], served["cfg"]
+    v2 = served["path"].with_name("credit-v2.bundle")
+    shutil.copy(served["path"], v2)
+    start = time.monotonic()
+    url = deploy(
+        cfg,
+        model=MODEL,
+        version="2",
+        bundle_path=v2,
+        deployment=DEPLOYMENT,
+        token_hashes=[hash_token(TOKEN)],
+    )
+    print(f"redeploy took {time.monotonic() - start:.1f}s")
+    assert url == served["url"]
+    resp = client.post(
+        f"/v2/models/{MODEL}/infer", json=_request(_columns(3, 9), "v2-req"), headers=AUTH
+    )
+    assert resp.status_code == 200
+    assert resp.headers["x-model-version"] == "2" and resp.json()["model_version"] == "2"
+    assert client.get(f"/v2/models/{MODEL}", headers=AUTH).json()["versions"] == ["2"]
+    assert client.get(f"/v2/models/{MODEL}/versions/1", headers=AUTH).status_code == 404
+    assert client.get(f"/v2/models/{MODEL}/versions/2/ready", headers=AUTH).status_code == 200
+    (path,) = _pending(cfg).glob("*-v2-req.parquet")
+    assert set(pq.read_table(path).column("version").to_pylist()) == {"2"}
+
+
+def test_undeploy_then_404(served):
+    client, cfg = served["client"], served["cfg"]
+    undeploy(cfg, MODEL)
+    resp = client.get(f"/v2/models/{MODEL}/ready", headers=AUTH)
+    assert resp.status_code == 404
+    assert client.get("/v2/health/live").status_code == 200
+    with pytest.raises(NotFound, match="not deployed"):
+        undeploy(cfg, MODEL)

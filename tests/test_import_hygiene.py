@@ -1,0 +1,74 @@
+"""Headless modules import neither Ray, Textual nor CuPy; `kernels` stays a leaf.
+
+import-linter checks the import graph statically; this checks what a fresh interpreter really
+loads, which also catches imports hidden in plugins, `__init__` side effects and re-exports. Each
+module gets its own interpreter so one module's imports cannot hide another's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+# Heavy or interactive: the CLI, the monitor and the store must start without them.
+FORBIDDEN = ("ray", "textual", "cupy")
+
+HEADLESS = [
+    "appliance",
+    "appliance.config",
+    "appliance.errors",
+    "appliance.store",
+    "appliance.store.models",
+    "appliance.store.database",
+    "appliance.registry",
+    "appliance.governance",
+    "appliance.monitor",
+    "appliance.data",
+    "appliance.data.synthetic",
+    "kernels",
+]
+
+
+def _exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing too
+        return False
+
+
+def _loaded_after_import(module: str) -> set[str]:
+    """Top-level package names in sys.modules of a fresh interpreter after `import module`."""
+    code = (
+        "import importlib, json, sys; "
+        f"importlib.import_module({module!r}); "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, f"import {module} failed:\n{proc.stderr}"
+    return set(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("module", HEADLESS)
+def test_headless_module_imports_no_heavy_packages(module):
+    if not _exists(module):
+        pytest.skip(f"{module} does not exist yet")
+    pulled_in = _loaded_after_import(module) & set(FORBIDDEN)
+    assert not pulled_in, f"import {module} pulled in {sorted(pulled_in)}"
+
+
+def test_kernels_is_a_leaf():
+    if not _exists("kernels"):
+        pytest.skip("kernels does not exist yet")
+    loaded = _loaded_after_import("kernels")
+    assert not loaded & {"appliance", "cluster"}, sorted(loaded & {"appliance", "cluster"})
+
+
+def test_the_probe_sees_real_imports():
+    # Guards the test itself: an empty answer would make every check above pass vacuously.
+    assert "email" in _loaded_after_import("email.mime.text")
