@@ -16,6 +16,21 @@ import typer
 from appliance.cli._output import fail, reserve_stdout
 from appliance.errors import ApplianceError, ExitCode, exit_code_for
 
+
+def _classes(name: str) -> tuple[type[BaseException], ...]:
+    # Recent Typer carries its own copy of Click, whose exceptions are not click's classes.
+    found = {getattr(click.exceptions, name, None), getattr(typer, name, None)}
+    try:
+        from typer._click import exceptions as vendored
+
+        found.add(getattr(vendored, name, None))
+    except ImportError:
+        pass
+    return tuple(c for c in found if isinstance(c, type))
+
+
+_ABORT, _USAGE, _EXIT = _classes("Abort"), _classes("ClickException"), _classes("Exit")
+
 app = typer.Typer(
     name="appliance",
     help="On-prem GPU MLOps appliance: train, govern, serve, watch and refresh models.",
@@ -45,13 +60,13 @@ def run(argv: list[str] | None = None) -> None:
     except ApplianceError as exc:
         fail(str(exc))
         sys.exit(exit_code_for(exc))
-    except click.exceptions.Abort:
+    except _ABORT:
         fail("aborted")
         sys.exit(ExitCode.USAGE)
-    except click.exceptions.ClickException as exc:
+    except _USAGE as exc:
         fail(exc.format_message())
         sys.exit(ExitCode.USAGE)
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted")

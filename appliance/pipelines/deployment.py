@@ -24,7 +24,8 @@ def deploy(cfg: Config, user: User, model: str, alias: str = "champion") -> Depl
         mv = models.resolve(session, f"{model}@{alias}")
         tokens = active_token_hashes(session)
     bundle = store.path(mv.digest)
-    runtime.ensure_ray(cfg)
+    # A deployment must outlive the command that made it.
+    runtime.ensure_ray(cfg, persistent=True)
     url = serve.deploy(cfg, model=model, version=str(mv.version), bundle_path=bundle,
                        deployment=model, token_hashes=tokens)
     with session_scope(cfg.db_url) as session:
@@ -51,7 +52,7 @@ def undeploy(cfg: Config, user: User, model: str) -> None:
             Deployment.name == model, Deployment.status == "active")).all()
         if not current:
             raise NotFound(f"model {model!r} is not deployed")
-    runtime.ensure_ray(cfg)
+    runtime.ensure_ray(cfg, persistent=True)
     serve.undeploy(cfg, model)
     with session_scope(cfg.db_url) as session:
         for row in session.exec(select(Deployment).where(

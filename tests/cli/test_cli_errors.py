@@ -38,7 +38,7 @@ def env(tmp_path_factory):
         (["init"], "already has users"),
         (["promote", "credit", "1"], "no model named 'credit'"),
         (["deploy", "ghost"], "no model named 'ghost'"),
-        (["models", "list", "--bogus"], "no such option"),
+        (["models", "list", "--bogus"], "No such option: --bogus"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(env, args, needle):
