@@ -11,7 +11,7 @@ Features (numerical first, then categorical), as drawn with no drift:
 ``debt_to_income``         debt service / income, logistic-normal in (0, 1), median 0.27
 ``credit_history_months``  months since the first credit line: a uniform 15-100% of adult life
 ``open_accounts``          open credit lines, 1 + Poisson(3)
-``late_payments_12m``      payments over 30 days late in the last year, geometric, 86% zero
+``late_payments_12m``      payments over 30 days late in the last year, geometric, 84% zero
 ``credit_utilization``     revolving balance / limit, logistic-normal in (0, 1), median 0.35
 ``loan_amount``            amount applied for, log-normal, median 14,000, income elasticity 0.6
 ``employment``             salaried 60% / self_employed 15% / contract 15% / unemployed 10%
@@ -191,7 +191,8 @@ def generate(n: int, *, seed: int, covariate: float = 0.0, concept: float = 0.0)
     concept = _check_strength("concept", concept)
     n = int(n)
     rng = np.random.default_rng(int(seed))
-    # All draws first, with fixed parameters and in a fixed order (common random numbers).
+    # All draws first, with fixed parameters and in a fixed order (common random numbers). One
+    # normal column is spare, so a new feature can use it without reshuffling the others.
     g = rng.standard_normal((n, 6))
     u = rng.random((n, 4))
     e = rng.standard_exponential(n)

@@ -1,0 +1,458 @@
+"""Fit the tabular classifier on Ray Train, and score a model on labelled data.
+
+`fit` runs a `ray.train.torch.TorchTrainer`: the driver splits the table (seeded holdout), fits
+the `Preprocessor` on the training split only, and ships the design matrix to the workers through
+the object store; each worker trains its shard (DDP when there are several), rank 0 checkpoints
+the state dict about three times per run, and a restarted worker resumes from the latest one.
+The driver then loads the final checkpoint into a `ModelBundle` and scores it on the holdout.
+
+The run directory is ``{storage_path}/{name}-{digest}``, where the digest covers the training
+data, params, seed and scaling. It is deterministic (no timestamps) on purpose: Ray Train V2
+resumes a run whose directory already holds a checkpoint, so re-running the same fit after a
+driver crash continues it, while a fit on different data or params can never pick up another
+run's weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from appliance.errors import InvalidInput
+from cluster.bundle import ModelBundle, Preprocessor, build_mlp
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "hidden": 32,
+    "layers": 2,
+    "epochs": 10,
+    "lr": 3e-3,
+    "batch_size": 512,
+    "weight_decay": 1e-4,
+    "valid_fraction": 0.2,
+}
+# name -> (type, lowest, highest, whether the lowest bound is allowed)
+_PARAM_RULES: dict[str, tuple[type, float, float, bool]] = {
+    "hidden": (int, 1, 4096, True),
+    "layers": (int, 0, 16, True),
+    "epochs": (int, 1, 10_000, True),
+    "lr": (float, 0.0, 1.0, False),
+    "batch_size": (int, 1, 1 << 20, True),
+    "weight_decay": (float, 0.0, 1.0, True),
+    "valid_fraction": (float, 0.0, 0.5, False),
+}
+_MIN_ROWS = 10
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_CHECKPOINT_FILE = "model.pt"
+_POLL_ENV, _POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` produced.
+
+    Args:
+        bundle: the fitted model with its preprocessing, on the CPU.
+        metrics: accuracy, auc, log_loss and rows on the seeded holdout (see `evaluate`).
+        train_rows: rows the model was trained on.
+        valid_rows: rows of the holdout the metrics were computed on.
+        seconds: wall-clock seconds of the whole fit, Ray Train start-up included.
+        device: "cuda" when the workers trained on GPUs, else "cpu".
+        params: the params used, defaults filled in.
+        run_path: the Ray Train run directory (checkpoints, worker logs).
+    """
+
+    bundle: ModelBundle
+    metrics: dict[str, Any]
+    train_rows: int
+    valid_rows: int
+    seconds: float
+    device: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    run_path: str = ""
+
+
+def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """Return `params` with defaults filled in, after checking every key and value.
+
+    Args:
+        params: any subset of DEFAULT_PARAMS (None or {} means all defaults): hidden (units per
+            layer, 32), layers (hidden layers, 2), epochs (10), lr (AdamW learning rate, 3e-3),
+            batch_size (per worker, 512), weight_decay (1e-4), valid_fraction (share of rows
+            held out for the metrics, 0.2).
+
+    Raises:
+        InvalidInput: an unknown key, or a value of the wrong type or out of range.
+    """
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"params must be a mapping of name to value, got {params!r}")
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        raise InvalidInput(f"unknown training param(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
+    out = dict(DEFAULT_PARAMS)
+    for key, value in params.items():
+        kind, low, high, low_ok = _PARAM_RULES[key]
+        bad = isinstance(value, bool) or not isinstance(value, (int, float))
+        if kind is int and not bad and value != int(value):
+            bad = True
+        if bad:
+            raise InvalidInput(f"training param {key!r} must be {kind.__name__}, got {value!r}")
+        value = kind(value)
+        below = value < low if low_ok else value <= low
+        if below or value > high or (kind is float and not math.isfinite(value)):
+            lower = "[" if low_ok else "("
+            raise InvalidInput(
+                f"training param {key!r} must be in {lower}{low}, {high}], got {value!r}"
+            )
+        out[key] = value
+    return out
+
+
+def table_columns(table: pa.Table, features: list[str], categorical: list[str]) -> dict:
+    """Return `features` of `table` as the NumPy columns the bundle expects.
+
+    Numerical features become float64 (nulls -> NaN, which the bundle imputes); categorical ones
+    become object arrays of str.
+
+    Raises:
+        InvalidInput: a feature is absent, or a non-numeric one is not listed as categorical.
+    """
+    out: dict[str, np.ndarray] = {}
+    for name in features:
+        if name not in table.column_names:
+            raise InvalidInput(f"missing feature {name!r}; the table has {table.column_names}")
+        col = table.column(name)
+        if name in categorical:
+            # Nulls stay None, which the bundle encodes as str(None), as it does at serving.
+            out[name] = np.array(col.cast(pa.string()).to_pylist(), dtype=object)
+            continue
+        t = col.type
+        if not (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_boolean(t)
+            or pa.types.is_null(t)
+            or pa.types.is_decimal(t)
+        ):
+            raise InvalidInput(
+                f"feature {name!r} has type {t}, not a number; list it in categorical if it is a "
+                f"category"
+            )
+        out[name] = np.asarray(
+            col.cast(pa.float64()).fill_null(float("nan")).to_numpy(), dtype=np.float64
+        )
+    return out
+
+
+def _labels(table: pa.Table, label: str) -> np.ndarray:
+    if label not in table.column_names:
+        raise InvalidInput(f"label column {label!r} not found; the table has {table.column_names}")
+    col = table.column(label)
+    if col.null_count:
+        raise InvalidInput(f"label column {label!r} has {col.null_count} missing value(s)")
+    try:
+        y = np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInput(f"label column {label!r} must hold 0/1, got type {col.type}") from exc
+    bad = ~np.isin(y, (0.0, 1.0))
+    if bad.any():
+        raise InvalidInput(
+            f"label column {label!r} must hold 0/1 (binary classifier), got {y[bad][0]!r}"
+        )
+    return y.astype(np.int64)
+
+
+def _auc(y: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC as the Mann-Whitney rank statistic, ties counted half; None with one class."""
+    pos = int(y.sum())
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
+        return None
+    uniq, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    # Average 1-based rank of each distinct score: tied scores share the mean of their ranks.
+    upper = np.cumsum(counts)
+    avg_rank = upper - (counts - 1) / 2.0
+    rank_sum = float(avg_rank[inverse][y == 1].sum())
+    return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
+
+
+def _metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    scores = scores.astype(np.float64)
+    p = np.clip(scores, 1e-7, 1 - 1e-7)
+    return {
+        "accuracy": float(np.mean((scores >= threshold).astype(np.int64) == y)),
+        "auc": _auc(y, scores),
+        "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))),
+        "rows": len(y),
+    }
+
+
+def evaluate(bundle: ModelBundle, table: pa.Table, label: str) -> dict[str, Any]:
+    """Score `bundle` on the labelled `table`.
+
+    Args:
+        bundle: the model to score.
+        table: rows with the bundle's features (extra columns are ignored) and `label`.
+        label: name of the 0/1 target column.
+
+    Returns:
+        {"accuracy", "auc", "log_loss", "rows"}: accuracy at the bundle's threshold, ROC AUC
+        (None when `table` holds one class only) and mean binary cross-entropy.
+
+    Raises:
+        InvalidInput: `table` is empty, or lacks a feature or the label, or the label is not 0/1.
+    """
+    if table.num_rows == 0:
+        raise InvalidInput("cannot evaluate on an empty table (0 rows)")
+    y = _labels(table, label)
+    columns = table_columns(table, bundle.feature_names, bundle.categorical)
+    return _metrics(y, bundle.predict_proba(columns), bundle.threshold)
+
+
+def _checkpoint_every(epochs: int) -> int:
+    """Epochs between checkpoints: about three per run, plus the last epoch.
+
+    The controller takes in one report per poll of its workers, so a report per epoch of a
+    seconds-long fit would cost more than the training itself.
+    """
+    return max(1, math.ceil(epochs / 3))
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """Per-worker training function (runs inside a Ray Train worker).
+
+    Args:
+        config: x_ref / y_ref (object refs of the float32 design matrix and labels), width,
+            params (resolved), seed.
+    """
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    params, seed = config["params"], config["seed"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # Not ray.train.torch.enable_reproducibility: its use_deterministic_algorithms call costs
+    # seconds of imports per worker, and this MLP has no nondeterministic kernels on CPU.
+    torch.manual_seed(seed)
+
+    x_all, y_all = ray.get(config["x_ref"]), ray.get(config["y_ref"])
+    # Equal shards so every rank takes the same number of steps (DDP all-reduces each step);
+    # the rows were already shuffled by the driver's holdout split.
+    per = len(y_all) // world
+    device = ray.train.torch.get_device()
+    x = torch.from_numpy(np.array(x_all[rank * per : (rank + 1) * per])).to(device)
+    y = torch.from_numpy(np.array(y_all[rank * per : (rank + 1) * per])).to(device)
+
+    model = build_mlp(config["width"], params["hidden"], params["layers"])
+    start_epoch, opt_state = 0, None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(
+                Path(folder) / _CHECKPOINT_FILE, map_location="cpu", weights_only=True
+            )
+        model.load_state_dict(state["model"])
+        opt_state, start_epoch = state["optimizer"], state["epoch"] + 1
+    model = ray.train.torch.prepare_model(model)
+    inner = model.module if hasattr(model, "module") else model
+    # Built after prepare_model so its state lands on the parameters' device.
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"]
+    )
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    batch = params["batch_size"]
+    every = _checkpoint_every(params["epochs"])
+
+    for epoch in range(start_epoch, params["epochs"]):
+        model.train()
+        # Seeded per epoch, so an epoch replayed after a restart sees the same batches.
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009 + rank)
+        order = torch.randperm(per, generator=gen).to(device)
+        total = 0.0
+        for start in range(0, per, batch):
+            idx = order[start : start + batch]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x[idx]).squeeze(-1), y[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        if (epoch + 1) % every and epoch + 1 < params["epochs"]:
+            continue
+        metrics = {"epoch": epoch, "loss": total / max(per, 1)}
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                state = {
+                    "model": {k: v.detach().cpu() for k, v in inner.state_dict().items()},
+                    "optimizer": opt.state_dict(),
+                    "epoch": epoch,
+                }
+                torch.save(state, Path(folder) / _CHECKPOINT_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            ray.train.report(metrics)
+
+
+def _digest(x: np.ndarray, y: np.ndarray, params: dict, seed: int, workers: int, gpu: bool) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(x).tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    h.update(json.dumps([params, seed, workers, gpu], sort_keys=True).encode())
+    return h.hexdigest()[:12]
+
+
+def _load_module(checkpoint: Any, width: int, params: dict) -> torch.nn.Module:
+    module = build_mlp(width, params["hidden"], params["layers"])
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / _CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["model"])
+    module.eval()
+    return module
+
+
+def fit(
+    table: pa.Table,
+    *,
+    label: str,
+    categorical: list[str],
+    params: dict[str, Any] | None,
+    seed: int,
+    num_workers: int = 1,
+    use_gpu: bool | None = None,
+    storage_path: str | None = None,
+    name: str = "train",
+) -> FitResult:
+    """Train the classifier on `table` with Ray Train and score it on a seeded holdout.
+
+    Starts or joins Ray (`cluster.runtime.ensure_ray`) when the caller has not.
+
+    Args:
+        table: training rows: every column but `label` is a feature.
+        label: name of the 0/1 target column.
+        categorical: names of the categorical features (one-hot encoded); others are numerical.
+        params: training params, see `resolve_params` (None: all defaults).
+        seed: seeds the holdout split, weight init and batch order.
+        num_workers: Ray Train workers (data-parallel; default 1).
+        use_gpu: train on GPUs; None (default) means when the Ray cluster has one per worker.
+        storage_path: folder for Ray Train runs (default ``$APPLIANCE_HOME/ray_results``).
+        name: run name prefix; the run folder is ``{name}-{digest}`` (default "train").
+
+    Raises:
+        InvalidInput: bad params, arguments, columns or labels (the message names which).
+        RuntimeError: the training run failed after its retries (the cause is chained).
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from appliance.config import load_config
+    from cluster.runtime import ensure_ray
+
+    started = time.perf_counter()
+    resolved = resolve_params(params)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInput(f"run name must match {_NAME.pattern}, got {name!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise InvalidInput(f"num_workers must be a positive integer, got {num_workers!r}")
+    if not isinstance(table, pa.Table):
+        raise InvalidInput(f"table must be a pyarrow.Table, got {type(table).__name__}")
+    unknown = sorted(set(categorical) - set(table.column_names))
+    if unknown:
+        raise InvalidInput(f"categorical feature(s) {unknown} not in the table's columns")
+    if label in categorical:
+        raise InvalidInput(f"label {label!r} cannot also be a categorical feature")
+
+    y_all = _labels(table, label)
+    features = [c for c in table.column_names if c != label]
+    if not features:
+        raise InvalidInput(f"the table has no feature columns besides the label {label!r}")
+    n = table.num_rows
+    n_valid = max(1, round(n * resolved["valid_fraction"]))
+    if n - n_valid < max(_MIN_ROWS, num_workers):
+        raise InvalidInput(
+            f"too few rows to train: {n} rows leave {n - n_valid} after the holdout "
+            f"(need >= {max(_MIN_ROWS, num_workers)})"
+        )
+    order = np.random.default_rng(int(seed)).permutation(n)
+    train_idx, valid_idx = order[n_valid:], order[:n_valid]
+    train_table, valid_table = table.take(pa.array(train_idx)), table.take(pa.array(valid_idx))
+    y_train = y_all[train_idx]
+    if y_train.min() == y_train.max():
+        raise InvalidInput(
+            f"label {label!r} has only class {int(y_train[0])} in the training split; "
+            f"a classifier needs both 0 and 1"
+        )
+    # Preprocessor fitted on the training split only, so the holdout stays unseen.
+    pre = Preprocessor.fit(table_columns(train_table, features, categorical), categorical)
+    x_train = pre.transform(table_columns(train_table, pre.feature_names, categorical))
+
+    if not ray.is_initialized():
+        ensure_ray(load_config())
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
+    storage = Path(storage_path) if storage_path else load_config().home / "ray_results"
+    storage.mkdir(parents=True, exist_ok=True)
+    run_name = f"{name}-{_digest(x_train, y_train, resolved, int(seed), num_workers, use_gpu)}"
+
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={
+            "x_ref": ray.put(x_train),
+            "y_ref": ray.put(y_train.astype(np.float32)),
+            "width": pre.width,
+            "params": resolved,
+            "seed": int(seed),
+        },
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=bool(use_gpu)),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    # Ray Train's controller polls its workers every 2 s and takes in one report per poll, which
+    # dominates a fit of a few seconds; a faster poll is cheap with this few workers. Ray reads
+    # the variable from the driver's environment when the run starts; an operator's own setting
+    # wins.
+    previous = os.environ.get(_POLL_ENV)
+    os.environ.setdefault(_POLL_ENV, _POLL_S)
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors in its own types; keep the chain
+        raise RuntimeError(f"training run {run_name!r} failed: {exc}") from exc
+    finally:
+        if previous is None:
+            os.environ.pop(_POLL_ENV, None)
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {run_name!r} finished without a checkpoint")
+
+    module = _load_module(result.checkpoint, pre.width, resolved)
+    bundle = ModelBundle(pre, module, resolved["hidden"], resolved["layers"], label)
+    return FitResult(
+        bundle=bundle,
+        metrics=evaluate(bundle, valid_table, label),
+        train_rows=len(train_idx),
+        valid_rows=len(valid_idx),
+        seconds=time.perf_counter() - started,
+        device="cuda" if use_gpu else "cpu",
+        params=resolved,
+        run_path=str(storage / run_name),
+    )

@@ -1,0 +1,180 @@
+"""Training on Ray Train, scoring, and the concept-drift property the demo relies on."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from appliance.data.synthetic import CATEGORICAL, LABEL, generate
+from appliance.errors import InvalidInput
+from cluster.bundle import ModelBundle
+from cluster.train import DEFAULT_PARAMS, _auc, evaluate, fit, resolve_params
+
+TRAIN_ROWS = 30_000
+TEST_ROWS = 10_000
+
+
+# --- params and input checks (no Ray needed) --------------------------------------------------
+
+
+def test_resolve_params_fills_defaults():
+    assert resolve_params(None) == DEFAULT_PARAMS
+    assert resolve_params({"epochs": 3, "lr": 1})["lr"] == 1.0
+    assert resolve_params({"hidden": 64.0})["hidden"] == 64
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"epoch": 3}, "epoch"),
+        ({"hidden": 0}, "hidden"),
+        ({"hidden": 2.5}, "hidden"),
+        ({"layers": -1}, "layers"),
+        ({"epochs": True}, "epochs"),
+        ({"lr": 0}, "lr"),
+        ({"lr": "fast"}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"weight_decay": -0.1}, "weight_decay"),
+        ({"valid_fraction": 0.0}, "valid_fraction"),
+        ({"valid_fraction": 0.9}, "valid_fraction"),
+    ],
+)
+def test_bad_params_name_the_param(params, named):
+    with pytest.raises(InvalidInput, match=named):
+        resolve_params(params)
+
+
+def _fit_args(**over):
+    args = {"label": LABEL, "categorical": CATEGORICAL, "params": {}, "seed": 0}
+    args.update(over)
+    return args
+
+
+@pytest.mark.parametrize(
+    ("table", "over", "message"),
+    [
+        (generate(100, seed=1), {"label": "target"}, "label column 'target' not found"),
+        (generate(100, seed=1), {"categorical": ["colour"]}, "colour"),
+        (generate(100, seed=1), {"categorical": []}, "'employment' has type string"),
+        (generate(100, seed=1), {"name": "bad name/.."}, "run name"),
+        (generate(100, seed=1), {"seed": -3}, "seed"),
+        (generate(100, seed=1), {"num_workers": 0}, "num_workers"),
+        (generate(100, seed=1), {"params": {"depth": 3}}, "depth"),
+        (generate(8, seed=1), {}, "too few rows"),
+        (
+            generate(100, seed=1).set_column(10, LABEL, pa.array(np.zeros(100, dtype=np.int64))),
+            {},
+            "only class 0",
+        ),
+        (
+            generate(100, seed=1).set_column(10, LABEL, pa.array(np.full(100, 2, np.int64))),
+            {},
+            "must hold 0/1",
+        ),
+    ],
+)
+def test_fit_rejects_bad_input_before_starting_ray(table, over, message):
+    with pytest.raises(InvalidInput, match=message):
+        fit(table, **_fit_args(**over))
+
+
+# --- evaluate (pure) --------------------------------------------------------------------------
+
+
+def _pairwise_auc(y: np.ndarray, s: np.ndarray) -> float:
+    pos, neg = s[y == 1], s[y == 0]
+    wins = sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def test_auc_matches_pairwise_definition_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = np.round(rng.random(200) * 0.5 + 0.3 * y, 1)  # coarse scores: many ties
+    assert _auc(y, s) == pytest.approx(_pairwise_auc(y, s))
+    assert _auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert _auc(np.array([1, 1]), np.array([0.1, 0.2])) is None
+
+
+# --- real Ray Train ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ray_results")
+
+
+@pytest.fixture(scope="module")
+def v1(ray_session, storage):
+    """The champion: trained before any drift."""
+    table = generate(TRAIN_ROWS, seed=101)
+    return fit(table, **_fit_args(seed=1, storage_path=str(storage), name="v1"))
+
+
+@pytest.fixture(scope="module")
+def v2(ray_session, storage):
+    """The challenger: retrained on fresh data from the drifted regime."""
+    table = generate(TRAIN_ROWS, seed=202, concept=1.0)
+    return fit(table, **_fit_args(seed=2, storage_path=str(storage), name="v2"))
+
+
+@pytest.fixture(scope="module")
+def test_sets():
+    return {
+        "before": generate(TEST_ROWS, seed=303),
+        "during": generate(TEST_ROWS, seed=404, concept=1.0),
+    }
+
+
+def test_fit_result(v1, storage):
+    assert v1.train_rows == 24_000 and v1.valid_rows == 6_000
+    assert v1.device == "cpu"
+    assert v1.params == DEFAULT_PARAMS
+    assert 0 < v1.seconds < 600
+    assert set(v1.metrics) == {"accuracy", "auc", "log_loss", "rows"}
+    assert v1.metrics["rows"] == 6_000
+    assert v1.metrics["accuracy"] >= 0.85
+    assert v1.metrics["auc"] >= 0.9
+    assert v1.metrics["log_loss"] < 0.35
+    run = Path(v1.run_path)
+    assert run.parent == storage and run.name.startswith("v1-")
+    assert any(p.name.startswith("checkpoint_") for p in run.iterdir())
+    assert v1.bundle.feature_names[-2:] == CATEGORICAL
+    assert v1.bundle.label == LABEL
+
+
+def test_bundle_round_trip_predicts_identically(v1, test_sets):
+    table = test_sets["before"]
+    again = ModelBundle.from_bytes(v1.bundle.to_bytes())
+    cols = {f: table.column(f).to_numpy(zero_copy_only=False) for f in again.feature_names}
+    np.testing.assert_array_equal(again.predict_proba(cols), v1.bundle.predict_proba(cols))
+    assert evaluate(again, table, LABEL) == evaluate(v1.bundle, table, LABEL)
+
+
+def test_concept_drift_hurts_v1_and_retraining_recovers(v1, v2, test_sets):
+    before = evaluate(v1.bundle, test_sets["before"], LABEL)["accuracy"]
+    during = evaluate(v1.bundle, test_sets["during"], LABEL)["accuracy"]
+    after = evaluate(v2.bundle, test_sets["during"], LABEL)["accuracy"]
+    assert before >= 0.85
+    assert during <= before - 0.10
+    assert abs(after - before) <= 0.02, (before, during, after)
+
+
+def test_same_fit_again_resumes_its_finished_run(v1, storage, test_sets):
+    # Same data, params and seed -> same run folder; Ray Train hands the workers the final
+    # checkpoint, so no epoch is trained again (no new checkpoint) and the model is the same one.
+    checkpoints = sorted(p.name for p in Path(v1.run_path).glob("checkpoint_*"))
+    again = fit(
+        generate(TRAIN_ROWS, seed=101), **_fit_args(seed=1, storage_path=str(storage), name="v1")
+    )
+    assert again.run_path == v1.run_path
+    assert sorted(p.name for p in Path(v1.run_path).glob("checkpoint_*")) == checkpoints
+    table = test_sets["before"]
+    cols = {f: table.column(f).to_numpy(zero_copy_only=False) for f in v1.bundle.feature_names}
+    np.testing.assert_array_equal(again.bundle.predict_proba(cols), v1.bundle.predict_proba(cols))
+    assert again.metrics == v1.metrics
