@@ -1,0 +1,205 @@
+"""Turning caller columns into the arrays the statistics need, or a clear error.
+
+Accepted column containers: a Mapping of name -> 1-D array-like (NumPy, CuPy, lists, pyarrow
+Array/ChunkedArray), a pyarrow Table, or anything with `column_names`/`columns` and `__getitem__`
+(a pandas DataFrame). pyarrow and pandas are never imported here; they are only duck-typed.
+
+Missing values: NaN (and None / null) are missing; they are counted, never dropped silently.
+Infinities are values (see `kernels` package docs for how each statistic treats them).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from kernels._errors import DriftInputError
+
+
+def as_columns(columns: Any, *, what: str) -> dict[str, Any]:
+    """Return `columns` as a dict of name -> column object; `what` names it in errors."""
+    if isinstance(columns, Mapping):
+        out = dict(columns)
+    elif hasattr(columns, "column_names") and hasattr(columns, "column"):  # pyarrow Table
+        out = {name: columns.column(name) for name in columns.column_names}
+    elif hasattr(columns, "columns") and hasattr(columns, "__getitem__"):  # pandas DataFrame
+        out = {str(name): columns[name].to_numpy() for name in columns.columns}
+    else:
+        raise DriftInputError(
+            f"{what}: expected a mapping of column name -> array (or a pyarrow Table), "
+            f"got {type(columns).__name__}"
+        )
+    if not out:
+        raise DriftInputError(f"{what}: no columns given")
+    for name in out:
+        if not isinstance(name, str):
+            raise DriftInputError(f"{what}: column names must be strings, got {name!r}")
+    return out
+
+
+def column_length(values: Any) -> int:
+    """Number of rows of one column object."""
+    if hasattr(values, "shape") and values.shape is not None and len(values.shape) >= 1:
+        return int(values.shape[0])
+    return len(values)
+
+
+def check_lengths(columns: Mapping[str, Any], *, what: str) -> int:
+    """Return the common row count of `columns`, or raise naming the odd column out."""
+    lengths = {name: column_length(v) for name, v in columns.items()}
+    first_name, n = next(iter(lengths.items()))
+    for name, m in lengths.items():
+        if m != n:
+            raise DriftInputError(
+                f"{what}: column {name!r} has {m} rows but {first_name!r} has {n}; "
+                "all columns of one window must have the same length"
+            )
+    if n == 0:
+        raise DriftInputError(f"{what}: the window is empty (0 rows)")
+    return n
+
+
+def _is_arrow(values: Any) -> bool:
+    return type(values).__module__.startswith("pyarrow")
+
+
+def _is_cupy(values: Any) -> bool:
+    return type(values).__module__.startswith("cupy")
+
+
+def numerical(name: str, values: Any, *, what: str) -> Any:
+    """Return `values` as a 1-D float32/float64 array (NumPy, or CuPy when given CuPy).
+
+    Raises:
+        DriftInputError: text or other non-numeric values, or not 1-D; the message names `name`.
+    """
+    if _is_cupy(values):
+        arr = values
+        if arr.ndim != 1:
+            raise DriftInputError(f"{what}: feature {name!r} must be 1-D, got shape {arr.shape}")
+        if arr.dtype.kind == "f":
+            return arr if arr.dtype.itemsize >= 4 else arr.astype("float32")
+        if arr.dtype.kind in "iub":
+            return arr.astype("float64")
+        raise DriftInputError(f"{what}: feature {name!r} has non-numeric dtype {arr.dtype}")
+    if _is_arrow(values):
+        kind = str(getattr(values, "type", ""))
+        if kind.startswith(("string", "large_string", "utf8", "dictionary", "binary")):
+            raise DriftInputError(
+                f"{what}: numerical feature {name!r} holds text (arrow type {kind}); "
+                "name it as categorical or fix the column"
+            )
+        values = values.to_numpy(zero_copy_only=False)
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise DriftInputError(f"{what}: feature {name!r} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        return arr if arr.dtype.itemsize >= 4 else arr.astype(np.float32)
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.float64)
+    if arr.dtype.kind in "US":
+        _text_error(name, arr[0] if arr.size else "", what=what)
+    if arr.dtype.kind == "O":
+        # float("1.5") would accept text; a column of objects must hold numbers or None.
+        for v in arr.tolist():
+            if v is not None and not isinstance(v, (int, float, np.integer, np.floating)):
+                _text_error(name, v, what=what)
+        return np.asarray(arr, dtype=np.float64)
+    raise DriftInputError(f"{what}: feature {name!r} has unsupported dtype {arr.dtype}")
+
+
+def _text_error(name: str, value: Any, *, what: str) -> None:
+    raise DriftInputError(
+        f"{what}: numerical feature {name!r} holds text, e.g. {value!r}; "
+        "name it as categorical or fix the column"
+    )
+
+
+def _is_missing(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float):
+        return math.isnan(v)
+    # pandas.NA / NaT and numpy datetime NaT, without importing pandas
+    try:
+        return bool(v != v)
+    except Exception:
+        return type(v).__name__ in ("NAType", "NaTType")
+
+
+def category_key(v: Any) -> str:
+    """The string key of one category value: ints and integral floats agree (1 == 1.0 -> "1")."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def categorical(name: str, values: Any, *, what: str) -> tuple[list[str], np.ndarray, int]:
+    """Count the categories of one column.
+
+    Returns:
+        (categories, counts, n_missing): category keys (strings, see `category_key`) sorted,
+        their int64 counts, and the number of missing values (None, NaN, null).
+    """
+    if _is_cupy(values):
+        values = values.get()
+    if _is_arrow(values):
+        return _categorical_arrow(values)
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise DriftInputError(f"{what}: feature {name!r} must be 1-D, got shape {arr.shape}")
+    n_missing = 0
+    if arr.dtype.kind in "iub":
+        uniq, cnt = np.unique(arr, return_counts=True)
+        raw = list(zip(uniq.tolist(), cnt.tolist(), strict=True))
+    elif arr.dtype.kind == "f":
+        nan = np.isnan(arr)
+        n_missing = int(np.count_nonzero(nan))
+        uniq, cnt = np.unique(arr[~nan], return_counts=True)
+        raw = list(zip(uniq.tolist(), cnt.tolist(), strict=True))
+    elif arr.dtype.kind in "USO":
+        # Counter hashes in C and strings cache their hash: linear time, unlike np.unique's
+        # object sort that compares through Python.
+        raw = []
+        for v, c in collections.Counter(arr.tolist()).items():
+            if _is_missing(v):
+                n_missing += c
+            else:
+                raw.append((v, c))
+    else:
+        raise DriftInputError(f"{what}: feature {name!r} has unsupported dtype {arr.dtype}")
+    return _merge_keys(raw, n_missing)
+
+
+def _categorical_arrow(values: Any) -> tuple[list[str], np.ndarray, int]:
+    n_missing = int(values.null_count)
+    if hasattr(values, "combine_chunks"):
+        values = values.combine_chunks()
+    vc = values.value_counts()
+    keys = vc.field("values").to_pylist()
+    counts = vc.field("counts").to_pylist()
+    pairs = [(k, c) for k, c in zip(keys, counts, strict=True) if k is not None]
+    raw = [(k, c) for k, c in pairs if not _is_missing(k)]
+    n_missing += sum(c for k, c in pairs if _is_missing(k))
+    return _merge_keys(raw, n_missing)
+
+
+def _merge_keys(raw: list[tuple[Any, int]], n_missing: int) -> tuple[list[str], np.ndarray, int]:
+    merged: dict[str, int] = {}
+    for v, c in raw:
+        key = category_key(v)
+        merged[key] = merged.get(key, 0) + int(c)
+    cats = sorted(merged)
+    return cats, np.array([merged[k] for k in cats], dtype=np.int64), n_missing

@@ -1,0 +1,237 @@
+"""Statistics of one numerical feature: current window against its fitted reference.
+
+One sort of the current window feeds everything:
+
+* KS (exact, ties included): the sorted reference and the sorted window are merged by a stable
+  argsort of their concatenation (two sorted runs, so linear work); running counts of reference
+  and window values at the end of each run of equal values are exactly scipy's
+  `searchsorted(..., side="right")` counts, and the statistic is the same float64 expression
+  `i/n1 - j/n2`, so it is bit-identical to `scipy.stats.ks_2samp`.
+* Wasserstein-1: the integral of |F1 - F2| over the merged sample, scipy's `_cdf_distance`
+  formula evaluated on the same merge, over finite values only.
+* Binned PSI / Jensen-Shannon / Hellinger: window counts per reference-quantile bin come from
+  `searchsorted(sorted_window, edges)`, O(bins * log n).
+* Moments over the finite values.
+
+Infinities are values: they order like scipy orders them (KS, bins), but they are left out of
+Wasserstein and the moments (which would be inf or NaN), and their share is reported.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from kernels import _divergence, _pvalues
+from kernels._errors import DriftInputError
+
+_CHUNK = 1 << 18  # merged positions per block on the CPU: bounds temporaries to a few MB
+
+
+def sort_window(values: Any, *, name: str, xp: ModuleType) -> tuple[Any, int]:
+    """Return (sorted non-missing values as float64 on the backend, number missing).
+
+    Raises:
+        DriftInputError: every value is missing.
+    """
+    x = xp.asarray(values)
+    n_missing = int(xp.count_nonzero(xp.isnan(x)))
+    if n_missing == x.shape[0]:
+        raise DriftInputError(
+            f"feature {name!r}: all {n_missing} values are missing (NaN/null); "
+            "a numerical feature needs at least one value"
+        )
+    # Sorting before widening is faster for float32 and keeps the order (the cast is exact).
+    s = xp.sort(x)
+    if n_missing:
+        s = s[: x.shape[0] - n_missing]
+    return s.astype(xp.float64, copy=False), n_missing
+
+
+def finite_bounds(sorted_values: Any, *, xp: ModuleType) -> tuple[int, int]:
+    """Indices (lo, hi) such that sorted_values[lo:hi] are the finite values."""
+    # 1-element arrays rather than scalars: CuPy's searchsorted wants an array of keys.
+    lo = int(xp.searchsorted(sorted_values, xp.asarray([-math.inf]), side="right")[0])
+    hi = int(xp.searchsorted(sorted_values, xp.asarray([math.inf]), side="left")[0])
+    return lo, hi
+
+
+def moments(sorted_values: Any, *, xp: ModuleType) -> tuple[float, float, int]:
+    """(mean, population std, number of finite values); NaN moments when none is finite."""
+    lo, hi = finite_bounds(sorted_values, xp=xp)
+    if hi <= lo:
+        return math.nan, math.nan, 0
+    fin = sorted_values[lo:hi]
+    return float(xp.mean(fin)), float(xp.std(fin)), hi - lo
+
+
+def bin_counts(sorted_values: Any, edges: Any, *, xp: ModuleType) -> np.ndarray:
+    """Counts per bin [e_{i-1}, e_i) over interior `edges` (len(edges) + 1 bins), int64, host."""
+    n = sorted_values.shape[0]
+    cum = xp.searchsorted(sorted_values, edges, side="left")
+    cum = np.concatenate(([0], np.asarray(_host(cum), dtype=np.int64), [n]))
+    return np.diff(cum)
+
+
+def _host(a: Any) -> np.ndarray:
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def _merge_order(ref: Any, cur: Any, *, xp: ModuleType) -> tuple[Any, Any]:
+    both = xp.concatenate((ref, cur))
+    # Two sorted runs: a stable sort merges them in linear time.
+    order = xp.argsort(both, kind="stable") if xp is np else xp.argsort(both)
+    merged = both[order]
+    is_ref = order < ref.shape[0]
+    return merged, is_ref
+
+
+def _dot(a: Any, b: Any, *, xp: ModuleType) -> float:
+    # einsum, not dot/vdot: BLAS would wake its thread pool for every block, and on a small
+    # machine its spinning threads fight the per-feature worker threads.
+    return float(xp.einsum("i,i->", a, b))
+
+
+def _extremes_at(values: Any, mask: Any, *, xp: ModuleType) -> tuple[float, float]:
+    """(max, min) of values[mask]; (-inf, inf) when the mask is empty."""
+    picked = values[mask]
+    if picked.shape[0] == 0:
+        return -math.inf, math.inf
+    return float(picked.max()), float(picked.min())
+
+
+def ks_and_wasserstein(
+    ref: Any,
+    cur: Any,
+    *,
+    ref_inf: tuple[int, int],
+    cur_inf: tuple[int, int],
+    want_ks: bool,
+    want_w1: bool,
+    xp: ModuleType,
+) -> tuple[float, float]:
+    """KS statistic (before scipy's lattice rounding) and Wasserstein-1 from one merge.
+
+    Args:
+        ref: sorted reference values, float64, non-missing (infinities allowed).
+        cur: sorted window values, float64, non-missing (infinities allowed).
+        ref_inf: (count of -inf, count of +inf) in `ref`.
+        cur_inf: (count of -inf, count of +inf) in `cur`.
+        want_ks: compute the KS statistic (else NaN).
+        want_w1: compute Wasserstein-1 over the finite values (else NaN).
+        xp: array namespace.
+    """
+    n1, n2 = ref.shape[0], cur.shape[0]
+    merged, is_ref = _merge_order(ref, cur, xp=xp)
+    total = n1 + n2
+    # Wasserstein runs over the finite block of the merge, with CDFs of the finite values only.
+    lo = ref_inf[0] + cur_inf[0]
+    hi = total - ref_inf[1] - cur_inf[1]
+    n1f, n2f = n1 - sum(ref_inf), n2 - sum(cur_inf)
+    want_w1 = want_w1 and n1f > 0 and n2f > 0
+    chunk = _CHUNK if xp is np else total
+    shared = n1f == n1 and n2f == n2  # no infinities: W1 reuses the KS CDF differences
+    dmax, dmin, w1 = -math.inf, math.inf, 0.0
+    carry = 0
+    for a in range(0, total, chunk):
+        b = min(a + chunk, total)
+        c_ref = xp.cumsum(is_ref[a:b], dtype=xp.int64) + carry
+        carry = int(c_ref[-1])
+        c_cur = xp.arange(a + 1, b + 1, dtype=xp.int64) - c_ref
+        head = merged[a : min(b + 1, total)]
+        diff = None
+        if want_ks or (want_w1 and shared):
+            # Same float64 expression as scipy: i/n1 - j/n2 with integer counts.
+            diff = c_ref / n1 - c_cur / n2
+        if want_ks:
+            # A position counts only where its run of equal values ends: there the running
+            # counts equal scipy's searchsorted(side="right") counts.
+            ends = head[1:] != head[:-1]
+            if b == total:
+                ends = xp.concatenate((ends, xp.ones(1, dtype=bool)))
+            hi_d, lo_d = _extremes_at(diff, ends, xp=xp)
+            dmax, dmin = max(dmax, hi_d), min(dmin, lo_d)
+        if want_w1 and shared:
+            deltas = head[1:] - head[:-1]
+            w1 += _dot(xp.abs(diff[: deltas.shape[0]]), deltas, xp=xp)
+        elif want_w1:
+            # Terms p in [lo, hi - 1): |F1f(x_p) - F2f(x_p)| * (x_{p+1} - x_p), CDFs of the
+            # finite values only.
+            s, e = max(a, lo), min(b, hi - 1)
+            if s < e:
+                f1 = (c_ref[s - a : e - a] - ref_inf[0]) / n1f
+                f2 = (c_cur[s - a : e - a] - cur_inf[0]) / n2f
+                deltas = merged[s + 1 : e + 1] - merged[s:e]
+                w1 += _dot(xp.abs(f1 - f2), deltas, xp=xp)
+    ks = math.nan
+    if want_ks:
+        min_s = min(max(-dmin, 0.0), 1.0)
+        ks = min_s if min_s > dmax else dmax
+    return ks, (w1 if want_w1 else math.nan)
+
+
+def compare_numerical(prof: Any, values: Any, *, stats: frozenset[str], xp: ModuleType) -> dict:
+    """All requested statistics of one numerical feature, as plain floats.
+
+    Args:
+        prof: the feature's `NumericalProfile`.
+        values: the window's column (1-D float array on the backend, NaN = missing).
+        stats: names of the statistics to compute.
+        xp: array namespace.
+
+    Returns:
+        A dict with "rows", "missing", "infinite", and one entry per statistic.
+    """
+    cur, n_missing = sort_window(values, name=prof.name, xp=xp)
+    ref = prof.device_sorted(xp)
+    n1, n2 = ref.shape[0], cur.shape[0]
+    lo, hi = finite_bounds(cur, xp=xp)
+    cur_inf = (lo, n2 - hi)
+    out: dict[str, Any] = {"n": n2, "missing": n_missing, "infinite": lo + n2 - hi}
+    want_ks, want_w1 = "ks" in stats, "wasserstein" in stats
+    if want_ks or want_w1:
+        ks, w1 = ks_and_wasserstein(
+            ref, cur, ref_inf=prof.inf_counts, cur_inf=cur_inf, want_ks=want_ks,
+            want_w1=want_w1, xp=xp,
+        )
+        if want_ks:
+            d, p = _pvalues.ks_pvalue(ks, n1, n2)
+            out["ks"] = {"statistic": d, "pvalue": p}
+        if want_w1:
+            out["wasserstein"] = {"value": w1, "normed": _ratio(w1, prof.std)}
+    if stats & {"psi", "jensen_shannon", "hellinger"}:
+        counts = bin_counts(cur, prof.device_edges(xp), xp=xp)
+        ref_counts = prof.bin_counts
+        if "psi" in stats:
+            out["psi"] = {"value": _divergence.psi(ref_counts, counts)}
+        if "jensen_shannon" in stats:
+            out["jensen_shannon"] = {"value": _divergence.jensen_shannon(ref_counts, counts)}
+        if "hellinger" in stats:
+            out["hellinger"] = {"value": _divergence.hellinger(ref_counts, counts)}
+    if stats & {"mean_shift", "std_shift"}:
+        mean, std, _ = moments(cur, xp=xp)
+        if "mean_shift" in stats:
+            out["mean_shift"] = {
+                "value": _ratio(mean - prof.mean, prof.std),
+                "reference": prof.mean,
+                "current": mean,
+            }
+        if "std_shift" in stats:
+            out["std_shift"] = {
+                "value": _ratio(std - prof.std, prof.std),
+                "reference": prof.std,
+                "current": std,
+            }
+    return out
+
+
+def _ratio(num: float, den: float) -> float:
+    # A constant reference (std 0): no change is 0, any change is infinitely many stds.
+    if math.isnan(num) or math.isnan(den):
+        return math.nan
+    if den == 0.0:
+        return 0.0 if num == 0.0 else math.copysign(math.inf, num)
+    return num / den
