@@ -12,6 +12,14 @@ from appliance.governance import users as gov
 from appliance.store import session_scope
 from appliance.store.models import User
 
+
+def _admin(token: str | None):
+    cfg = config()
+    actor = acting_user(cfg, token)
+    gov.require(actor, "admin")
+    return cfg, actor
+
+
 users_app = typer.Typer(help="Manage users and roles (viewer, operator, approver, admin).")
 tokens_app = typer.Typer(help="Issue and revoke API tokens.")
 
@@ -25,9 +33,7 @@ def create(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create a user and issue a first token (printed once)."""
-    cfg = config()
-    actor = acting_user(cfg, token)
-    gov.require(actor, "admin")
+    cfg, actor = _admin(token)
     with session_scope(cfg.db_url) as session:
         user = gov.create_user(session, name, role, actor=actor.name, team=team)
         secret = gov.issue_token(session, name, "default", actor=actor.name)
@@ -61,9 +67,7 @@ def token_create(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Issue a token for USER (printed once; stored hashed)."""
-    cfg = config()
-    actor = acting_user(cfg, token)
-    gov.require(actor, "admin")
+    cfg, actor = _admin(token)
     with session_scope(cfg.db_url) as session:
         secret = gov.issue_token(session, user, name, actor=actor.name)
     if json_out:
@@ -79,8 +83,6 @@ def token_revoke(
     token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
 ) -> None:
     """Revoke USER's token NAME."""
-    cfg = config()
-    actor = acting_user(cfg, token)
-    gov.require(actor, "admin")
+    cfg, actor = _admin(token)
     with session_scope(cfg.db_url) as session:
         gov.revoke_token(session, user, name, actor=actor.name)

@@ -106,7 +106,9 @@ def get_approval(session: Session, approval_id: int) -> Approval:
     return approval
 
 
-def _decide(session: Session, user: User, approval_id: int) -> Approval:
+def _decide(
+    session: Session, user: User, approval_id: int, status: ApprovalStatus, comment: str | None
+) -> Approval:
     require(user, "approve")
     approval = get_approval(session, approval_id)
     if approval.status != ApprovalStatus.pending.value:
@@ -115,17 +117,17 @@ def _decide(session: Session, user: User, approval_id: int) -> Approval:
         raise PermissionDenied(
             f"user {user.name!r} requested #{approval_id} and may not decide it (four-eyes rule)"
         )
+    approval.status = status.value
+    approval.decided_by = user.name
+    approval.decided_at = utcnow()
+    approval.comment = comment
+    session.add(approval)
     return approval
 
 
 def approve(session: Session, user: User, approval_id: int, comment: str | None = None) -> Alias:
     """Approve request `approval_id` and move its alias; return the alias row."""
-    approval = _decide(session, user, approval_id)
-    approval.status = ApprovalStatus.approved.value
-    approval.decided_by = user.name
-    approval.decided_at = utcnow()
-    approval.comment = comment
-    session.add(approval)
+    approval = _decide(session, user, approval_id, ApprovalStatus.approved, comment)
     version = session.get(ModelVersion, approval.version_id)
     audit.record(session, user.name, "model.promotion.approved", "approval", approval.id,
                  {"model": version.model_name, "version": version.version,
@@ -134,12 +136,8 @@ def approve(session: Session, user: User, approval_id: int, comment: str | None 
 
 
 def reject(session: Session, user: User, approval_id: int, comment: str | None = None) -> Approval:
-    approval = _decide(session, user, approval_id)
-    approval.status = ApprovalStatus.rejected.value
-    approval.decided_by = user.name
-    approval.decided_at = utcnow()
-    approval.comment = comment
-    session.add(approval)
+    """Reject request `approval_id`; the alias stays where it is."""
+    approval = _decide(session, user, approval_id, ApprovalStatus.rejected, comment)
     audit.record(session, user.name, "model.promotion.rejected", "approval", approval.id,
                  {"comment": comment})
     return approval
