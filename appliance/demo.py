@@ -57,6 +57,12 @@ class DemoPlan:
     seed: int = 7
 
 
+def step_count(plan: DemoPlan) -> int:
+    """How many times `run_demo` calls its `step` callback for `plan` (for a progress bar)."""
+    windows = plan.clean_windows + 1 + plan.recovery_windows
+    return 5 + 2 * windows + 3
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,14 @@ import tempfile
 from pathlib import Path
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from appliance.cli._output import emit_json, err_console
 from appliance.errors import InvalidInput
@@ -18,26 +25,29 @@ def demo(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary document."),
 ) -> None:
     """Train, govern, deploy, watch drift, retrain and promote: the whole loop in minutes."""
-    from appliance.demo import demo_config, run_demo
+    from appliance.demo import DemoPlan, demo_config, run_demo, step_count
 
     if home is None:
         home = Path(tempfile.mkdtemp(prefix="appliance-demo-"))
     elif home.exists() and any(home.iterdir()):
         raise InvalidInput(f"demo home {str(home)!r} is not empty; pass a new folder")
     cfg = demo_config(home)
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    plan = DemoPlan()
+    columns = [SpinnerColumn(), BarColumn(bar_width=24), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.description}")]
     with Progress(*columns, console=err_console, transient=False) as progress:
-        task = progress.add_task("starting", total=None)
+        task = progress.add_task("starting", total=step_count(plan))
         last: list[str] = []
 
         def step(message: str) -> None:
             if last:
                 progress.console.print(f"[green]✓[/] {last[-1]}")
+                progress.advance(task)
             last.append(message)
             progress.update(task, description=message)
 
         try:
-            summary = run_demo(cfg, step=step)
+            summary = run_demo(cfg, plan, step=step)
         finally:
             _shutdown()
         step("done")

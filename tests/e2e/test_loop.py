@@ -9,7 +9,7 @@ import tritonclient.http as triton
 from typer.testing import CliRunner
 
 from appliance.cli.main import app
-from appliance.demo import DemoPlan, demo_config, run_demo
+from appliance.demo import DemoPlan, demo_config, run_demo, step_count
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,10 @@ def loop(ray_session, tmp_path_factory):
     cfg = demo_config(tmp_path_factory.mktemp("loop"))
     plan = DemoPlan(train_rows=12_000, clean_windows=2, recovery_windows=2,
                     requests_per_window=8, rows_per_request=250)
-    summary = run_demo(cfg, plan)
+    steps: list[str] = []
+    summary = run_demo(cfg, plan, step=steps.append)
+    # The CLI's progress bar is sized by step_count: it must match what the loop reports.
+    assert len(steps) == step_count(plan), steps
     yield cfg, summary
     serve.shutdown()
 
