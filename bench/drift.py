@@ -281,7 +281,7 @@ def _gpu_bench(rows: int, features: int) -> dict | None:
     def binned():
         # One pass over the resident window: bin index per value, then one bincount for all
         # features (bins offset per feature); the distances run on the host on 100 x 10 counts.
-        idx = cp.searchsorted(edges, cur.ravel()).reshape(features, rows) + offsets
+        idx = cp.searchsorted(edges, cur.ravel(), side="right").reshape(features, rows) + offsets
         return cp.bincount(idx.ravel(), minlength=features * n_bins)
 
     binned_s = timed(binned)

@@ -6,7 +6,9 @@ The KS p-value follows scipy's choice exactly: exact when both samples have at m
 the lattice `h / lcm(n1, n2)` and falls back to the asymptotic law when the count overflows.
 
 The distribution tails come from SciPy (imported when first needed, so `import kernels` stays
-light): `scipy.stats.kstwo` and `scipy.special.chdtrc`.
+light): `scipy.special` (`chdtrc`, `gammaln`) always, `scipy.stats.kstwo` only for
+n = round(n1*n2/(n1+n2)) <= 100,000; above that scipy's own branches are evaluated here, so a
+million-row comparison never loads `scipy.stats`.
 """
 
 from __future__ import annotations
@@ -143,22 +145,121 @@ def _smirnov(n: int, x: float) -> float:
     return float(x * math.exp(top) * np.sum(np.exp(terms - top)))
 
 
+_SCIPY_DMTW_MAX_N = 100_000  # above this scipy's kolmogn never uses the DMTW matrix method
+_PI_SQUARED, _PI_FOUR, _PI_SIX = math.pi**2, math.pi**4, math.pi**6
+_SQRT2PI, _SQRT3, _LOG_2PI = math.sqrt(2 * math.pi), math.sqrt(3.0), math.log(2 * math.pi)
+_MIN_LOG = -708
+# Stirling coefficients B_2j / (2j) / (2j - 1), j = 8..1, as scipy's `_ksstats`.
+_STIRLING = [-2.955065359477124183e-2, 6.4102564102564102564e-3, -1.9175269175269175269e-3,
+             8.4175084175084175084e-4, -5.952380952380952381e-4, 7.9365079365079365079e-4,
+             -2.7777777777777777778e-3, 8.3333333333333333333e-2]
+
+
 def kstwo_sf(d: float, n: float) -> float:
     """`scipy.stats.kstwo.sf(d, n)`, with scipy's slow branch (2 * smirnov at large n) sped up.
 
     Follows the branch structure of scipy's `_kolmogn` (Simard & L'Ecuyer): only where scipy
-    would evaluate 2 * smirnov(n, d) for a large n is the sum evaluated here; every other
-    branch is scipy's own.
+    would evaluate 2 * smirnov(n, d) for a large n is the sum evaluated here. For
+    n > 100,000 (every million-row window) every branch scipy can take is evaluated here with
+    scipy's own formulas, so `scipy.stats` (about 45 MiB of resident libraries) is never
+    imported; smaller n defer to `scipy.stats.kstwo` itself.
     """
-    from scipy.stats import kstwo  # deferred: see the module docstring
-
     n_int = int(n)
     t = n * d
     nx2 = t * d
     slow = n_int > _FAST_SMIRNOV_MIN_N and 1.0 < t < n - 1 and (d >= 0.5 or 2.2 <= nx2 < 370.0)
     if slow:
         return float(np.clip(2.0 * _smirnov(n_int, d), 0.0, 1.0))
+    if n_int == n and n_int > _SCIPY_DMTW_MAX_N:
+        return _kstwo_sf_large(d, n_int)
+    from scipy.stats import kstwo  # deferred: see the module docstring
+
     return float(kstwo.sf(d, n))
+
+
+def _kstwo_sf_large(x: float, n: int) -> float:
+    # scipy's rv_continuous support is [0.5/n, 1] and `_kolmogn(n, x, cdf=False)` inside it;
+    # the 2 * smirnov branches (x >= 0.5, 2.2 <= n x^2 < 370) are taken by the caller.
+    if math.isnan(x):
+        return math.nan
+    if x <= 0.5 / n:
+        return 1.0
+    if x >= 1.0:
+        return 0.0
+    t = n * x
+    if t <= 1.0:  # Ruben-Gambino: 1/2n <= x <= 1/n
+        prob = math.exp(_log_nfactorial_div_n_pow_n(n) + n * math.log(2 * t - 1))
+        return float(np.clip(1.0 - prob, 0.0, 1.0))
+    if t >= n - 1:  # Ruben-Gambino
+        return float(np.clip(2 * (1.0 - x) ** n, 0.0, 1.0))
+    nx2 = t * x
+    if x >= 0.5 or 2.2 <= nx2 < 370.0:  # pragma: no cover - the caller's Smirnov branch
+        return float(np.clip(2.0 * _smirnov(n, x), 0.0, 1.0))
+    if nx2 >= 370.0:
+        return 0.0
+    # n x^2 < 2.2 < 18 and n > 100,000: scipy uses Pelz-Good for the CDF.
+    return float(np.clip(1.0 - _pelz_good_cdf(n, x), 0.0, 1.0))
+
+
+def _log_nfactorial_div_n_pow_n(n: int) -> float:
+    # log(n! / n^n) by Stirling with n log n removed up front (no cancellation), as scipy.
+    rn = 1.0 / n
+    return float(
+        np.log(n) / 2 - n + _LOG_2PI / 2 + rn * np.polyval(_STIRLING, rn / n)
+    )
+
+
+def _pelz_good_cdf(n: int, x: float) -> float:
+    """Pelz-Good (1976) approximation of P(D_n <= x), scipy's `_kolmogn_PelzGood` step by step.
+
+    Same operations in the same order as scipy, so the result agrees to the last bits.
+    """
+    z = np.sqrt(n) * x
+    zsquared, zthree, zfour, zsix = z**2, z**3, z**4, z**6
+    qlog = -_PI_SQUARED / 8 / zsquared
+    if qlog < _MIN_LOG:  # z ~ 0.0417
+        return 0.0
+    q = np.exp(qlog)
+    k1a = -zsquared
+    k1b = _PI_SQUARED / 4
+    k2a = 6 * zsix + 2 * zfour
+    k2b = (2 * zfour - 5 * zsquared) * _PI_SQUARED / 4
+    k2c = _PI_FOUR * (1 - 2 * zsquared) / 16
+    k3d = _PI_SIX * (5 - 30 * zsquared) / 64
+    k3c = _PI_FOUR * (-60 * zsquared + 212 * zfour) / 16
+    k3b = _PI_SQUARED * (135 * zfour - 96 * zsix) / 4
+    k3a = -30 * zsix - 90 * z**8
+    k0to3 = np.zeros(4)
+    # Horner scheme for sum c_i q^(i^2) over odd integers.
+    maxk = int(np.ceil(16 * z / np.pi))
+    for k in range(maxk, 0, -1):
+        m = 2 * k - 1
+        msquared, mfour, msix = m**2, m**4, m**6
+        qpower = np.power(q, 8 * k)
+        coeffs = np.array([1.0, k1a + k1b * msquared, k2a + k2b * msquared + k2c * mfour,
+                           k3a + k3b * msquared + k3c * mfour + k3d * msix])
+        k0to3 *= qpower
+        k0to3 += coeffs
+    k0to3 *= q
+    k0to3 *= _SQRT2PI
+    k0to3 /= np.array([z, 6 * zfour, 72 * z**7, 6480 * z**10])
+    # The other sum, over all integers k: K2 gets (pi^2 k^2) q^(k^2), K3
+    # (3 pi^2 k^2 z^2 - pi^4 k^4) q^(k^2).
+    q = np.exp(-_PI_SQUARED / 2 / zsquared)
+    ks = np.arange(maxk, 0, -1)
+    ksquared = ks**2
+    sqrt3z = _SQRT3 * z
+    kspi = np.pi * ks
+    qpwers = q**ksquared
+    k2extra = np.sum(ksquared * qpwers)
+    k2extra *= _PI_SQUARED * _SQRT2PI / (-36 * zthree)
+    k0to3[2] += k2extra
+    k3extra = np.sum((sqrt3z + kspi) * (sqrt3z - kspi) * ksquared * qpwers)
+    k3extra *= _PI_SQUARED * _SQRT2PI / (216 * zsix)
+    k0to3[3] += k3extra
+    powers_of_n = np.power(n * 1.0, np.arange(len(k0to3)) / 2.0)
+    k0to3 /= powers_of_n
+    return float(sum(k0to3))
 
 
 def chi2_sf(statistic: float, dof: int) -> float:

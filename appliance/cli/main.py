@@ -54,9 +54,12 @@ _register()
 
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry: run the CLI, mapping errors to exit codes and one stderr line."""
-    reserve_stdout()
+    args = sys.argv[1:] if argv is None else argv
+    if args and "--help" not in args:
+        # Help is the output of a help request; everything else keeps stdout for its data.
+        reserve_stdout()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=args, standalone_mode=False)
     except ApplianceError as exc:
         fail(str(exc))
         sys.exit(exit_code_for(exc))
