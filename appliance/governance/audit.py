@@ -2,8 +2,9 @@
 
 Each event stores the hash of the previous event and its own hash over (sequence number, time,
 actor, action, object, details, previous hash). Editing any field, deleting or reordering rows
-breaks the chain, and `verify` names the first event where it breaks. `prev_hash` is unique, so
-two writers that read the same head cannot both append: one fails and retries on the new head.
+breaks the chain, and `verify` names the first event where it breaks. Appends are serialised
+(an advisory lock on PostgreSQL, IMMEDIATE transactions on SQLite), and `prev_hash` is unique as
+a backstop: two writers that read the same head can never both append.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -21,6 +23,16 @@ from appliance.store.models import AuditEvent, utcnow
 
 GENESIS = "0" * 64
 _RETRIES = 5
+# Key of the PostgreSQL advisory lock that serialises appends (any constant; "AUDT").
+_PG_LOCK_KEY = 0x41554454
+
+
+def _serialise_appends(session: Session) -> None:
+    # PostgreSQL: hold a transaction-scoped lock so concurrent appenders queue instead of
+    # racing for the head. SQLite needs nothing here: its transactions begin IMMEDIATE
+    # (see appliance.store.database), which already admits one writer at a time.
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
 
 def _digest(event: AuditEvent) -> str:
@@ -62,6 +74,7 @@ def record(
         object_id: its identifier.
         details: small JSON-able context (default none).
     """
+    _serialise_appends(session)
     for attempt in range(_RETRIES):
         last_id, prev = _head(session)
         event = AuditEvent(

@@ -35,6 +35,9 @@ def _normalise(url: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # Let SQLAlchemy, not pysqlite, decide when transactions begin (see _sqlite_begin); this
+    # is also what makes SAVEPOINTs work under pysqlite.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
@@ -48,6 +51,13 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+def _sqlite_begin(conn) -> None:
+    # A deferred transaction that reads and then writes fails at once with "database is
+    # locked" when another writer committed in between (WAL snapshot upgrade); IMMEDIATE takes
+    # the write lock up front, so concurrent writers wait (busy_timeout) instead of failing.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def get_engine(url: str) -> Engine:
@@ -75,6 +85,7 @@ def get_engine(url: str) -> Engine:
                         ) from exc
                 engine = create_engine(url, connect_args={"check_same_thread": False})
                 event.listen(engine, "connect", _sqlite_pragmas)
+                event.listen(engine, "begin", _sqlite_begin)
             else:
                 engine = create_engine(url, pool_pre_ping=True)
         except (NoSuchModuleError, ImportError) as exc:

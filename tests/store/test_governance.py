@@ -172,3 +172,27 @@ def test_model_refs(db_url, tmp_path):
             models.resolve(s, "credit:x")
         with pytest.raises(InvalidInput, match="model name"):
             models.ensure_model(s, "Bad Name", owner="ops", team="t")
+
+
+def test_concurrent_audit_writers_keep_one_chain(db_url):
+    import threading
+
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            for i in range(15):
+                with session_scope(db_url) as s:
+                    audit.record(s, name, "thing.done", "thing", i)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"w{k}",)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    with session_scope(db_url) as s:
+        result = audit.verify(s)
+    assert result.ok and result.events == 45
