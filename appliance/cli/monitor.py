@@ -111,7 +111,7 @@ def feedback_add(
         labels = pc.cast(table.column("label"), pa.int64())
     except pa.ArrowInvalid as exc:
         raise InvalidInput(f"feedback file {str(file)!r}: 'label' must be integers") from exc
-    path = write_feedback(cfg.feedback_dir, deployment, table.column("request_id"), rows, labels)
+    path = write_feedback(cfg.artifacts, deployment, table.column("request_id"), rows, labels)
     with session_scope(cfg.db_url) as session:
         audit.record(session, user.name, "feedback.added", "deployment", deployment,
                      {"rows": table.num_rows, "file": path.name})

@@ -18,10 +18,11 @@ import torch
 from ray import serve
 
 from appliance.errors import InvalidInput
+from appliance.monitor.feedback import write_feedback
 from cluster.bundle import ModelBundle
 from cluster.serve import _oip
 from cluster.serve._oip import Reply
-from cluster.serve._prediction_log import PredictionLog, write_feedback
+from cluster.serve._prediction_log import PredictionLog
 
 logger = logging.getLogger("ray.serve")
 

@@ -27,9 +27,6 @@ from cluster.serve._oip import file_safe
 RESERVED = ("request_id", "row", "ts", "model", "version", "deployment", "prediction", "score")
 _TS = pa.timestamp("us", tz="UTC")
 
-FEEDBACK_SCHEMA = pa.schema(
-    [("request_id", pa.string()), ("row", pa.int32()), ("label", pa.int64()), ("ts", _TS)]
-)
 
 
 def prediction_schema(features: Sequence[str], categorical: Collection[str] = ()) -> pa.Schema:
@@ -136,37 +133,3 @@ class PredictionLog:
         ]
         table = pa.Table.from_arrays(arrays, schema=self.schema)
         return _write_atomic(table, self.folder, f"{now:020d}-{file_safe(request_id)}.parquet")
-
-
-def write_feedback(
-    artifacts: Path,
-    deployment: str,
-    request_id: str,
-    rows: np.ndarray,
-    labels: np.ndarray,
-    *,
-    clock: Callable[[], int] = time.time_ns,
-) -> Path:
-    """Write one feedback file and return its path.
-
-    Args:
-        artifacts: the artifact root (``cfg.artifacts``).
-        deployment: the deployment name (a folder under ``feedback/``).
-        request_id: the served request the labels belong to.
-        rows: int32 row indices inside that request.
-        labels: int64 true classes, one per row.
-        clock: returns the current time in ns since the epoch (default ``time.time_ns``).
-    """
-    now = clock()
-    n = len(rows)
-    table = pa.Table.from_arrays(
-        [
-            pa.array([request_id] * n, pa.string()),
-            pa.array(np.asarray(rows, dtype=np.int32)),
-            pa.array(np.asarray(labels, dtype=np.int64)),
-            pa.array(np.full(n, now // 1000, dtype=np.int64)).cast(_TS),
-        ],
-        schema=FEEDBACK_SCHEMA,
-    )
-    folder = Path(artifacts) / "feedback" / deployment
-    return _write_atomic(table, folder, f"{now:020d}-{uuid.uuid4().hex}.parquet")

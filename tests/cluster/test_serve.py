@@ -24,9 +24,10 @@ from tritonclient.utils import InferenceServerException
 
 from appliance.config import Config
 from appliance.errors import ConflictError, InvalidInput, NotFound
+from appliance.monitor.feedback import FEEDBACK_SCHEMA, write_feedback
 from cluster.bundle import ModelBundle, Preprocessor, build_mlp
 from cluster.serve import deploy, hash_token, serve_url, undeploy
-from cluster.serve._prediction_log import FEEDBACK_SCHEMA, PredictionLog, write_feedback
+from cluster.serve._prediction_log import PredictionLog
 
 pytestmark = pytest.mark.slow
 
