@@ -78,7 +78,8 @@ def _print_summary(s: dict) -> None:
 
     from appliance.cli._output import data_stream
 
-    out = Console(file=data_stream())  # the summary is the command's output
+    # The summary is the command's output; long lines must not be broken mid-path.
+    out = Console(file=data_stream(), soft_wrap=True)
     out.print()
     out.print(f"[bold]Demo finished in {s['seconds']} s[/] (appliance home: {s['home']})")
     out.print(f"  versions trained:       {', '.join(str(v['version']) for v in s['versions'])}"

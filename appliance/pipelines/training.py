@@ -47,6 +47,8 @@ def train(cfg: Config, user: User, spec: TrainSpec) -> TrainOutcome:
     from cluster import train as ray_train
 
     require(user, "operate")
+    # Bad params are bad input: refuse them before a run is recorded.
+    ray_train.resolve_params(spec.params)
     store = ArtifactStore(cfg.artifacts)
     with session_scope(cfg.db_url) as session:
         ds = datasets.resolve(session, spec.dataset)
@@ -79,6 +81,8 @@ def train(cfg: Config, user: User, spec: TrainSpec) -> TrainOutcome:
     )
     with session_scope(cfg.db_url) as session:
         run = session.merge(run)
+        # Lineage must say what was used, not what was asked for: defaults filled in.
+        run.params = dict(fit.params)
         models.finish_run(session, run, metrics=metrics, device=fit.device)
         mv = models.register_version(
             session, run=run, digest=digest, profile_digest=profile, metrics=metrics,

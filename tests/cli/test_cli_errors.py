@@ -55,6 +55,9 @@ def test_malformed_spec_names_the_key(env, tmp_path):
     res = _cli(["train", str(spec)], env)
     assert res.returncode == 2
     assert "unknown key(s) ['epochs']" in res.stderr
+    spec.write_text('model = "credit"\ndataset = "d"\nlabel = "y"\n[params]\nepochs = -1\n')
+    res = _cli(["train", str(spec)], env)
+    assert res.returncode == 2 and "epochs" in res.stderr, res.stderr
     spec.write_text("model = [")
     res = _cli(["train", str(spec)], env)
     assert res.returncode == 2 and "is malformed" in res.stderr

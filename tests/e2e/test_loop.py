@@ -70,6 +70,7 @@ def test_lineage_and_audit_from_the_cli(loop, monkeypatch):
     assert doc["version"] == 2 and doc["aliases"] == ["champion"]
     assert doc["dataset"]["name"] == "credit-applications" and doc["dataset"]["version"] == 2
     assert doc["run"]["seed"] == 8 and doc["code_version"]
+    assert {"epochs", "lr", "hidden", "layers", "batch_size"} <= doc["run"]["params"].keys()
     (approval,) = [a for a in doc["approvals"] if a["status"] == "approved"]
     assert (approval["requested_by"], approval["approved_by"]) == ("ops", "risk")
     res = runner.invoke(app, ["audit", "verify", "--json"])
