@@ -4,6 +4,11 @@ Accepted column containers: a Mapping of name -> 1-D array-like (NumPy, CuPy, li
 Array/ChunkedArray), a pyarrow Table, or anything with `column_names`/`columns` and `__getitem__`
 (a pandas DataFrame). pyarrow and pandas are never imported here; they are only duck-typed.
 
+Categorical columns given as codes against a category list -- a pyarrow DictionaryArray (e.g.
+`pq.read_table(..., read_dictionary=[...])`) or a pandas Categorical -- are counted with one
+`bincount` over the codes, never one Python object per row, and give the same result as the
+same values given as strings.
+
 Missing values: NaN (and None / null) are missing; they are counted, never dropped silently.
 Infinities are values (see `kernels` package docs for how each statistic treats them).
 """
@@ -27,7 +32,7 @@ def as_columns(columns: Any, *, what: str) -> dict[str, Any]:
     elif hasattr(columns, "column_names") and hasattr(columns, "column"):  # pyarrow Table
         out = {name: columns.column(name) for name in columns.column_names}
     elif hasattr(columns, "columns") and hasattr(columns, "__getitem__"):  # pandas DataFrame
-        out = {str(name): columns[name].to_numpy() for name in columns.columns}
+        out = {str(name): _pandas_column(columns[name]) for name in columns.columns}
     else:
         raise DriftInputError(
             f"{what}: expected a mapping of column name -> array (or a pyarrow Table), "
@@ -39,6 +44,14 @@ def as_columns(columns: Any, *, what: str) -> dict[str, Any]:
         if not isinstance(name, str):
             raise DriftInputError(f"{what}: column names must be strings, got {name!r}")
     return out
+
+
+def _pandas_column(series: Any) -> Any:
+    # A categorical Series stays a pandas Categorical (codes + categories): to_numpy() would
+    # build one Python object per row.
+    if str(getattr(series, "dtype", "")) == "category":
+        return series.array
+    return series.to_numpy()
 
 
 def column_length(values: Any) -> int:
@@ -67,6 +80,30 @@ def _is_arrow(values: Any) -> bool:
     return type(values).__module__.startswith("pyarrow")
 
 
+_ARROW_NUMPY = {
+    "double": np.float64, "float": np.float32, "int8": np.int8, "int16": np.int16,
+    "int32": np.int32, "int64": np.int64, "uint8": np.uint8, "uint16": np.uint16,
+    "uint32": np.uint32, "uint64": np.uint64,
+}
+
+
+def _arrow_to_numpy(values: Any) -> np.ndarray:
+    """A pyarrow Array/ChunkedArray as NumPy: a zero-copy view when it is one null-free
+    primitive chunk.
+
+    pyarrow's own to_numpy goes through its pandas conversion layer, which imports pandas
+    (~38 MiB resident) even for a zero-copy view.
+    """
+    if hasattr(values, "num_chunks") and values.num_chunks == 1:
+        values = values.chunk(0)
+    dtype = _ARROW_NUMPY.get(str(getattr(values, "type", "")))
+    if dtype is not None and not hasattr(values, "num_chunks") and values.null_count == 0:
+        item = np.dtype(dtype).itemsize
+        return np.frombuffer(values.buffers()[1], dtype=dtype, count=len(values),
+                             offset=values.offset * item)
+    return values.to_numpy(zero_copy_only=False)
+
+
 def _is_cupy(values: Any) -> bool:
     return type(values).__module__.startswith("cupy")
 
@@ -93,7 +130,7 @@ def numerical(name: str, values: Any, *, what: str) -> Any:
                 f"{what}: numerical feature {name!r} holds text (arrow type {kind}); "
                 "name it as categorical or fix the column"
             )
-        values = values.to_numpy(zero_copy_only=False)
+        values = _arrow_to_numpy(values)
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise DriftInputError(f"{what}: feature {name!r} must be 1-D, got shape {arr.shape}")
@@ -156,7 +193,11 @@ def categorical(name: str, values: Any, *, what: str) -> tuple[list[str], np.nda
     if _is_cupy(values):
         values = values.get()
     if _is_arrow(values):
+        if str(getattr(values, "type", "")).startswith("dictionary"):
+            return _categorical_arrow_dictionary(values)
         return _categorical_arrow(values)
+    if _is_pandas_categorical(values):
+        return _categorical_codes(values.codes, values.categories.tolist())
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise DriftInputError(f"{what}: feature {name!r} must be 1-D, got shape {arr.shape}")
@@ -180,6 +221,58 @@ def categorical(name: str, values: Any, *, what: str) -> tuple[list[str], np.nda
                 raw.append((v, c))
     else:
         raise DriftInputError(f"{what}: feature {name!r} has unsupported dtype {arr.dtype}")
+    return _merge_keys(raw, n_missing)
+
+
+_CODES_BLOCK = 1 << 18
+
+
+def _is_pandas_categorical(values: Any) -> bool:
+    return (type(values).__module__.startswith("pandas") and hasattr(values, "codes")
+            and hasattr(values, "categories"))
+
+
+def _categorical_codes(
+    codes: np.ndarray, categories: list[Any], n_missing: int = 0
+) -> tuple[list[str], np.ndarray, int]:
+    """Count integer codes into `categories` (code -1 = missing): one bincount, no per-row objects.
+    """
+    codes = np.asarray(codes)
+    counts = np.zeros(len(categories), dtype=np.int64)
+    # Blocks: bincount widens its input to intp, a copy of 8 bytes per row otherwise.
+    for a in range(0, codes.shape[0], _CODES_BLOCK):
+        block = codes[a : a + _CODES_BLOCK]
+        if block.dtype.kind == "i" and block.shape[0] and block.min() < 0:
+            valid = block[block >= 0]
+            n_missing += block.shape[0] - valid.shape[0]
+            block = valid
+        counts += np.bincount(block, minlength=len(categories))[: len(categories)]
+    raw = []
+    for v, c in zip(categories, counts.tolist(), strict=False):
+        if c == 0:
+            continue  # a dictionary may list values that no row holds
+        if _is_missing(v):
+            n_missing += c
+        else:
+            raw.append((v, c))
+    return _merge_keys(raw, n_missing)
+
+
+def _categorical_arrow_dictionary(values: Any) -> tuple[list[str], np.ndarray, int]:
+    # Chunks of a ChunkedArray may carry different dictionaries: count each against its own.
+    chunks = values.chunks if hasattr(values, "chunks") else [values]
+    raw: list[tuple[Any, int]] = []
+    n_missing = 0
+    for chunk in chunks:
+        indices = chunk.indices
+        n_missing += int(indices.null_count)
+        if indices.null_count:
+            indices = indices.drop_null()
+        cats, counts, miss = _categorical_codes(
+            _arrow_to_numpy(indices), chunk.dictionary.to_pylist()
+        )
+        n_missing += miss
+        raw.extend(zip(cats, counts.tolist(), strict=True))
     return _merge_keys(raw, n_missing)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 VARIANCE_KEPT = 0.9
 _BLOCK = 1 << 16
+_COMPARE_BLOCK = 1 << 14  # compare runs beside the per-feature threads: keep its blocks small
 
 
 @dataclass
@@ -99,8 +100,9 @@ def compare_pca(prof: PcaProfile, columns: Sequence[Any], *, xp: ModuleType) -> 
     gram = xp.zeros((d, d))
     sums = xp.zeros(d)
     bad = [not bool(xp.isfinite(c).all()) for c in columns]
-    for a in range(0, n, _BLOCK):
-        b = min(a + _BLOCK, n)
+    step = _COMPARE_BLOCK if xp is np else _BLOCK
+    for a in range(0, n, step):
+        b = min(a + step, n)
         block = xp.stack([xp.asarray(c[a:b], dtype=xp.float64) for c in columns], axis=1)
         if any(bad):
             # Non-finite values take the reference mean (z = 0), as at fitting.

@@ -2,8 +2,9 @@
 
 One sort of the current window feeds everything:
 
-* KS (exact, ties included): the sorted reference and the sorted window are merged by a stable
-  argsort of their concatenation (two sorted runs, so linear work); running counts of reference
+* KS (exact, ties included): the sorted reference and the sorted window are merged block by
+  block (cut points from `searchsorted`, each block a stable argsort of two sorted runs, so
+  linear work in a few MB of memory, never a full n1 + n2 merge); running counts of reference
   and window values at the end of each run of equal values are exactly scipy's
   `searchsorted(..., side="right")` counts, and the statistic is the same float64 expression
   `i/n1 - j/n2`, so it is bit-identical to `scipy.stats.ks_2samp`.
@@ -28,11 +29,21 @@ import numpy as np
 from kernels import _divergence, _pvalues
 from kernels._errors import DriftInputError
 
-_CHUNK = 1 << 18  # merged positions per block on the CPU: bounds temporaries to a few MB
+_CHUNK = 1 << 16  # values of each sample per merge block on the CPU: temporaries of a few MB
 
 
-def sort_window(values: Any, *, name: str, xp: ModuleType) -> tuple[Any, int]:
+def sort_window(
+    values: Any, *, name: str, xp: ModuleType, buffer: np.ndarray | None = None
+) -> tuple[Any, int]:
     """Return (sorted non-missing values as float64 on the backend, number missing).
+
+    Args:
+        values: 1-D float column (NaN = missing).
+        name: the feature, for errors.
+        xp: array namespace.
+        buffer: optional float64 NumPy scratch array of at least len(values) to sort in place
+            (one allocation reused for every feature of a window); the result is then a view
+            of it, valid until the buffer is reused. Default: a new array.
 
     Raises:
         DriftInputError: every value is missing.
@@ -44,10 +55,16 @@ def sort_window(values: Any, *, name: str, xp: ModuleType) -> tuple[Any, int]:
             f"feature {name!r}: all {n_missing} values are missing (NaN/null); "
             "a numerical feature needs at least one value"
         )
-    # Sorting before widening is faster for float32 and keeps the order (the cast is exact).
-    s = xp.sort(x)
+    n = x.shape[0]
+    if buffer is not None and xp is np and x.dtype == np.float64 and buffer.shape[0] >= n:
+        s = buffer[:n]
+        s[...] = x
+        s.sort()  # NaNs sort last, as with np.sort
+    else:
+        # Sorting before widening is faster for float32 and keeps the order (the cast is exact).
+        s = xp.sort(x)
     if n_missing:
-        s = s[: x.shape[0] - n_missing]
+        s = s[: n - n_missing]
     return s.astype(xp.float64, copy=False), n_missing
 
 
@@ -65,7 +82,16 @@ def moments(sorted_values: Any, *, xp: ModuleType) -> tuple[float, float, int]:
     if hi <= lo:
         return math.nan, math.nan, 0
     fin = sorted_values[lo:hi]
-    return float(xp.mean(fin)), float(xp.std(fin)), hi - lo
+    mean = float(xp.mean(fin))
+    if xp is not np:
+        return mean, float(xp.std(fin)), hi - lo
+    # np.std would hold a full-length temporary (x - mean); blocks keep it to a few MB.
+    ss = 0.0
+    for a in range(0, hi - lo, _CHUNK * 4):
+        dev = fin[a : a + _CHUNK * 4] - mean
+        np.square(dev, out=dev)
+        ss += float(dev.sum())  # pairwise summation, as np.std
+    return mean, math.sqrt(ss / (hi - lo)), hi - lo
 
 
 def bin_counts(sorted_values: Any, edges: Any, *, xp: ModuleType) -> np.ndarray:
@@ -80,13 +106,34 @@ def _host(a: Any) -> np.ndarray:
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
-def _merge_order(ref: Any, cur: Any, *, xp: ModuleType) -> tuple[Any, Any]:
+def _merge_cuts(ref: Any, cur: Any, chunk: int, *, xp: ModuleType) -> list[tuple[int, int]]:
+    """Cut points (i, j) of the stable merge of sorted `ref` and `cur` (ref first on ties).
+
+    Each cut splits the merge into the prefix ref[:i] + cur[:j] and the rest. Cuts every `chunk`
+    values of each input, so no block between two cuts holds more than `chunk` values of
+    either: the blocks can be merged one at a time in bounded memory, whatever the overlap of
+    the two samples.
+    """
+    n1, n2 = ref.shape[0], cur.shape[0]
+    if chunk >= n1 and chunk >= n2:  # one block (always on a GPU): nothing to search
+        return [(0, 0), (n1, n2)]
+    ri = xp.arange(chunk, n1, chunk, dtype=xp.int64)
+    # cur values strictly below ref[i] precede it; equal ones follow it (ref first on ties).
+    rj = xp.searchsorted(cur, ref[ri], side="left")
+    cj = xp.arange(chunk, n2, chunk, dtype=xp.int64)
+    ci = xp.searchsorted(ref, cur[cj], side="right")
+    cuts = {(0, 0), (n1, n2)}
+    cuts.update(zip(_host(ri).tolist(), _host(rj).tolist(), strict=True))
+    cuts.update(zip(_host(ci).tolist(), _host(cj).tolist(), strict=True))
+    # Valid cuts of one merge are nested prefixes: ordering by length orders i and j too.
+    return sorted(cuts, key=lambda c: (c[0] + c[1], c[0]))
+
+
+def _merge_block(ref: Any, cur: Any, *, xp: ModuleType) -> tuple[Any, Any]:
     both = xp.concatenate((ref, cur))
-    # Two sorted runs: a stable sort merges them in linear time.
+    # Two sorted runs: a stable sort merges them in linear time, ref before cur on ties.
     order = xp.argsort(both, kind="stable") if xp is np else xp.argsort(both)
-    merged = both[order]
-    is_ref = order < ref.shape[0]
-    return merged, is_ref
+    return both[order], order < ref.shape[0]
 
 
 def _dot(a: Any, b: Any, *, xp: ModuleType) -> float:
@@ -103,6 +150,53 @@ def _extremes_at(values: Any, mask: Any, *, xp: ModuleType) -> tuple[float, floa
     return float(picked.max()), float(picked.min())
 
 
+def _merged_pass(
+    ref: Any, cur: Any, *, want_ks: bool, want_w1: bool, xp: ModuleType
+) -> tuple[float, float, float]:
+    """(max, min) of F_ref - F_cur over the pooled sample, and the integral of |F_ref - F_cur|.
+
+    The merge of the two sorted samples is walked block by block (see `_merge_cuts`), never
+    materialised whole: working memory is a few MB per call on the CPU however long the
+    window. The integral needs finite values (the caller passes the finite slices).
+    """
+    n1, n2 = ref.shape[0], cur.shape[0]
+    total = n1 + n2
+    chunk = _CHUNK if xp is np else max(n1, n2, 1)
+    cuts = _merge_cuts(ref, cur, chunk, xp=xp)
+    dmax, dmin, w1 = -math.inf, math.inf, 0.0
+    for (i0, j0), (i1, j1) in zip(cuts[:-1], cuts[1:], strict=True):
+        a, b = i0 + j0, i1 + j1
+        if a == b:
+            continue
+        merged, is_ref = _merge_block(ref[i0:i1], cur[j0:j1], xp=xp)
+        c_ref = xp.cumsum(is_ref, dtype=xp.int64)
+        c_ref += i0
+        c_cur = xp.arange(a + 1, b + 1, dtype=xp.int64) - c_ref
+        # Same float64 expression as scipy: i/n1 - j/n2 with integer counts.
+        diff = c_ref / n1 - c_cur / n2
+        last = b == total
+        # The merged value after this block: the smaller head of what is left (ref on ties).
+        nxt = None
+        if not last:
+            nxt = ref[i1] if j1 == n2 or (i1 < n1 and ref[i1] <= cur[j1]) else cur[j1]
+        if want_ks:
+            # A position counts only where its run of equal values ends: there the running
+            # counts equal scipy's searchsorted(side="right") counts.
+            ends = xp.empty(b - a, dtype=bool)
+            xp.not_equal(merged[1:], merged[:-1], out=ends[:-1])
+            ends[-1] = True if last else bool(nxt != merged[-1])
+            hi_d, lo_d = _extremes_at(diff, ends, xp=xp)
+            dmax, dmin = max(dmax, hi_d), min(dmin, lo_d)
+        if want_w1:
+            # Terms p: |F1(x_p) - F2(x_p)| * (x_{p+1} - x_p); the block's last term reaches
+            # into the next block.
+            xp.abs(diff, out=diff)
+            w1 += _dot(diff[:-1], merged[1:] - merged[:-1], xp=xp)
+            if not last:
+                w1 += float(diff[-1]) * float(nxt - merged[-1])
+    return dmax, dmin, w1
+
+
 def ks_and_wasserstein(
     ref: Any,
     cur: Any,
@@ -113,7 +207,7 @@ def ks_and_wasserstein(
     want_w1: bool,
     xp: ModuleType,
 ) -> tuple[float, float]:
-    """KS statistic (before scipy's lattice rounding) and Wasserstein-1 from one merge.
+    """KS statistic (before scipy's lattice rounding) and Wasserstein-1 from the sorted merge.
 
     Args:
         ref: sorted reference values, float64, non-missing (infinities allowed).
@@ -125,47 +219,19 @@ def ks_and_wasserstein(
         xp: array namespace.
     """
     n1, n2 = ref.shape[0], cur.shape[0]
-    merged, is_ref = _merge_order(ref, cur, xp=xp)
-    total = n1 + n2
-    # Wasserstein runs over the finite block of the merge, with CDFs of the finite values only.
-    lo = ref_inf[0] + cur_inf[0]
-    hi = total - ref_inf[1] - cur_inf[1]
     n1f, n2f = n1 - sum(ref_inf), n2 - sum(cur_inf)
     want_w1 = want_w1 and n1f > 0 and n2f > 0
-    chunk = _CHUNK if xp is np else total
-    shared = n1f == n1 and n2f == n2  # no infinities: W1 reuses the KS CDF differences
-    dmax, dmin, w1 = -math.inf, math.inf, 0.0
-    carry = 0
-    for a in range(0, total, chunk):
-        b = min(a + chunk, total)
-        c_ref = xp.cumsum(is_ref[a:b], dtype=xp.int64) + carry
-        carry = int(c_ref[-1])
-        c_cur = xp.arange(a + 1, b + 1, dtype=xp.int64) - c_ref
-        head = merged[a : min(b + 1, total)]
-        diff = None
-        if want_ks or (want_w1 and shared):
-            # Same float64 expression as scipy: i/n1 - j/n2 with integer counts.
-            diff = c_ref / n1 - c_cur / n2
-        if want_ks:
-            # A position counts only where its run of equal values ends: there the running
-            # counts equal scipy's searchsorted(side="right") counts.
-            ends = head[1:] != head[:-1]
-            if b == total:
-                ends = xp.concatenate((ends, xp.ones(1, dtype=bool)))
-            hi_d, lo_d = _extremes_at(diff, ends, xp=xp)
-            dmax, dmin = max(dmax, hi_d), min(dmin, lo_d)
-        if want_w1 and shared:
-            deltas = head[1:] - head[:-1]
-            w1 += _dot(xp.abs(diff[: deltas.shape[0]]), deltas, xp=xp)
-        elif want_w1:
-            # Terms p in [lo, hi - 1): |F1f(x_p) - F2f(x_p)| * (x_{p+1} - x_p), CDFs of the
-            # finite values only.
-            s, e = max(a, lo), min(b, hi - 1)
-            if s < e:
-                f1 = (c_ref[s - a : e - a] - ref_inf[0]) / n1f
-                f2 = (c_cur[s - a : e - a] - cur_inf[0]) / n2f
-                deltas = merged[s + 1 : e + 1] - merged[s:e]
-                w1 += _dot(xp.abs(f1 - f2), deltas, xp=xp)
+    # Wasserstein uses the finite values with CDFs of the finite values only: the finite
+    # slices' own merge. Without infinities one pass serves both statistics.
+    shared = n1f == n1 and n2f == n2
+    dmax = dmin = w1 = math.nan
+    if want_ks or (want_w1 and shared):
+        dmax, dmin, w1 = _merged_pass(ref, cur, want_ks=want_ks, want_w1=want_w1 and shared,
+                                      xp=xp)
+    if want_w1 and not shared:
+        ref_f = ref[ref_inf[0] : n1 - ref_inf[1]]
+        cur_f = cur[cur_inf[0] : n2 - cur_inf[1]]
+        _, _, w1 = _merged_pass(ref_f, cur_f, want_ks=False, want_w1=True, xp=xp)
     ks = math.nan
     if want_ks:
         min_s = min(max(-dmin, 0.0), 1.0)
@@ -173,7 +239,14 @@ def ks_and_wasserstein(
     return ks, (w1 if want_w1 else math.nan)
 
 
-def compare_numerical(prof: Any, values: Any, *, stats: frozenset[str], xp: ModuleType) -> dict:
+def compare_numerical(
+    prof: Any,
+    values: Any,
+    *,
+    stats: frozenset[str],
+    xp: ModuleType,
+    buffer: np.ndarray | None = None,
+) -> dict:
     """All requested statistics of one numerical feature, as plain floats.
 
     Args:
@@ -181,11 +254,13 @@ def compare_numerical(prof: Any, values: Any, *, stats: frozenset[str], xp: Modu
         values: the window's column (1-D float array on the backend, NaN = missing).
         stats: names of the statistics to compute.
         xp: array namespace.
+        buffer: optional float64 scratch array to sort the window in (see `sort_window`);
+            free again when this returns. Default: a new array.
 
     Returns:
         A dict with "rows", "missing", "infinite", and one entry per statistic.
     """
-    cur, n_missing = sort_window(values, name=prof.name, xp=xp)
+    cur, n_missing = sort_window(values, name=prof.name, xp=xp, buffer=buffer)
     ref = prof.device_sorted(xp)
     n1, n2 = ref.shape[0], cur.shape[0]
     lo, hi = finite_bounds(cur, xp=xp)
