@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pyarrow.compute as pc
 from sqlmodel import Session, select
 
 from appliance.artifacts import ArtifactStore
@@ -45,6 +46,13 @@ class DeploymentPass:
     retrain: bool = False
 
 
+def _majority(column) -> str:
+    """The most frequent value of a string column."""
+    counts = pc.value_counts(column)
+    best = pc.index(counts.field("counts"), pc.max(counts.field("counts"))).as_py()
+    return counts.field("values")[best].as_py()
+
+
 def _refresh_accuracy(session: Session, deployment: str, labels) -> None:
     if labels is None:
         return
@@ -71,10 +79,7 @@ def _pass_one(session: Session, cfg: Config, dep: Deployment) -> DeploymentPass:
         window.labelled_rows, window.accuracy = accuracy.window_accuracy(table, labels)
         session.add(window)
         # The version that served most of the window is judged against its own profile.
-        counts = {v: 0 for v in window.versions}
-        for v in table.column("version").to_pylist():
-            counts[v] += 1
-        served = max(counts, key=counts.get)
+        served = _majority(table.column("version"))
         version = session.exec(select(ModelVersion).where(
             ModelVersion.model_name == dep.model_name, ModelVersion.version == int(served)
         )).one()
