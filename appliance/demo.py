@@ -29,7 +29,7 @@ from appliance.governance.users import create_user, issue_token
 from appliance.monitor import service
 from appliance.pipelines import deployment, promotion, training
 from appliance.pipelines.spec import TrainSpec
-from appliance.registry import datasets
+from appliance.registry import datasets, models
 from appliance.store import migrate, session_scope
 from appliance.store.models import PredictionWindow, User
 
@@ -148,6 +148,7 @@ def run_demo(
         plan: sizes (default `DemoPlan()`).
         step: called with a short description as each step starts (progress display).
     """
+    # Deferred: importing the control plane must not import Ray.
     from cluster import runtime
 
     plan = plan or DemoPlan()
@@ -209,9 +210,7 @@ def run_demo(
         logged = session.exec(select(func.sum(PredictionWindow.rows)).where(
             PredictionWindow.deployment == MODEL)).one() or 0
         chain = audit.verify(session)
-        from appliance.registry.models import resolve
-
-        champion = resolve(session, f"{MODEL}@champion").version
+        champion = models.resolve(session, f"{MODEL}@champion").version
 
     def pooled(phase: str) -> float | None:
         sel = [w for w in windows if w["phase"] == phase and w["accuracy"] is not None]

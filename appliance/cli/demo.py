@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,7 +16,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from appliance.cli._output import emit_json, err_console
+from appliance.cli._output import data_stream, emit_json, err_console
+from appliance.demo import DemoPlan, demo_config, run_demo, step_count
 from appliance.errors import InvalidInput
 
 
@@ -25,8 +27,6 @@ def demo(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary document."),
 ) -> None:
     """Train, govern, deploy, watch drift, retrain and promote: the whole loop in minutes."""
-    from appliance.demo import DemoPlan, demo_config, run_demo, step_count
-
     if home is None:
         home = Path(tempfile.mkdtemp(prefix="appliance-demo-"))
     elif home.exists() and any(home.iterdir()):
@@ -59,6 +59,7 @@ def demo(
 
 def _shutdown() -> None:
     # The demo owns its Ray and Serve: stop them so the process exits promptly and cleanly.
+    # Deferred so that `appliance --help` and every other command start without Ray.
     import ray
     from ray import serve
 
@@ -74,10 +75,6 @@ def _pct(x: float | None) -> str:
 
 
 def _print_summary(s: dict) -> None:
-    from rich.console import Console
-
-    from appliance.cli._output import data_stream
-
     # The summary is the command's output; long lines must not be broken mid-path.
     out = Console(file=data_stream(), soft_wrap=True)
     out.print()

@@ -13,13 +13,14 @@ import typer
 from appliance.cli._context import acting_user, config
 from appliance.cli._output import emit_json
 from appliance.cli._table import print_table
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, NotFound
 from appliance.governance import audit
 from appliance.governance.users import require
 from appliance.monitor import service
 from appliance.monitor.feedback import write_feedback
 from appliance.registry.datasets import read_table
 from appliance.store import session_scope
+from appliance.store.models import Alert, utcnow
 
 alerts_app = typer.Typer(help="Alerts raised by the monitor.")
 feedback_app = typer.Typer(help="Ground-truth labels for served predictions.")
@@ -75,9 +76,6 @@ def alerts_ack(
     token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
 ) -> None:
     """Acknowledge an alert."""
-    from appliance.errors import NotFound
-    from appliance.store.models import Alert, utcnow
-
     cfg = config()
     user = acting_user(cfg, token)
     require(user, "operate")

@@ -7,6 +7,7 @@ from sqlmodel import select
 
 from appliance.cli._context import acting_user, config
 from appliance.cli._output import emit_json, err_console
+from appliance.cli._table import print_table
 from appliance.errors import NotFound
 from appliance.governance import approvals
 from appliance.governance.users import require
@@ -87,8 +88,6 @@ def approvals_list(
     if json_out:
         emit_json(docs)
     else:
-        from appliance.cli._table import print_table
-
         print_table(["id", "model", "version", "alias", "status", "requested_by", "age"],
                     [[d["id"], d["model"], d["version"], d["alias"], d["status"],
                       d["requested_by"], d["requested_at"]] for d in docs])

@@ -16,6 +16,7 @@ from appliance.store.models import Deployment, User, utcnow
 
 def deploy(cfg: Config, user: User, model: str, alias: str = "champion") -> Deployment:
     """Serve the version `model@alias` names; a running deployment switches in place."""
+    # Deferred: only deploying needs Ray Serve.
     from cluster import runtime, serve
 
     require(user, "operate")
@@ -44,6 +45,8 @@ def deploy(cfg: Config, user: User, model: str, alias: str = "champion") -> Depl
 
 
 def undeploy(cfg: Config, user: User, model: str) -> None:
+    """Stop serving `model` and close its ledger row."""
+    # Deferred: only undeploying needs Ray Serve.
     from cluster import runtime, serve
 
     require(user, "operate")

@@ -6,6 +6,7 @@ from sqlmodel import select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
+from appliance.errors import ConflictError
 from appliance.governance import approvals
 from appliance.pipelines.split import holdout_split
 from appliance.registry import datasets, models
@@ -15,6 +16,7 @@ from appliance.store.models import Alias, Approval, Dataset, ModelVersion, Run, 
 
 def evaluate_on_holdout(cfg: Config, candidate: ModelVersion, others: list[ModelVersion]):
     """Metrics of `candidate` and each of `others` on the candidate's own holdout."""
+    # Deferred: evaluation needs torch and the trainer's metrics, not the control plane.
     from cluster import train as ray_train
     from cluster.bundle import ModelBundle
 
@@ -39,8 +41,6 @@ def request(cfg: Config, user: User, ref: str, alias: str) -> tuple[Approval, di
             Alias.model_name == candidate.model_name, Alias.alias == alias)).first()
         incumbent = session.get(ModelVersion, holder.version_id) if holder else None
     if incumbent is not None and incumbent.id == candidate.id:
-        from appliance.errors import ConflictError
-
         raise ConflictError(f"{ref} already holds the {alias!r} alias")
     metrics = evaluate_on_holdout(cfg, candidate, [incumbent] if incumbent else [])
     result = approvals.gate(metrics[0], metrics[1] if incumbent else None)
