@@ -8,22 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-# pytest puts tests/ on sys.path, where tests/kernels/ would shadow the engine as a namespace
-# package; the project root must win (see tests/kernels/conftest.py).
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from appliance.cli.main import app
+
 _ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-if getattr(sys.modules.get("kernels"), "__file__", "") is None:
-    del sys.modules["kernels"]
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.csv as pacsv  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import pytest  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
-
-from appliance.cli.main import app  # noqa: E402
 
 
 def _table(n: int, seed: int, shift: float = 0.0) -> pa.Table:

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
-# pytest puts tests/ on sys.path, where tests/kernels/ would shadow the engine as a namespace
-# package; the project root must win (see tests/kernels/conftest.py).
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-if getattr(sys.modules.get("kernels"), "__file__", "") is None:
-    del sys.modules["kernels"]
+import numpy as np
+import pytest
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-import kernels  # noqa: E402
+import kernels
 
 pytestmark = [
     pytest.mark.gpu,

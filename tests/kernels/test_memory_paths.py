@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import finite, nonmissing, one_feature
+from drift_helpers import finite, nonmissing, one_feature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -129,7 +129,7 @@ def test_dictionary_with_null_and_numeric_values():
 
 
 def test_pandas_categorical_equals_strings():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     rng = np.random.default_rng(5)
     ref = _cat_values(rng, 400, True)
     cur = _cat_values(rng, 250, True) + ["new"]

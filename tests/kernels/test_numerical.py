@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import finite, nonmissing, one_feature
+from drift_helpers import finite, nonmissing, one_feature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
