@@ -7,7 +7,7 @@ from pathlib import Path
 
 from appliance.config import Config, load_config
 from appliance.errors import PermissionDenied
-from appliance.governance.users import authenticate
+from appliance.governance.users import authenticate, require
 from appliance.store import migrate, session_scope
 from appliance.store.models import User
 
@@ -38,3 +38,11 @@ def acting_user(cfg: Config, token: str | None = None) -> User:
         )
     with session_scope(cfg.db_url) as session:
         return authenticate(session, token)
+
+
+def acting(token: str | None, permission: str) -> tuple[Config, User]:
+    """The configuration and the acting user, who must hold `permission` (see PERMISSIONS)."""
+    cfg = config()
+    user = acting_user(cfg, token)
+    require(user, permission)
+    return cfg, user

@@ -8,10 +8,9 @@ import typer
 from sqlmodel import select
 
 from appliance.artifacts import ArtifactStore
-from appliance.cli._context import acting_user, config
+from appliance.cli._context import acting, config
 from appliance.cli._output import emit_json
 from appliance.cli._table import print_table
-from appliance.governance.users import require
 from appliance.registry import datasets
 from appliance.store import session_scope
 from appliance.store.models import Dataset
@@ -33,9 +32,7 @@ def add(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Register FILE as the next version of dataset NAME (identical content is not re-added)."""
-    cfg = config()
-    user = acting_user(cfg, token)
-    require(user, "operate")
+    cfg, user = acting(token, "operate")
     with session_scope(cfg.db_url) as session:
         ds = datasets.add_file(session, ArtifactStore(cfg.artifacts), file, name, actor=user.name)
     if json_out:

@@ -10,12 +10,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 
-from appliance.cli._context import acting_user, config
+from appliance.cli._context import acting, config
 from appliance.cli._output import emit_json
 from appliance.cli._table import print_table
 from appliance.errors import InvalidInput, NotFound
 from appliance.governance import audit
-from appliance.governance.users import require
 from appliance.monitor import service
 from appliance.monitor.feedback import write_feedback
 from appliance.registry.datasets import read_table
@@ -76,9 +75,7 @@ def alerts_ack(
     token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
 ) -> None:
     """Acknowledge an alert."""
-    cfg = config()
-    user = acting_user(cfg, token)
-    require(user, "operate")
+    cfg, user = acting(token, "operate")
     with session_scope(cfg.db_url) as session:
         alert = session.get(Alert, alert_id)
         if alert is None:
@@ -96,9 +93,7 @@ def feedback_add(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Add ground-truth labels, joined to served predictions by request id and row."""
-    cfg = config()
-    user = acting_user(cfg, token)
-    require(user, "operate")
+    cfg, user = acting(token, "operate")
     table = read_table(file)
     missing = [c for c in ("request_id", "label") if c not in table.column_names]
     if missing:

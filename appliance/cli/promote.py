@@ -5,12 +5,11 @@ from __future__ import annotations
 import typer
 from sqlmodel import select
 
-from appliance.cli._context import acting_user, config
+from appliance.cli._context import acting, acting_user, config
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import NotFound
 from appliance.governance import approvals
-from appliance.governance.users import require
 from appliance.pipelines import promotion
 from appliance.registry import models as registry
 from appliance.store import session_scope
@@ -100,9 +99,7 @@ def rollback(
     token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
 ) -> None:
     """Point ALIAS back at an earlier version that previously held it (audited, no gate)."""
-    cfg = config()
-    user = acting_user(cfg, token)
-    require(user, "approve")
+    cfg, user = acting(token, "approve")
     with session_scope(cfg.db_url) as session:
         mv = registry.resolve(session, f"{model}:{to_version}")
         held = session.exec(select(Approval).where(

@@ -5,20 +5,12 @@ from __future__ import annotations
 import typer
 from sqlmodel import select
 
-from appliance.cli._context import acting_user, config
+from appliance.cli._context import acting, config
 from appliance.cli._output import data_stream, emit_json
 from appliance.cli._table import print_table
 from appliance.governance import users as gov
 from appliance.store import session_scope
 from appliance.store.models import User
-
-
-def _admin(token: str | None):
-    cfg = config()
-    actor = acting_user(cfg, token)
-    gov.require(actor, "admin")
-    return cfg, actor
-
 
 users_app = typer.Typer(help="Manage users and roles (viewer, operator, approver, admin).")
 tokens_app = typer.Typer(help="Issue and revoke API tokens.")
@@ -33,7 +25,7 @@ def create(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create a user and issue a first token (printed once)."""
-    cfg, actor = _admin(token)
+    cfg, actor = acting(token, "admin")
     with session_scope(cfg.db_url) as session:
         user = gov.create_user(session, name, role, actor=actor.name, team=team)
         secret = gov.issue_token(session, name, "default", actor=actor.name)
@@ -67,7 +59,7 @@ def token_create(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Issue a token for USER (printed once; stored hashed)."""
-    cfg, actor = _admin(token)
+    cfg, actor = acting(token, "admin")
     with session_scope(cfg.db_url) as session:
         secret = gov.issue_token(session, user, name, actor=actor.name)
     if json_out:
@@ -83,6 +75,6 @@ def token_revoke(
     token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
 ) -> None:
     """Revoke USER's token NAME."""
-    cfg, actor = _admin(token)
+    cfg, actor = acting(token, "admin")
     with session_scope(cfg.db_url) as session:
         gov.revoke_token(session, user, name, actor=actor.name)

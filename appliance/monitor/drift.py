@@ -33,11 +33,18 @@ def to_columns(table: pa.Table, names: list[str], categorical: list[str]) -> dic
 
 
 def fit_reference(
-    table: pa.Table, version_features: list[str], categorical: list[str],
+    features: dict[str, np.ndarray], categorical: list[str],
     scores: np.ndarray, predictions: np.ndarray,
 ) -> bytes:
-    """Fit and serialise the reference profile of training features plus model outputs."""
-    cols = to_columns(table, version_features, categorical)
+    """Fit and serialise the reference profile of training features plus model outputs.
+
+    Args:
+        features: the training columns, as `to_columns` makes them.
+        categorical: which of them are categorical.
+        scores: the model's score for each row.
+        predictions: the model's predicted class for each row.
+    """
+    cols = dict(features)
     cols[SCORE] = np.asarray(scores, dtype=np.float64)
     cols[PREDICTION] = np.asarray(predictions).astype(str).astype(object)
     profile = kernels.fit_profile(cols, categorical=[*categorical, PREDICTION])

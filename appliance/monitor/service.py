@@ -53,14 +53,16 @@ def _majority(column) -> str:
     return counts.field("values")[best].as_py()
 
 
-def _refresh_accuracy(session: Session, deployment: str, labels) -> None:
+def _refresh_accuracy(session: Session, deployment: str, labels, skip: int | None) -> None:
+    """Recompute accuracy of earlier windows that still lack labels (`skip`: just computed)."""
     if labels is None:
         return
-    stale = session.exec(
-        select(PredictionWindow).where(PredictionWindow.deployment == deployment)
-    ).all()
+    stale = session.exec(select(PredictionWindow).where(
+        PredictionWindow.deployment == deployment,
+        PredictionWindow.labelled_rows < PredictionWindow.rows,
+    )).all()
     for w in stale:
-        if w.labelled_rows >= w.rows:
+        if w.id == skip:
             continue
         n, acc = accuracy.window_accuracy(windows.read_window(w), labels)
         if n != w.labelled_rows:
@@ -73,9 +75,10 @@ def _pass_one(session: Session, cfg: Config, dep: Deployment) -> DeploymentPass:
     result = DeploymentPass(deployment=dep.name, model=dep.model_name)
     windows.ingest_feedback(session, cfg.feedback_dir, dep.name)
     labels = windows.labels_for(session, dep.name)
-    window = windows.close_window(session, cfg.predictions_dir, dep.name)
-    if window is not None:
-        table = windows.read_window(window)
+    closed = windows.close_window(session, cfg.predictions_dir, dep.name)
+    window = None
+    if closed is not None:
+        window, table = closed
         window.labelled_rows, window.accuracy = accuracy.window_accuracy(table, labels)
         session.add(window)
         # The version that served most of the window is judged against its own profile.
@@ -97,7 +100,7 @@ def _pass_one(session: Session, cfg: Config, dep: Deployment) -> DeploymentPass:
             result.drifted_features = report.drifted_features
         result.alerts = [{"id": a.id, "kind": a.kind, "message": a.message} for a in raised]
         result.retrain = any(a.kind in RETRAIN_ON for a in raised)
-    _refresh_accuracy(session, dep.name, labels)
+    _refresh_accuracy(session, dep.name, labels, skip=window.id if window else None)
     return result
 
 

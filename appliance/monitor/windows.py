@@ -58,8 +58,13 @@ def _index_window(
     return window
 
 
-def close_window(session: Session, predictions_root: Path, deployment: str):
-    """Close everything pending for `deployment` into the next window; None if nothing pending.
+def close_window(
+    session: Session, predictions_root: Path, deployment: str
+) -> tuple[PredictionWindow, pa.Table] | None:
+    """Close everything pending for `deployment` into the next window.
+
+    Returns the window's index row and its rows (so the caller need not read the file back),
+    or None if nothing was pending.
 
     Args:
         session: open session; the caller commits.
@@ -87,8 +92,7 @@ def close_window(session: Session, predictions_root: Path, deployment: str):
     table = _read_many(staged)
     final = base / f"window-{index:06d}.parquet"
     _write_atomic(table, final)
-    window = _index_window(session, deployment, index, final, table)
-    return window
+    return _index_window(session, deployment, index, final, table), table
 
 
 def finish_close(predictions_root: Path, deployment: str, index: int) -> None:

@@ -9,7 +9,7 @@ from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.errors import InvalidInput
 from appliance.governance.users import require
-from appliance.monitor.drift import fit_reference
+from appliance.monitor.drift import fit_reference, to_columns
 from appliance.pipelines.spec import TrainSpec
 from appliance.pipelines.split import holdout_split
 from appliance.registry import datasets, models
@@ -74,11 +74,9 @@ def train(cfg: Config, user: User, spec: TrainSpec) -> TrainOutcome:
     metrics = ray_train.evaluate(fit.bundle, holdout, spec.label)
     metrics["train_rows"], metrics["holdout_rows"] = train_part.num_rows, holdout.num_rows
     digest = store.put_bytes(fit.bundle.to_bytes())
-    cols = {c: train_part.column(c).to_numpy(zero_copy_only=False) for c in features}
+    cols = to_columns(train_part, features, spec.categorical)
     classes, scores = fit.bundle.predict(cols)
-    profile = store.put_bytes(
-        fit_reference(train_part, features, spec.categorical, scores, classes)
-    )
+    profile = store.put_bytes(fit_reference(cols, spec.categorical, scores, classes))
     with session_scope(cfg.db_url) as session:
         run = session.merge(run)
         # Lineage must say what was used, not what was asked for: defaults filled in.

@@ -48,7 +48,7 @@ def test_pending_requests_become_one_window(db, tmp_path):
     _served(root, "d", "b", [0, 0], version="2", ns=2)
     (root / "d" / "pending" / ".tmp-half-written.parquet").write_bytes(b"PAR1garbage")
     with session_scope(db) as s:
-        w = windows.close_window(s, root, "d")
+        w, _ = windows.close_window(s, root, "d")
         assert (w.index, w.rows, w.requests, w.versions) == (1, 5, 2, ["1", "2"])
     windows.finish_close(root, "d", 1)
     assert [p.name for p in (root / "d" / "pending").iterdir()] == [".tmp-half-written.parquet"]
@@ -56,7 +56,7 @@ def test_pending_requests_become_one_window(db, tmp_path):
         assert windows.close_window(s, root, "d") is None
     _served(root, "d", "c", [1], ns=3)
     with session_scope(db) as s:
-        assert windows.close_window(s, root, "d").index == 2
+        assert windows.close_window(s, root, "d")[0].index == 2
 
 
 def test_a_close_that_crashed_before_commit_is_redone_without_loss(db, tmp_path):
@@ -69,7 +69,7 @@ def test_a_close_that_crashed_before_commit_is_redone_without_loss(db, tmp_path)
     assert not list((root / "d" / "pending").glob("*.parquet"))
     _served(root, "d", "b", [0], ns=2)
     with session_scope(db) as s:
-        w = windows.close_window(s, root, "d")
+        w, _ = windows.close_window(s, root, "d")
         assert (w.index, w.rows, w.requests) == (1, 3, 2)
 
 
@@ -77,8 +77,8 @@ def test_labels_join_by_request_and_row_and_the_last_correction_wins(db, tmp_pat
     root = tmp_path / "predictions"
     _served(root, "d", "a", [1, 0, 1, 1], ns=1)
     with session_scope(db) as s:
-        w = windows.close_window(s, root, "d")
-        table = windows.read_window(w)
+        w, table = windows.close_window(s, root, "d")
+        assert windows.read_window(w).equals(table)
     write_feedback(tmp_path, "d", "a", [0, 1, 2], [1, 0, 0], clock=lambda: 10)
     write_feedback(tmp_path, "d", ["a"], [2], [1], clock=lambda: 20)  # a corrected label
     write_feedback(tmp_path, "d", "unknown", [0], [1], clock=lambda: 30)
