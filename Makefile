@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 $(PY):
 	python3 -m venv $(VENV)
 
-$(STAMP): pyproject.toml constraints/cpu.txt | $(PY)
+$(STAMP): pyproject.toml constraints/cpu.txt kernels/_sorted_merge.c | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(CONSTRAINTS) --config-settings editable_mode=compat -e '.[dev]'
 	touch $(STAMP)

@@ -28,7 +28,9 @@ statistic. Infinities are ordinary, ordered values for KS and the bins (as in sc
 left out of Wasserstein, the moments and PCA (where they would give inf/NaN); their share is
 reported as `infinite_share`. PSI replaces an empty bin's proportion by `PSI_EPSILON` (1e-4).
 
-Backends: NumPy, or CuPy when importable with a GPU (`backend=None` picks automatically).
+Backends: NumPy, or CuPy when importable with a GPU (`backend=None` picks automatically). On the
+host, the KS/Wasserstein merge walk is a small C extension built at install time
+(`kernels/_sorted_merge.c`); without a compiler the NumPy walk gives the same results, slower.
 """
 
 from kernels._backend import BACKENDS, gpu_available, resolve_backend

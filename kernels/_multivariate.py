@@ -99,16 +99,20 @@ def compare_pca(prof: PcaProfile, columns: Sequence[Any], *, xp: ModuleType) -> 
     mean = xp.asarray(prof.mean)
     gram = xp.zeros((d, d))
     sums = xp.zeros(d)
-    bad = [not bool(xp.isfinite(c).all()) for c in columns]
     step = _COMPARE_BLOCK if xp is np else _BLOCK
+    # Feature-major blocks: each column is copied in as one contiguous row (a transposing
+    # stack into row-major blocks costs twice as much), and X'X of the block is one GEMM.
+    block = xp.empty((d, min(step, n)))
+    fill = mean[:, None]
     for a in range(0, n, step):
         b = min(a + step, n)
-        block = xp.stack([xp.asarray(c[a:b], dtype=xp.float64) for c in columns], axis=1)
-        if any(bad):
-            # Non-finite values take the reference mean (z = 0), as at fitting.
-            block = xp.where(xp.isfinite(block), block, mean)
-        gram += block.T @ block
-        sums += block.sum(axis=0)
+        blk = block[:, : b - a]
+        for k, c in enumerate(columns):
+            blk[k] = c[a:b]
+        # Non-finite values take the reference mean (z = 0), as at fitting.
+        xp.copyto(blk, fill, where=~xp.isfinite(blk))
+        gram += blk @ blk.T
+        sums += blk.sum(axis=1)
     inv = 1.0 / xp.asarray(prof.scale)
     # S = D^-1 (X'X - s mu' - mu s' + n mu mu') D^-1 / n, D = diag(scale)
     centred = gram - xp.outer(sums, mean) - xp.outer(mean, sums) + n * xp.outer(mean, mean)

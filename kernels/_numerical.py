@@ -2,12 +2,15 @@
 
 One sort of the current window feeds everything:
 
-* KS (exact, ties included): the sorted reference and the sorted window are merged block by
-  block (cut points from `searchsorted`, each block a stable argsort of two sorted runs, so
-  linear work in a few MB of memory, never a full n1 + n2 merge); running counts of reference
-  and window values at the end of each run of equal values are exactly scipy's
-  `searchsorted(..., side="right")` counts, and the statistic is the same float64 expression
-  `i/n1 - j/n2`, so it is bit-identical to `scipy.stats.ks_2samp`.
+* KS (exact, ties included): one walk over the merge of the sorted reference and the sorted
+  window. Running counts of reference and window values at the end of each run of equal
+  values are exactly scipy's `searchsorted(..., side="right")` counts, and the statistic is the
+  same float64 expression `i/n1 - j/n2`, so it is bit-identical to `scipy.stats.ks_2samp`.
+  On the host the walk is compiled C (`kernels/_sorted_merge.c`, no memory beyond the inputs);
+  the array-namespace walk here (the GPU's, and the host's fallback when the C one is not
+  built) merges block by block (cut points from `searchsorted`, each block a stable argsort of
+  two sorted runs), linear work in a few MB, never a full n1 + n2 merge. Both give the same
+  extremes bit for bit.
 * Wasserstein-1: the integral of |F1 - F2| over the merged sample, scipy's `_cdf_distance`
   formula evaluated on the same merge, over finite values only.
 * Binned PSI / Jensen-Shannon / Hellinger: window counts per reference-quantile bin come from
@@ -28,6 +31,11 @@ import numpy as np
 
 from kernels import _divergence, _pvalues
 from kernels._errors import DriftInputError
+
+try:
+    from kernels import _sorted_merge
+except ImportError:  # built without a C compiler: the NumPy walk below gives the same results
+    _sorted_merge = None
 
 _CHUNK = 1 << 16  # values of each sample per merge block on the CPU: temporaries of a few MB
 
@@ -150,15 +158,28 @@ def _extremes_at(values: Any, mask: Any, *, xp: ModuleType) -> tuple[float, floa
     return float(picked.max()), float(picked.min())
 
 
+def native_walk_available() -> bool:
+    """True when the compiled merge walk (kernels/_sorted_merge.c) serves the NumPy backend."""
+    return _sorted_merge is not None
+
+
 def _merged_pass(
-    ref: Any, cur: Any, *, want_ks: bool, want_w1: bool, xp: ModuleType
+    ref: Any, cur: Any, *, want_ks: bool, want_w1: bool, xp: ModuleType, native: bool = True
 ) -> tuple[float, float, float]:
     """(max, min) of F_ref - F_cur over the pooled sample, and the integral of |F_ref - F_cur|.
 
-    The merge of the two sorted samples is walked block by block (see `_merge_cuts`), never
-    materialised whole: working memory is a few MB per call on the CPU however long the
-    window. The integral needs finite values (the caller passes the finite slices).
+    On the host the compiled walk does it in one linear pass (`native=False` forces the NumPy
+    walk, which the tests hold it to). Otherwise the merge of the two sorted samples is walked
+    block by block (see `_merge_cuts`), never materialised whole: working memory is a few MB
+    per call on the CPU however long the window; on a GPU it is one block. The integral needs
+    finite values (the caller passes the finite slices).
     """
+    if native and xp is np and _sorted_merge is not None:
+        return _sorted_merge.merge_walk(
+            np.ascontiguousarray(ref, dtype=np.float64),
+            np.ascontiguousarray(cur, dtype=np.float64),
+            want_w1,
+        )
     n1, n2 = ref.shape[0], cur.shape[0]
     total = n1 + n2
     chunk = _CHUNK if xp is np else max(n1, n2, 1)

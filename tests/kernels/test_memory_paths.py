@@ -1,6 +1,7 @@
 """The low-memory paths give the same answers as the plain ones.
 
-Blockwise merge (KS / Wasserstein without a full n1 + n2 merge), reused sort buffers,
+The NumPy walk's blockwise merge (KS / Wasserstein without a full n1 + n2 merge; the GPU path's
+algorithm, and the host's when the C walk is not built), reused sort buffers,
 dictionary-encoded and pandas categoricals (codes, no per-row objects), zero-copy Arrow
 numerical columns, and the large-n KS p-value branches evaluated without `scipy.stats`.
 """
@@ -51,6 +52,7 @@ def test_blockwise_merge_matches_scipy_with_tiny_blocks(monkeypatch, chunk, data
     # Tiny blocks put block boundaries inside runs of ties, at infinities, and where one
     # sample lies wholly between two values of the other.
     monkeypatch.setattr(_numerical, "_CHUNK", chunk)
+    monkeypatch.setattr(_numerical, "_sorted_merge", None)  # the NumPy walk, not the C one
     ref = data.draw(arrays(np.float64, st.integers(1, 40), elements=_pool), label="ref")
     cur = data.draw(arrays(np.float64, st.integers(1, 40), elements=_pool), label="cur")
     if np.isnan(ref).all() or np.isnan(cur).all():
@@ -61,6 +63,7 @@ def test_blockwise_merge_matches_scipy_with_tiny_blocks(monkeypatch, chunk, data
 @pytest.mark.parametrize("chunk", [1, 5, 64])
 def test_blockwise_merge_disjoint_and_nested_samples(monkeypatch, chunk):
     monkeypatch.setattr(_numerical, "_CHUNK", chunk)
+    monkeypatch.setattr(_numerical, "_sorted_merge", None)  # the NumPy walk, not the C one
     rng = np.random.default_rng(7)
     a = rng.normal(size=300)
     # Window entirely above, entirely below, squeezed between two reference values, and

@@ -12,7 +12,21 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import stats as sps
 
+from kernels import _numerical
+
 NUM = ["ks", "wasserstein", "psi", "jensen_shannon", "hellinger", "mean_shift", "std_shift"]
+
+
+@pytest.fixture(scope="module", params=["native", "numpy"], autouse=True)
+def cpu_walk(request):
+    """Every test here runs on both host merge walks: the compiled one and the pure-NumPy one."""
+    saved = _numerical._sorted_merge
+    if request.param == "native" and saved is None:
+        pytest.fail("kernels._sorted_merge is not built (pip install -e . compiles it)")
+    if request.param == "numpy":
+        _numerical._sorted_merge = None
+    yield request.param
+    _numerical._sorted_merge = saved
 
 
 def _assert_ks(ref: np.ndarray, cur: np.ndarray, feat) -> None:
