@@ -86,8 +86,8 @@ walk(const double *r, Py_ssize_t n1, const double *c, Py_ssize_t n2, int want_w1
     walk_state s = {-INFINITY, INFINITY, 0.0, 0.0, 0.0, 0.0, 0};
     int nan_seen = 0;
 
-    /* Both samples left: one element per iteration, reference first on ties, no data-dependent
-     * branch (the choice is a select), so random interleaving costs no mispredictions. */
+    /* Both samples left: one element per iteration, reference first on ties. Which sample
+     * advances is a select, not a branch, so a random interleaving costs no mispredictions. */
     while (i < n1 && j < n2) {
         const double a = r[i], b = c[j];
         nan_seen |= (a != a) | (b != b);
