@@ -66,14 +66,7 @@ def compare_categorical(prof: Any, values: Any, *, stats: frozenset[str], what: 
     if "chi2" in stats:
         stat, p, dof = chi2_contingency(np.stack((ref_counts, cur_counts)))
         out["chi2"] = {"statistic": stat, "pvalue": p, "dof": dof}
-    if "psi" in stats:
-        out["psi"] = {"value": _divergence.psi(ref_counts, cur_counts)}
-    if "jensen_shannon" in stats:
-        out["jensen_shannon"] = {"value": _divergence.jensen_shannon(ref_counts, cur_counts)}
-    if "hellinger" in stats:
-        out["hellinger"] = {"value": _divergence.hellinger(ref_counts, cur_counts)}
-    if "tvd" in stats:
-        out["tvd"] = {"value": _divergence.total_variation(ref_counts, cur_counts)}
+    out.update(_divergence.histogram_stats(ref_counts, cur_counts, stats))
     if "unseen_share" in stats:
         out["unseen_share"] = {
             "value": unseen_rows / n,

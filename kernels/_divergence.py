@@ -65,3 +65,20 @@ def hellinger(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
 def total_variation(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
     """Total variation distance 0.5 * sum|p - q|, in [0, 1]."""
     return float(0.5 * np.sum(np.abs(proportions(ref_counts) - proportions(cur_counts))))
+
+
+_DISTANCES = {
+    "psi": psi,
+    "jensen_shannon": jensen_shannon,
+    "hellinger": hellinger,
+    "tvd": total_variation,
+}
+
+
+def histogram_stats(ref_counts: np.ndarray, cur_counts: np.ndarray, stats: frozenset[str]) -> dict:
+    """{name: {"value": x}} for each histogram distance named in `stats` (others are ignored)."""
+    return {
+        name: {"value": fn(ref_counts, cur_counts)}
+        for name, fn in _DISTANCES.items()
+        if name in stats
+    }

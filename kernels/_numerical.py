@@ -300,13 +300,8 @@ def compare_numerical(
             out["wasserstein"] = {"value": w1, "normed": _ratio(w1, prof.std)}
     if stats & {"psi", "jensen_shannon", "hellinger"}:
         counts = bin_counts(cur, prof.device_edges(xp), xp=xp)
-        ref_counts = prof.bin_counts
-        if "psi" in stats:
-            out["psi"] = {"value": _divergence.psi(ref_counts, counts)}
-        if "jensen_shannon" in stats:
-            out["jensen_shannon"] = {"value": _divergence.jensen_shannon(ref_counts, counts)}
-        if "hellinger" in stats:
-            out["hellinger"] = {"value": _divergence.hellinger(ref_counts, counts)}
+        # TVD is a categorical statistic (see _report.NUMERICAL_STATS): not on numerical bins.
+        out.update(_divergence.histogram_stats(prof.bin_counts, counts, stats - {"tvd"}))
     if stats & {"mean_shift", "std_shift"}:
         mean, std, _ = moments(cur, xp=xp)
         if "mean_shift" in stats:
