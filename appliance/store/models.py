@@ -62,11 +62,22 @@ class Dataset(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 
+class RiskTier(str, enum.Enum):
+    """How much review a model's changes need; only `low` may let its policy auto-promote."""
+
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
 class RegisteredModel(SQLModel, table=True):
     name: str = Field(primary_key=True)
     owner: str
     team: str = "default"
     description: str = ""
+    # Where the owner's on-call finds what to do when an alert fires; every alert carries it.
+    runbook_url: str | None = None
+    risk_tier: str = Field(default=RiskTier.medium.value)
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 
@@ -100,6 +111,9 @@ class ModelVersion(SQLModel, table=True):
     features: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     categorical: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     label: str
+    # How the version's scores map to probabilities, checked on its holdout at training time
+    # (appliance.monitor.estimate.Calibration); the label-free estimate relies on it.
+    calibration: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_by: str
     created_at: dt.datetime = Field(default_factory=utcnow)
 
@@ -135,13 +149,21 @@ class Approval(SQLModel, table=True):
 
 
 class Deployment(SQLModel, table=True):
-    """One row per (deployment, version) period: the ledger of what served when."""
+    """One row per (deployment, version, role) period: the ledger of what served when.
+
+    `role` is "primary" (answers by default) or "canary" (a challenger behind the same route,
+    taking `share` of requests in "split" mode, or scoring every request unseen in "shadow").
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True)
     model_name: str = Field(index=True)
     version_id: int = Field(foreign_key="modelversion.id")
     url: str
+    role: str = "primary"
+    mode: str | None = None
+    share: float | None = None
+    retrain_id: int | None = None
     status: str = "active"
     created_by: str
     started_at: dt.datetime = Field(default_factory=utcnow)
@@ -159,23 +181,70 @@ class PredictionWindow(SQLModel, table=True):
     versions: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     first_ts: dt.datetime | None = None
     last_ts: dt.datetime | None = None
+    # `rows`, `labelled_rows` and `accuracy` count served rows; a shadow challenger's rows
+    # (scored, never answered) are counted apart.
+    shadow_rows: int = 0
     labelled_rows: int = 0
     accuracy: float | None = None
+    # "rows" or "seconds": which limit of the window policy closed it.
+    closed_by: str = "rows"
     closed_at: dt.datetime = Field(default_factory=utcnow)
+    labels_updated_at: dt.datetime | None = None
+
+
+class WindowVersion(SQLModel, table=True):
+    """What one model version did in one window: drift against its own profile, live metrics
+    from the labels that have arrived so far, and the label-free estimate."""
+
+    __table_args__ = (UniqueConstraint("window_id", "version_id", "shadow"),)
+    id: int | None = Field(default=None, primary_key=True)
+    window_id: int = Field(foreign_key="predictionwindow.id", index=True)
+    version_id: int = Field(foreign_key="modelversion.id", index=True)
+    version: int
+    shadow: bool = False
+    rows: int
+    labelled_rows: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    estimated: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    # "drifted", "ok", "insufficient" (too few rows for a verdict) or "no_profile".
+    drift_status: str = "insufficient"
+    drifted_share: float | None = None
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class RequestIndex(SQLModel, table=True):
+    """Which window holds a served request: labels find their rows through it, never by scan."""
+
+    __table_args__ = (
+        UniqueConstraint("window_id", "request_id"),
+        Index("ix_requestindex_lookup", "deployment", "request_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str
+    request_id: str
+    window_id: int = Field(foreign_key="predictionwindow.id", index=True)
 
 
 class FeedbackBatch(SQLModel, table=True):
+    """One delivered feedback file; `status` says how far its labels reached their windows:
+    "new", "partial" (some requests were not in a closed window yet), "applied", "expired"."""
+
     id: int | None = Field(default=None, primary_key=True)
     deployment: str = Field(index=True)
     path: str = Field(unique=True)
     rows: int
+    status: str = Field(default="new", index=True)
+    matched_rows: int = 0
     received_at: dt.datetime = Field(default_factory=utcnow)
+    applied_at: dt.datetime | None = None
 
 
 class DriftReport(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     window_id: int = Field(foreign_key="predictionwindow.id", index=True)
     version_id: int = Field(foreign_key="modelversion.id")
+    shadow: bool = False
+    rows: int = 0
     drifted_share: float
     dataset_drifted: bool
     drifted_features: list[str] = Field(default_factory=list, sa_column=Column(JSON))
@@ -183,19 +252,120 @@ class DriftReport(SQLModel, table=True):
     computed_at: dt.datetime = Field(default_factory=utcnow)
 
 
+class AlertStatus(str, enum.Enum):
+    open = "open"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+
+
 class Alert(SQLModel, table=True):
+    """One firing of an alert rule for a deployment, from first breach to resolution.
+
+    While it is open or acknowledged, further breaches of the same rule update it
+    (`occurrences`, `last_window_id`) instead of raising a new alert.
+    """
+
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(index=True)
+    rule: str = Field(default="", index=True)
     severity: str = "warning"
+    status: str = Field(default=AlertStatus.open.value, index=True)
     model_name: str = Field(index=True)
     deployment: str | None = None
+    version: int | None = None
     window_id: int | None = Field(default=None, foreign_key="predictionwindow.id")
+    last_window_id: int | None = None
+    value: float | None = None
+    threshold: float | None = None
+    occurrences: int = 1
     message: str = Field(sa_column=Column(Text))
     owner: str
+    team: str = "default"
+    runbook_url: str | None = None
     notified: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     created_at: dt.datetime = Field(default_factory=utcnow)
+    last_seen_at: dt.datetime | None = None
     acknowledged_by: str | None = None
     acknowledged_at: dt.datetime | None = None
+    resolved_by: str | None = None
+    resolved_at: dt.datetime | None = None
+    resolution: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class AlertDelivery(SQLModel, table=True):
+    """The outbox of alert notifications: one row per (alert, event, channel).
+
+    Written in the transaction that raised or resolved the alert and sent afterwards, so an
+    alert is committed before anyone hears of it, and each event goes out at least once.
+    """
+
+    __table_args__ = (UniqueConstraint("alert_id", "event", "channel"),)
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(foreign_key="alert.id", index=True)
+    event: str  # "raised" or "resolved"
+    channel: str  # "log" or "webhook"
+    target: str
+    status: str = Field(default="pending", index=True)  # pending, sending, delivered, failed
+    attempts: int = 0
+    next_attempt_at: dt.datetime = Field(default_factory=utcnow)
+    claimed_by: str | None = None
+    claimed_until: dt.datetime | None = None
+    delivered_at: dt.datetime | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class MonitorPolicy(SQLModel, table=True):
+    """A model's window, retrain and canary settings that operators changed from the defaults
+    (`settings` holds only those keys; appliance.monitor.policy resolves the rest)."""
+
+    model_name: str = Field(primary_key=True, foreign_key="registeredmodel.name")
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    updated_by: str
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class RetrainRequest(SQLModel, table=True):
+    """One pass of the retrain loop for a model, from trigger to promotion (or its end).
+
+    A durable outbox row: the monitor writes it with the alert that fired it, and the
+    orchestrator walks it through its states, each step keyed by this row, so a restart
+    resumes where the last process stopped. `active_key` holds the model's name while the
+    request is not finished: a unique column, so a model never has two running at once.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str = Field(index=True)
+    deployment: str
+    active_key: str | None = Field(default=None, unique=True)
+    trigger: str
+    alert_id: int | None = None
+    since_window: int
+    state: str = Field(default="waiting_for_labels", index=True)
+    champion_version_id: int | None = None
+    dataset_id: int | None = None
+    run_id: str | None = None
+    version_id: int | None = None
+    canary_deployment_id: int | None = None
+    approval_id: int | None = None
+    gate: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    canary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    attempts: int = 0
+    created_by: str
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+    finished_at: dt.datetime | None = None
+
+
+class Lease(SQLModel, table=True):
+    """A named, expiring lock (one per deployment pass, one per retrain request), so two
+    monitor processes never work on the same thing at once."""
+
+    name: str = Field(primary_key=True)
+    holder: str
+    expires_at: dt.datetime
+    acquired_at: dt.datetime = Field(default_factory=utcnow)
 
 
 class AuditEvent(SQLModel, table=True):

@@ -13,6 +13,7 @@ from sqlmodel import Session, SQLModel, select
 from appliance.store import get_engine, session_scope, utcnow
 from appliance.store.models import (
     Alert,
+    AlertDelivery,
     Alias,
     ApiToken,
     Approval,
@@ -21,11 +22,16 @@ from appliance.store.models import (
     Deployment,
     DriftReport,
     FeedbackBatch,
+    Lease,
     ModelVersion,
+    MonitorPolicy,
     PredictionWindow,
     RegisteredModel,
+    RequestIndex,
+    RetrainRequest,
     Run,
     User,
+    WindowVersion,
 )
 
 # Not UTC and with microseconds: the store must hand back the same instant, in UTC.
@@ -64,13 +70,17 @@ def _add_parents(session: Session) -> list[SQLModel]:
             rows=1000,
             columns=[{"name": "income", "type": "float64"}, {"name": "city", "type": "string"}],
             source="synthetic",
+            lineage={"windows": [1, 2], "feedback_batches": [3]},
             created_by="olga",
             created_at=WHEN,
         ),
     )
     model = _add(
         session,
-        RegisteredModel(name="credit", owner="olga", team="risk", description="d", created_at=WHEN),
+        RegisteredModel(
+            name="credit", owner="olga", team="risk", description="d",
+            runbook_url="https://wiki/credit", risk_tier="low", created_at=WHEN,
+        ),
     )
     run = _add(
         session,
@@ -104,6 +114,7 @@ def _add_parents(session: Session) -> list[SQLModel]:
             features=["income", "city"],
             categorical=["city"],
             label="default",
+            calibration={"method": "isotonic", "x": [0.1, 0.9], "y": [0.05, 0.95]},
             created_by="olga",
             created_at=WHEN,
         ),
@@ -141,12 +152,44 @@ def _add_graph(session: Session) -> list[SQLModel]:
             versions=["1"],
             first_ts=WHEN,
             last_ts=WHEN,
+            shadow_rows=7,
             labelled_rows=10,
             accuracy=0.5,
+            closed_by="seconds",
             closed_at=WHEN,
+            labels_updated_at=WHEN,
         ),
     )
-    rows += [approval, window]
+    alert = _add(
+        session,
+        Alert(
+            kind="drift",
+            rule="drift",
+            severity="critical",
+            status="resolved",
+            model_name="credit",
+            deployment="credit",
+            version=1,
+            window_id=window.id,
+            last_window_id=window.id,
+            value=0.75,
+            threshold=0.5,
+            occurrences=3,
+            message="drift in window 0",
+            owner="olga",
+            team="risk",
+            runbook_url="https://wiki/credit",
+            notified=["olga"],
+            created_at=WHEN,
+            last_seen_at=WHEN,
+            acknowledged_by="olga",
+            acknowledged_at=WHEN,
+            resolved_by="monitor",
+            resolved_at=WHEN,
+            resolution="cleared",
+        ),
+    )
+    rows += [approval, window, alert]
     for row in (
         Alias(
             model_name="credit",
@@ -160,32 +203,83 @@ def _add_graph(session: Session) -> list[SQLModel]:
             model_name="credit",
             version_id=version.id,
             url="http://127.0.0.1:8000",
+            role="canary",
+            mode="split",
+            share=0.1,
+            retrain_id=1,
             status="active",
             created_by="olga",
             started_at=WHEN,
             stopped_at=None,
         ),
-        FeedbackBatch(deployment="credit", path="f/1.parquet", rows=10, received_at=WHEN),
+        FeedbackBatch(
+            deployment="credit", path="f/1.parquet", rows=10, status="partial",
+            matched_rows=4, received_at=WHEN, applied_at=WHEN,
+        ),
         DriftReport(
             window_id=window.id,
             version_id=version.id,
+            shadow=True,
+            rows=500,
             drifted_share=0.25,
             dataset_drifted=True,
             drifted_features=["income"],
             report=DOC,
             computed_at=WHEN,
         ),
-        Alert(
-            kind="drift",
-            severity="critical",
-            model_name="credit",
-            deployment="credit",
-            window_id=window.id,
-            message="drift in window 0",
-            owner="olga",
-            notified=["olga"],
+        AlertDelivery(
+            alert_id=alert.id,
+            event="raised",
+            channel="webhook",
+            target="http://127.0.0.1:9/hook",
+            status="delivered",
+            attempts=2,
+            next_attempt_at=WHEN,
+            claimed_by="host:1:2",
+            claimed_until=WHEN,
+            delivered_at=WHEN,
+            last_error="503",
             created_at=WHEN,
         ),
+        WindowVersion(
+            window_id=window.id,
+            version_id=version.id,
+            version=1,
+            shadow=True,
+            rows=500,
+            labelled_rows=10,
+            metrics=DOC,
+            estimated=DOC,
+            drift_status="drifted",
+            drifted_share=0.5,
+            updated_at=WHEN,
+        ),
+        RequestIndex(deployment="credit", request_id="r-1", window_id=window.id),
+        MonitorPolicy(model_name="credit", settings=DOC, updated_by="olga", updated_at=WHEN),
+        RetrainRequest(
+            model_name="credit",
+            deployment="credit",
+            active_key="credit",
+            trigger="drift",
+            alert_id=alert.id,
+            since_window=0,
+            state="canary",
+            champion_version_id=version.id,
+            dataset_id=1,
+            run_id="run-1",
+            version_id=version.id,
+            canary_deployment_id=1,
+            approval_id=approval.id,
+            gate=DOC,
+            canary=DOC,
+            error="e",
+            attempts=1,
+            created_by="monitor",
+            created_at=WHEN,
+            updated_at=WHEN,
+            finished_at=WHEN,
+        ),
+        Lease(name="deployment:credit", holder="host:1:2", expires_at=WHEN, acquired_at=WHEN),
         AuditEvent(
             ts=WHEN,
             actor="olga",
@@ -213,6 +307,9 @@ def _insert_graph(url: str) -> list[dict]:
         return [{"cls": type(row), **row.model_dump()} for row in _add_graph(session)]
 
 
+_PRIMARY_KEYS = {RegisteredModel: "name", Lease: "name", MonitorPolicy: "model_name"}
+
+
 def test_every_table_is_covered(db_url):
     written = _insert_graph(db_url)
     assert {row["cls"].__tablename__ for row in written} == set(SQLModel.metadata.tables)
@@ -224,7 +321,7 @@ def test_rows_round_trip(db_url):
         for want in written:
             want = dict(want)
             cls = want.pop("cls")
-            got = session.get(cls, want["name"] if cls is RegisteredModel else want["id"])
+            got = session.get(cls, want[_PRIMARY_KEYS.get(cls, "id")])
             assert got is not None, cls.__name__
             assert got.model_dump() == want, cls.__name__
 
