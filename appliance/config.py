@@ -11,14 +11,17 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import tomllib
 
 from appliance.errors import InvalidInput
+from appliance.monitor.policy import parse_settings
+from appliance.monitor.rules import DEFAULT_RULES, AlertRule, parse_rules
 
 _KEYS = {
     "db_url", "artifacts", "ray_address", "ray_num_cpus", "serve_port", "serve_host",
-    "alert_webhook",
+    "alert_webhook", "policy", "alert_rules",
 }
 
 
@@ -35,6 +38,9 @@ class Config:
         serve_host: interface Ray Serve's HTTP proxy binds (default loopback).
         serve_port: port of Ray Serve's HTTP proxy (default 8000).
         alert_webhook: URL that receives each alert as JSON (default none: log file only).
+        policy: validated ``[policy]`` defaults for every model's monitoring policy (see
+            `appliance.monitor.policy`; default none: the built-in defaults).
+        alert_rules: the validated ``[[alert_rules]]`` (default: `rules.DEFAULT_RULES`).
     """
 
     home: Path
@@ -45,6 +51,8 @@ class Config:
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
     alert_webhook: str | None = None
+    policy: dict[str, Any] = dataclasses.field(default_factory=dict)
+    alert_rules: tuple[AlertRule, ...] = DEFAULT_RULES
 
     @property
     def predictions_dir(self) -> Path:
@@ -97,4 +105,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         serve_host=str(values.get("serve_host") or "127.0.0.1"),
         serve_port=port,
         alert_webhook=env.get("APPLIANCE_ALERT_WEBHOOK") or values.get("alert_webhook") or None,
+        policy=parse_settings(values.get("policy", {}), f"config file {str(file_path)!r} [policy]"),
+        alert_rules=parse_rules(values.get("alert_rules"),
+                                f"config file {str(file_path)!r} alert_rules"),
     )

@@ -31,6 +31,7 @@ import pyarrow as pa
 import torch
 
 from appliance.errors import InvalidInput
+from appliance.monitor.metrics import binary_metrics, roc_auc
 from cluster.bundle import ModelBundle, Preprocessor, build_mlp
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -175,29 +176,15 @@ def _labels(table: pa.Table, label: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _auc(y: np.ndarray, scores: np.ndarray) -> float | None:
-    """ROC AUC as the Mann-Whitney rank statistic, ties counted half; None with one class."""
-    pos = int(y.sum())
-    neg = len(y) - pos
-    if pos == 0 or neg == 0:
-        return None
-    uniq, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    # Average 1-based rank of each distinct score: tied scores share the mean of their ranks.
-    upper = np.cumsum(counts)
-    avg_rank = upper - (counts - 1) / 2.0
-    rank_sum = float(avg_rank[inverse][y == 1].sum())
-    return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
+# tests/cluster/test_train.py still imports the AUC under its old private name here.
+_auc = roc_auc
 
 
 def _metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
     scores = scores.astype(np.float64)
-    p = np.clip(scores, 1e-7, 1 - 1e-7)
-    return {
-        "accuracy": float(np.mean((scores >= threshold).astype(np.int64) == y)),
-        "auc": _auc(y, scores),
-        "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))),
-        "rows": len(y),
-    }
+    m = binary_metrics(y, (scores >= threshold).astype(np.int64), scores)
+    # Only these keys: they are what FitResult.metrics has always held, and what gets recorded.
+    return {key: m[key] for key in ("accuracy", "auc", "log_loss", "rows")}
 
 
 def evaluate(bundle: ModelBundle, table: pa.Table, label: str) -> dict[str, Any]:

@@ -7,7 +7,9 @@ import typer
 
 def register(app: typer.Typer) -> None:
     from appliance.cli import (
+        alerts,
         audit,
+        canary,
         data,
         demo,
         deploy,
@@ -15,6 +17,7 @@ def register(app: typer.Typer) -> None:
         init,
         models,
         monitor,
+        policy,
         promote,
         status,
         train,
@@ -36,7 +39,9 @@ def register(app: typer.Typer) -> None:
     app.command("undeploy")(deploy.undeploy)
     app.add_typer(monitor.feedback_app, name="feedback")
     app.command("monitor")(monitor.monitor)
-    app.add_typer(monitor.alerts_app, name="alerts")
+    app.add_typer(alerts.app, name="alerts")
+    app.add_typer(policy.app, name="policy")
+    app.add_typer(canary.app, name="canary")
     app.add_typer(drift.app, name="drift")
     app.add_typer(audit.app, name="audit")
     app.add_typer(users.users_app, name="users")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from sqlmodel import select
 
-from appliance.cli._context import config
+from appliance.cli._context import acting, config
 from appliance.cli._output import emit_json
 from appliance.cli._table import print_table
 from appliance.registry import lineage as lineage_mod
@@ -57,6 +57,30 @@ def show(
     else:
         print_table(["name", "version", "aliases", "digest"],
                     [[doc["model"], doc["version"], ",".join(doc["aliases"]), doc["digest"]]])
+
+
+@app.command("set")
+def set_(
+    model: str = typer.Argument(..., help="Model name."),
+    owner: str = typer.Option(None, help="User who owns it (gets its alerts)."),
+    team: str = typer.Option(None, help="Team it belongs to."),
+    runbook: str = typer.Option(None, help="Runbook URL every alert carries ('' clears)."),
+    risk_tier: str = typer.Option(None, help="low, medium or high (needs an approver)."),
+    description: str = typer.Option(None),
+    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Change a model's owner, team, runbook, risk tier or description (audited)."""
+    cfg, user = acting(token, "read")
+    with session_scope(cfg.db_url) as session:
+        row = registry.update_model(session, user, model, owner=owner, team=team,
+                                    runbook_url=runbook, risk_tier=risk_tier,
+                                    description=description)
+        doc = {"model": row.name, "owner": row.owner, "team": row.team,
+               "runbook_url": row.runbook_url, "risk_tier": row.risk_tier,
+               "description": row.description}
+    if json_out:
+        emit_json(doc)
 
 
 def lineage(

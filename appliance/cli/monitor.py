@@ -1,88 +1,73 @@
-"""`appliance monitor`, `appliance alerts`, `appliance feedback`."""
+"""`appliance monitor` (the service) and `appliance feedback`."""
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 
-from appliance.cli._context import acting, config
-from appliance.cli._output import emit_json
+from appliance.cli._context import acting
+from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
-from appliance.errors import InvalidInput, NotFound
+from appliance.errors import InvalidInput
 from appliance.governance import audit
-from appliance.monitor import service
 from appliance.monitor.feedback import write_feedback
+from appliance.pipelines import daemon
 from appliance.registry.datasets import read_table
 from appliance.store import session_scope
-from appliance.store.models import Alert, utcnow
 
-alerts_app = typer.Typer(help="Alerts raised by the monitor.")
 feedback_app = typer.Typer(help="Ground-truth labels for served predictions.")
 
 
-def monitor(
-    once: bool = typer.Option(False, "--once", help="One pass, then exit."),
-    interval: float = typer.Option(60.0, help="Seconds between passes when running as a service."),
-    deployment: str = typer.Option(None, help="Only this deployment."),
-    json_out: bool = typer.Option(False, "--json"),
-) -> None:
-    """Close prediction windows, compute drift and live accuracy, and raise alerts."""
-    if interval <= 0:
-        raise InvalidInput(f"--interval must be positive, got {interval}")
-    cfg = config()
-    while True:
-        results = service.run_once(cfg, deployment)
-        docs = [dataclasses.asdict(r) for r in results]
-        if json_out:
-            emit_json(docs)
-        else:
-            print_table(["deployment", "window", "rows", "drifted_share", "accuracy", "alerts"],
-                        [[d["deployment"], d["window"], d["rows"], d["drifted_share"],
-                          d["accuracy"], len(d["alerts"])] for d in docs])
-        if once:
-            return
-        time.sleep(interval)
-
-
-@alerts_app.command("list")
-def alerts_list(
-    model: str = typer.Option(None, help="Only this model's alerts."),
-    json_out: bool = typer.Option(False, "--json"),
-) -> None:
-    """List unacknowledged alerts."""
-    cfg = config()
-    with session_scope(cfg.db_url) as session:
-        rows = service.open_alerts(session, model)
-    docs = [{"id": a.id, "kind": a.kind, "severity": a.severity, "model": a.model_name,
-             "deployment": a.deployment, "owner": a.owner, "message": a.message,
-             "notified": a.notified, "created_at": a.created_at} for a in rows]
+def _print_round(r: daemon.Round, json_out: bool) -> None:
     if json_out:
-        emit_json(docs)
-    else:
-        print_table(["id", "kind", "severity", "model", "owner", "age"],
-                    [[d["id"], d["kind"], d["severity"], d["model"], d["owner"],
-                      d["created_at"]] for d in docs])
+        emit_json(dataclasses.asdict(r))
+        return
+    rows = []
+    for p in r.passes:
+        for w in p.closed:
+            main = max((v for v in w.versions if not v["shadow"]), default=None,
+                       key=lambda v: v["rows"])
+            rows.append([p.deployment, w.window, "closed", w.rows, main and main["drift"],
+                         main and main["drifted_share"],
+                         main and (main["estimated"] or {}).get("accuracy"), None,
+                         len(p.alerts_raised)])
+        for w in p.relabelled:
+            rows.append([p.deployment, w.window, "labels", w.rows, None, None, None,
+                         w.accuracy, len(p.alerts_raised)])
+        if p.error or p.skipped:
+            rows.append([p.deployment, None, p.error or p.skipped, None, None, None, None,
+                         None, None])
+    if rows:
+        print_table(["deployment", "window", "event", "rows", "drift", "drifted_share",
+                     "est_accuracy", "accuracy", "alerts"], rows)
+    for s in r.steps:
+        err_console.print(f"retrain #{s.request} ({s.model}): {s.before} -> {s.after}: {s.note}")
 
 
-@alerts_app.command("ack")
-def alerts_ack(
-    alert_id: int = typer.Argument(...),
+def monitor(
+    once: bool = typer.Option(False, "--once", help="One round, then exit."),
+    interval: float = typer.Option(60.0, help="Seconds between monitor passes."),
+    deployment: str = typer.Option(None, help="Only this deployment."),
     token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    json_out: bool = typer.Option(False, "--json", help="One JSON document per round."),
 ) -> None:
-    """Acknowledge an alert."""
-    cfg, user = acting(token, "operate")
-    with session_scope(cfg.db_url) as session:
-        alert = session.get(Alert, alert_id)
-        if alert is None:
-            raise NotFound(f"no alert #{alert_id}")
-        alert.acknowledged_by, alert.acknowledged_at = user.name, utcnow()
-        session.add(alert)
-        audit.record(session, user.name, "alert.acknowledged", "alert", alert_id, {})
+    """Run the monitor service: windows, drift, live metrics, alerts and the retrain loop.
+
+    The retrain loop builds the retraining set, trains the challenger, gates it, canaries
+    it and requests its promotion, for every deployment whose policy asks for it.
+    """
+    if not interval > 0:
+        raise InvalidInput(f"--interval must be positive, got {interval}")
+    cfg, user = acting(token, "read")
+    if once:
+        _print_round(daemon.run_round(cfg, user, deployment=deployment), json_out)
+        return
+    daemon.run_forever(cfg, user, interval=interval, deployment=deployment,
+                       on_round=lambda r: _print_round(r, json_out))
 
 
 @feedback_app.command("add")

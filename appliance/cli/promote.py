@@ -8,10 +8,8 @@ from sqlmodel import select
 from appliance.cli._context import acting, acting_user, config
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
-from appliance.errors import NotFound
 from appliance.governance import approvals
-from appliance.pipelines import promotion
-from appliance.registry import models as registry
+from appliance.pipelines import deployment, promotion
 from appliance.store import session_scope
 from appliance.store.models import Approval, ModelVersion
 
@@ -94,17 +92,24 @@ def approvals_list(
 
 def rollback(
     model: str = typer.Argument(...),
-    to_version: int = typer.Option(..., "--to-version", help="Earlier version to restore."),
-    alias: str = typer.Option("champion", "--alias"),
+    to_version: int = typer.Option(None, "--to-version",
+                                   help="An earlier champion to restore (default: the last "
+                                        "one before the current)."),
     token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Point ALIAS back at an earlier version that previously held it (audited, no gate)."""
+    """Put MODEL's previous champion back: alias and serving in one step.
+
+    A running canary and retrain request are stopped. Audited; no gate.
+    """
     cfg, user = acting(token, "approve")
-    with session_scope(cfg.db_url) as session:
-        mv = registry.resolve(session, f"{model}:{to_version}")
-        held = session.exec(select(Approval).where(
-            Approval.version_id == mv.id, Approval.target_alias == alias,
-            Approval.status == "approved")).first()
-        if held is None:
-            raise NotFound(f"{model}:{to_version} never held {alias!r}; promote it instead")
-        approvals.set_alias(session, user.name, mv, alias, held.id)
+    with err_console.status(f"rolling {model} back..."):
+        done = deployment.rollback(cfg, user, model, to_version)
+    doc = {"model": done.model, "from_version": done.from_version,
+           "to_version": done.to_version, "canary_removed": done.canary_removed,
+           "retrain_cancelled": done.retrain_cancelled}
+    if json_out:
+        emit_json(doc)
+    else:
+        err_console.print(f"{model}@champion -> version {done.to_version} (was "
+                          f"{done.from_version})")

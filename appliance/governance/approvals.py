@@ -68,9 +68,19 @@ def gate(
 
 
 def request_promotion(
-    session: Session, user: User, version: ModelVersion, alias: str, result: GateResult
+    session: Session, user: User, version: ModelVersion, alias: str, result: GateResult,
+    evidence: dict[str, Any] | None = None,
 ) -> Approval:
-    """Record a gated promotion request by `user`; CheckFailed if the gate said no."""
+    """Record a gated promotion request by `user`; CheckFailed if the gate said no.
+
+    Args:
+        session: an open session; the caller commits.
+        user: the requester (needs "operate"); may not approve it later.
+        version: the candidate.
+        alias: the alias it would take, e.g. "champion".
+        result: the gate's verdict on the candidate.
+        evidence: more results the approver should see, e.g. {"canary": {...}} (default none).
+    """
     require(user, "operate")
     ref = f"{version.model_name}:{version.version}"
     if not result.passed:
@@ -89,13 +99,15 @@ def request_promotion(
     if pending:
         raise ConflictError(f"{ref} already has pending approval request #{pending.id}")
     approval = Approval(model_name=version.model_name, version_id=version.id,
-                        target_alias=alias, gate=result.to_dict(), requested_by=user.name)
+                        target_alias=alias, gate={**result.to_dict(), **(evidence or {})},
+                        requested_by=user.name)
     session.add(approval)
     session.flush()
     audit.record(session, user.name, "model.gate.passed", "model", ref,
                  {"alias": alias, "gate": result.to_dict()})
     audit.record(session, user.name, "model.promotion.requested", "approval", approval.id,
-                 {"model": version.model_name, "version": version.version, "alias": alias})
+                 {"model": version.model_name, "version": version.version, "alias": alias,
+                  "evidence": sorted(evidence or {})})
     return approval
 
 
@@ -133,6 +145,42 @@ def approve(session: Session, user: User, approval_id: int, comment: str | None 
                  {"model": version.model_name, "version": version.version,
                   "alias": approval.target_alias, "comment": comment})
     return set_alias(session, user.name, version, approval.target_alias, approval.id)
+
+
+def policy_principal(model: str) -> str:
+    """The name a model's policy acts under when it approves on its own."""
+    return f"policy:{model}"
+
+
+def approve_by_policy(
+    session: Session, approval_id: int, policy: dict[str, Any], risk_tier: str
+) -> Alias:
+    """Approve request `approval_id` with the model's policy as the approver of record.
+
+    Only a model whose risk tier is "low" may be promoted without a person: the audit names
+    the policy and the settings it approved under.
+
+    Raises:
+        PermissionDenied: the model's risk tier is not "low", or its policy does not allow it.
+    """
+    approval = get_approval(session, approval_id)
+    if risk_tier != "low" or not policy.get("auto_promote"):
+        raise PermissionDenied(
+            f"model {approval.model_name!r} (risk tier {risk_tier!r}) may not be promoted by "
+            "its policy; an approver must decide"
+        )
+    if approval.status != ApprovalStatus.pending.value:
+        raise ConflictError(f"approval request #{approval_id} is already {approval.status}")
+    principal = policy_principal(approval.model_name)
+    approval.status = ApprovalStatus.approved.value
+    approval.decided_by, approval.decided_at = principal, utcnow()
+    approval.comment = "approved by the model's policy (auto_promote, risk tier low)"
+    session.add(approval)
+    version = session.get(ModelVersion, approval.version_id)
+    audit.record(session, principal, "model.promotion.approved", "approval", approval.id,
+                 {"model": version.model_name, "version": version.version,
+                  "alias": approval.target_alias, "policy": policy, "risk_tier": risk_tier})
+    return set_alias(session, principal, version, approval.target_alias, approval.id)
 
 
 def reject(session: Session, user: User, approval_id: int, comment: str | None = None) -> Approval:

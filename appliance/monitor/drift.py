@@ -1,15 +1,15 @@
-"""Drift of a closed window against the reference profile of the version that served it."""
+"""Drift of a version's rows in a window against that version's own reference profile."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-from sqlmodel import Session
 
 import kernels
 from appliance.artifacts import ArtifactStore
-from appliance.store.models import DriftReport, ModelVersion, PredictionWindow
+from appliance.store.models import ModelVersion
 
 # Prediction drift rides along with feature drift: scores as a numerical column, the
 # predicted class as a categorical one.
@@ -51,25 +51,14 @@ def fit_reference(
     return profile.to_bytes()
 
 
-def window_drift(
-    session: Session, store: ArtifactStore, window: PredictionWindow, table: pa.Table,
-    version: ModelVersion,
-) -> DriftReport | None:
-    """Compare the rows `version` served in `window` with its profile; None without a profile."""
+def version_drift(
+    store: ArtifactStore, version: ModelVersion, rows: pa.Table
+) -> dict[str, Any] | None:
+    """The drift report of `rows` (served by `version`) against the version's own reference
+    profile, as a document; None when the version has no profile."""
     if not version.profile_digest:
-        return None
-    rows = table.filter(pc.equal(table.column("version"), str(version.version)))
-    if rows.num_rows == 0:
         return None
     names, categorical = profile_columns(version)
     profile = kernels.ReferenceProfile.from_bytes(store.get_bytes(version.profile_digest))
     report = kernels.compare(profile, to_columns(rows, names, categorical))
-    doc = report.to_dict()
-    drifted = sorted(n for n, f in doc["features"].items() if f.get("drifted"))
-    row = DriftReport(
-        window_id=window.id, version_id=version.id, drifted_share=float(doc["drifted_share"]),
-        dataset_drifted=bool(doc["dataset_drifted"]), drifted_features=drifted, report=doc,
-    )
-    session.add(row)
-    session.flush()
-    return row
+    return report.to_dict()

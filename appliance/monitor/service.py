@@ -1,127 +1,213 @@
-"""One pass of the monitor over every active deployment.
+"""One monitor pass over every active deployment.
 
-For each: index newly arrived labels, close the pending predictions into a window, compute drift
-against the serving version's reference profile, live accuracy where labels exist (and refresh it
-for earlier windows whose labels came late), raise alerts to the owner, and say whether the
-retrain policy fires. Training itself is the caller's job (the monitor never imports Ray).
+For each deployment, under its lease (so two monitors never work on one deployment at once):
+
+1. close every window its policy says is due; for each, in one transaction: the window, its
+   request index, each version's drift against its own profile and its label-free estimate,
+   the drift and estimated-accuracy alerts, and a retrain request if one of them triggers it;
+2. merge the labels that arrived into their windows, recompute those windows' live metrics,
+   and evaluate the accuracy rules on them (late labels raise their alerts when they land);
+3. open a scheduled retrain request when the schedule is due.
+
+Then pending alert notifications are delivered. A deployment that fails (an unreadable window
+file, say) is reported in its result and skipped; the others go on. Acting on retrain
+requests (training, canary, promotion) is the orchestrator's job: the core never imports Ray.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import logging
 from typing import Any
 
-import pyarrow.compute as pc
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
-from appliance.monitor import accuracy, alerts, drift, windows
+from appliance.monitor import alerts, labels, notify, retrain, window_stats, windows
+from appliance.monitor.policy import Policy
+from appliance.monitor.policy_store import effective
 from appliance.store import session_scope
+from appliance.store.leases import hold, holder_id
 from appliance.store.models import (
-    Alert,
     Deployment,
     ModelVersion,
     PredictionWindow,
-    RegisteredModel,
+    WindowVersion,
+    utcnow,
 )
 
-RETRAIN_ON = frozenset({"drift", "accuracy"})
+logger = logging.getLogger("appliance.monitor")
+CLOSE_KINDS = ("drift", "estimated_accuracy")
+LABEL_KINDS = ("accuracy",)
+LEASE_TTL_S = 120.0
+
+
+@dataclasses.dataclass
+class WindowSummary:
+    """A window closed in this pass, or one whose labels changed."""
+
+    window: int
+    rows: int
+    closed_by: str | None
+    versions: list[dict[str, Any]]
+    accuracy: float | None = None
+    labelled_rows: int = 0
 
 
 @dataclasses.dataclass
 class DeploymentPass:
-    """What one monitor pass found for one deployment."""
+    """What one monitor pass did for one deployment."""
 
     deployment: str
     model: str
-    window: int | None = None
-    rows: int = 0
-    drifted_share: float | None = None
-    dataset_drifted: bool = False
-    drifted_features: list[str] = dataclasses.field(default_factory=list)
-    accuracy: float | None = None
+    closed: list[WindowSummary] = dataclasses.field(default_factory=list)
+    relabelled: list[WindowSummary] = dataclasses.field(default_factory=list)
     labelled_rows: int = 0
-    alerts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    retrain: bool = False
+    alerts_raised: list[int] = dataclasses.field(default_factory=list)
+    alerts_resolved: list[int] = dataclasses.field(default_factory=list)
+    retrain_requested: int | None = None
+    quarantined: list[str] = dataclasses.field(default_factory=list)
+    skipped: str | None = None
+    error: str | None = None
 
 
-def _majority(column) -> str:
-    """The most frequent value of a string column."""
-    counts = pc.value_counts(column)
-    best = pc.index(counts.field("counts"), pc.max(counts.field("counts"))).as_py()
-    return counts.field("values")[best].as_py()
+def _summary(session: Session, window: PredictionWindow, closed_by: str | None
+             ) -> WindowSummary:
+    rows = session.exec(select(WindowVersion).where(WindowVersion.window_id == window.id)
+                        .order_by(WindowVersion.version, WindowVersion.shadow)).all()
+    return WindowSummary(
+        window=window.index, rows=window.rows, closed_by=closed_by,
+        accuracy=window.accuracy, labelled_rows=window.labelled_rows,
+        versions=[{"version": r.version, "shadow": r.shadow, "rows": r.rows,
+                   "drift": r.drift_status, "drifted_share": r.drifted_share,
+                   "labelled_rows": r.labelled_rows, "metrics": r.metrics,
+                   "estimated": r.estimated} for r in rows],
+    )
 
 
-def _refresh_accuracy(session: Session, deployment: str, labels, skip: int | None) -> None:
-    """Recompute accuracy of earlier windows that still lack labels (`skip`: just computed)."""
-    if labels is None:
-        return
-    stale = session.exec(select(PredictionWindow).where(
-        PredictionWindow.deployment == deployment,
-        PredictionWindow.labelled_rows < PredictionWindow.rows,
-    )).all()
-    for w in stale:
-        if w.id == skip:
-            continue
-        n, acc = accuracy.window_accuracy(windows.read_window(w), labels)
-        if n != w.labelled_rows:
-            w.labelled_rows, w.accuracy = n, acc
-            session.add(w)
+class _Deployment:
+    """The parts of one deployment's pass, sharing its settings."""
+
+    def __init__(self, cfg: Config, name: str, model: str, policy: Policy, actor: str,
+                 now: dt.datetime, result: DeploymentPass) -> None:
+        self.cfg, self.name, self.model, self.policy = cfg, name, model, policy
+        self.actor, self.now, self.result = actor, now, result
+        self.store = ArtifactStore(cfg.artifacts)
+        self.channels = alerts.Channels(cfg.alerts_log, cfg.alert_webhook)
+
+    def _versions(self, session: Session) -> list[ModelVersion]:
+        return list(session.exec(
+            select(ModelVersion).where(ModelVersion.model_name == self.model)).all())
+
+    def _record(self, session: Session, changes: alerts.Changes) -> None:
+        self.result.alerts_raised += [a.id for a in changes.raised]
+        self.result.alerts_resolved += [a.id for a in changes.resolved]
+        request = retrain.on_alerts(session, self.policy, changes.raised, actor=self.actor,
+                                    now=self.now)
+        if request is not None:
+            self.result.retrain_requested = request.id
+
+    def close_windows(self) -> None:
+        policy = windows.WindowPolicy(self.policy.window_rows, self.policy.window_seconds)
+        while True:
+            with session_scope(self.cfg.db_url) as session:
+                try:
+                    closed = windows.close_next(session, self.cfg.predictions_dir, self.name,
+                                                policy, self.now)
+                except windows.CorruptLog as exc:
+                    moved = windows.quarantine(exc.path, self.cfg.predictions_dir, self.name)
+                    logger.error("%s; moved to %s", exc, moved)
+                    self.result.quarantined.append(str(moved))
+                    continue
+                if closed is None:
+                    return
+                window, table = closed
+                by_number = {str(v.version): v for v in self._versions(session)}
+                window_stats.close_stats(session, self.store, window, table, by_number,
+                                         min_drift_rows=self.policy.min_drift_rows)
+                self._record(session, alerts.evaluate(
+                    session, self.cfg.alert_rules, window, kinds=CLOSE_KINDS,
+                    channels=self.channels, now=self.now))
+                self.result.closed.append(_summary(session, window, window.closed_by))
+                index = window.index
+            windows.finish_close(self.cfg.predictions_dir, self.name, index)
+
+    def apply_labels(self) -> None:
+        with session_scope(self.cfg.db_url) as session:
+            labels.ingest(session, self.cfg.feedback_dir, self.name)
+            touched, matched = labels.apply(session, self.cfg.artifacts, self.name, now=self.now)
+            self.result.labelled_rows = matched
+            if not touched:
+                return
+            by_id = {v.id: v for v in self._versions(session)}
+            changed = session.exec(select(PredictionWindow).where(
+                col(PredictionWindow.id).in_(touched)).order_by(PredictionWindow.index)).all()
+            for window in changed:
+                window_stats.refresh_metrics(session, self.cfg.artifacts, window, by_id)
+                self._record(session, alerts.evaluate(
+                    session, self.cfg.alert_rules, window, kinds=LABEL_KINDS,
+                    channels=self.channels, now=self.now))
+                self.result.relabelled.append(_summary(session, window, None))
+
+    def schedule(self) -> None:
+        with session_scope(self.cfg.db_url) as session:
+            request = retrain.on_schedule(session, self.policy, self.model, self.name,
+                                          actor=self.actor, now=self.now)
+            if request is not None:
+                self.result.retrain_requested = request.id
 
 
-def _pass_one(session: Session, cfg: Config, dep: Deployment) -> DeploymentPass:
-    store = ArtifactStore(cfg.artifacts)
-    result = DeploymentPass(deployment=dep.name, model=dep.model_name)
-    windows.ingest_feedback(session, cfg.feedback_dir, dep.name)
-    labels = windows.labels_for(session, dep.name)
-    closed = windows.close_window(session, cfg.predictions_dir, dep.name)
-    window = None
-    if closed is not None:
-        window, table = closed
-        window.labelled_rows, window.accuracy = accuracy.window_accuracy(table, labels)
-        session.add(window)
-        # The version that served most of the window is judged against its own profile.
-        served = _majority(table.column("version"))
-        version = session.exec(select(ModelVersion).where(
-            ModelVersion.model_name == dep.model_name, ModelVersion.version == int(served)
-        )).one()
-        report = drift.window_drift(session, store, window, table, version)
-        model = session.get(RegisteredModel, dep.model_name)
-        raised = alerts.evaluate_rules(
-            session, model, window, report, version.metrics.get("accuracy")
-        )
-        alerts.raise_alerts(session, raised, log_path=cfg.alerts_log, webhook=cfg.alert_webhook)
-        result.window, result.rows = window.index, window.rows
-        result.accuracy, result.labelled_rows = window.accuracy, window.labelled_rows
-        if report is not None:
-            result.drifted_share = report.drifted_share
-            result.dataset_drifted = report.dataset_drifted
-            result.drifted_features = report.drifted_features
-        result.alerts = [{"id": a.id, "kind": a.kind, "message": a.message} for a in raised]
-        result.retrain = any(a.kind in RETRAIN_ON for a in raised)
-    _refresh_accuracy(session, dep.name, labels, skip=window.id if window else None)
-    return result
+def active_deployments(session: Session, name: str | None = None) -> list[tuple[str, str]]:
+    """(deployment, model) of every deployment with an active primary."""
+    query = select(Deployment.name, Deployment.model_name).where(
+        Deployment.status == "active", Deployment.role == "primary").distinct()
+    if name:
+        query = query.where(Deployment.name == name)
+    return sorted(session.exec(query).all())
 
 
-def run_once(cfg: Config, deployment: str | None = None) -> list[DeploymentPass]:
-    """Monitor every active deployment (or only `deployment`) once."""
-    results = []
+def run_once(
+    cfg: Config, deployment: str | None = None, *, actor: str = "monitor",
+    holder: str | None = None, now: dt.datetime | None = None, deliver: bool = True,
+) -> list[DeploymentPass]:
+    """Monitor every active deployment (or only `deployment`) once.
+
+    Args:
+        cfg: the configuration (store, artifacts, alert rules, policy defaults, webhook).
+        deployment: only this deployment (default all active ones).
+        actor: the principal retrain requests are recorded as asked by (default "monitor").
+        holder: the lease holder id (default: this process, `holder_id()`).
+        now: the current time for window limits, cooldowns and schedules (default now).
+        deliver: send pending alert notifications afterwards (default True).
+    """
+    holder = holder or holder_id()
     with session_scope(cfg.db_url) as session:
-        query = select(Deployment).where(Deployment.status == "active")
-        if deployment:
-            query = query.where(Deployment.name == deployment)
-        active = session.exec(query).all()
-    for dep in active:
-        with session_scope(cfg.db_url) as session:
-            results.append(_pass_one(session, cfg, dep))
-        if results[-1].window is not None:
-            windows.finish_close(cfg.predictions_dir, dep.name, results[-1].window)
+        targets = active_deployments(session, deployment)
+    results = []
+    for name, model in targets:
+        result = DeploymentPass(deployment=name, model=model)
+        results.append(result)
+        with hold(cfg.db_url, f"monitor:{name}", holder=holder, ttl_s=LEASE_TTL_S) as got:
+            if not got:
+                result.skipped = "another monitor holds this deployment's lease"
+                continue
+            try:
+                with session_scope(cfg.db_url) as session:
+                    policy = effective(session, model, cfg.policy).policy
+                part = _Deployment(cfg, name, model, policy, actor, now or utcnow(), result)
+                part.close_windows()
+                part.apply_labels()
+                part.schedule()
+            except Exception as exc:  # noqa: BLE001 - one bad deployment must not stop the rest
+                logger.exception("monitor pass failed for deployment %r", name)
+                result.error = f"{type(exc).__name__}: {exc}"
+    if deliver:
+        globals()["deliver"](cfg, holder)
     return results
 
 
-def open_alerts(session: Session, model: str | None = None) -> list[Alert]:
-    query = select(Alert).where(Alert.acknowledged_at.is_(None)).order_by(Alert.id)
-    if model:
-        query = query.where(Alert.model_name == model)
-    return list(session.exec(query).all())
+def deliver(cfg: Config, holder: str | None = None) -> notify.DeliveryStats:
+    """Send the alert notifications that are due (see `appliance.monitor.notify`)."""
+    return notify.deliver_pending(cfg.db_url, holder=holder or holder_id())

@@ -1,14 +1,24 @@
-"""Prediction windows: close the pending request logs of a deployment into one indexed window.
+"""Prediction windows: cut a deployment's logged predictions into windows by its policy.
 
-Serving writes one Parquet file per request into ``predictions/{deployment}/pending``. Closing
-a window first renames those files into ``closing-{index}`` (atomic per file), compacts them into
-``window-{index}.parquet`` (written under a temporary name and renamed), commits the index row,
-and only then deletes the staging folder. A crash at any point leaves either the pending files or
-a staging folder that the next close finishes, so no logged prediction is lost or counted twice.
+Serving publishes Parquet files of logged rows into ``predictions/{deployment}/pending``. A
+window is a run of those files, oldest first, that closes at whichever limit of the window
+policy comes first: `rows` served rows (a shadow challenger's rows, which no client saw, do not
+count), or `seconds` after its first row. Windows hold whole files, so a window closed by rows
+ends with the request that reached the limit. The cut depends only on the files and the clock,
+not on how often the monitor looks: a pass closes every window that is due, and a partial
+window waits.
+
+Closing window ``k`` renames its files into ``closing-{k}`` (atomic per file), compacts them into
+``window-{k}.parquet`` (written under a temporary name and renamed), and the caller commits the
+index row; only then is the staging folder deleted. A crash at any point leaves either the
+pending files or a staging folder that the next close completes (staged files first, so the
+same rows land in the same window), so no logged prediction is lost or counted twice.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import os
 import shutil
 from pathlib import Path
@@ -18,7 +28,30 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlmodel import Session, func, select
 
-from appliance.store.models import FeedbackBatch, PredictionWindow
+from appliance.store.models import PredictionWindow, RequestIndex
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowPolicy:
+    """When a window closes: at `rows` served rows or `seconds` after its first row."""
+
+    rows: int | None = 2000
+    seconds: float | None = 3600.0
+
+
+@dataclasses.dataclass
+class _Part:
+    path: Path
+    served: int
+    first_ts: dt.datetime
+
+
+class CorruptLog(Exception):
+    """A pending prediction file could not be read (its path is in `path`)."""
+
+    def __init__(self, path: Path, cause: BaseException) -> None:
+        super().__init__(f"prediction log file {str(path)!r} is unreadable: {cause}")
+        self.path = path
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -28,71 +61,152 @@ def _visible(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
-def _read_many(paths: list[Path]) -> pa.Table:
-    tables = [pq.read_table(p) for p in paths]
-    return pa.concat_tables(tables, promote_options="default")
+def _shadow(table: pa.Table) -> pa.ChunkedArray | None:
+    if "shadow" not in table.column_names:
+        return None
+    return pc.fill_null(table.column("shadow"), False)
+
+
+def served_mask(table: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """True for rows a client was answered with (not a shadow challenger's)."""
+    shadow = _shadow(table)
+    return pa.array([True] * table.num_rows) if shadow is None else pc.invert(shadow)
+
+
+def _read_meta(path: Path) -> pa.Table:
+    """The `ts` (and `shadow`) columns of a log file: all a cut needs."""
+    try:
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=[c for c in ("ts", "shadow") if c in names])
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptLog(path, exc) from exc
+    if "ts" not in table.column_names or table.num_rows == 0:
+        raise CorruptLog(path, ValueError("no rows with a 'ts' column"))
+    return table
+
+
+def _served_count(table: pa.Table) -> int:
+    shadow = _shadow(table)
+    return table.num_rows - (int(pc.sum(shadow).as_py() or 0) if shadow is not None else 0)
+
+
+def _part(path: Path) -> _Part:
+    table = _read_meta(path)
+    return _Part(path, _served_count(table), pc.min(table.column("ts")).as_py())
+
+
+def _cut(parts: list[_Part], policy: WindowPolicy, now: dt.datetime) -> tuple[int, str] | None:
+    """(how many of `parts` form the next window, what closed it), or None if not due."""
+    if not parts:
+        return None
+    start = parts[0].first_ts
+    end = start + dt.timedelta(seconds=policy.seconds) if policy.seconds is not None else None
+    served = 0
+    for i, part in enumerate(parts):
+        if end is not None and i > 0 and part.first_ts >= end:
+            return i, "seconds"
+        served += part.served
+        if policy.rows is not None and served >= policy.rows:
+            return i + 1, "rows"
+    if end is not None and now >= end:
+        return len(parts), "seconds"
+    return None
 
 
 def _write_atomic(table: pa.Table, final: Path) -> None:
     tmp = final.with_name(f".tmp-{final.name}")
     pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
     os.replace(tmp, final)
 
 
-def _index_window(
-    session: Session, deployment: str, index: int, path: Path, table: pa.Table
-) -> PredictionWindow:
-    ts = table.column("ts")
-    window = PredictionWindow(
-        deployment=deployment,
-        index=index,
-        path=str(path),
-        rows=table.num_rows,
-        requests=len(pc.unique(table.column("request_id"))),
-        versions=sorted(str(v) for v in pc.unique(table.column("version")).to_pylist()),
-        first_ts=pc.min(ts).as_py(),
-        last_ts=pc.max(ts).as_py(),
-    )
-    session.add(window)
-    session.flush()
-    return window
+def _next_index(session: Session, deployment: str) -> int:
+    last = session.exec(
+        select(func.max(PredictionWindow.index)).where(PredictionWindow.deployment == deployment)
+    ).one()
+    return (last or 0) + 1
 
 
-def close_window(
-    session: Session, predictions_root: Path, deployment: str
+def close_next(
+    session: Session, predictions_root: Path, deployment: str, policy: WindowPolicy,
+    now: dt.datetime,
 ) -> tuple[PredictionWindow, pa.Table] | None:
-    """Close everything pending for `deployment` into the next window.
+    """Close the next window of `deployment` if the policy says it is due.
 
-    Returns the window's index row and its rows (so the caller need not read the file back),
-    or None if nothing was pending.
+    Returns its index row (flushed, not committed; request ids indexed) and its rows, or None
+    when no window is due. The caller commits, then calls `finish_close`.
 
     Args:
         session: open session; the caller commits.
         predictions_root: ``{artifacts}/predictions``.
         deployment: the deployment's name.
+        policy: the window policy.
+        now: the current time (aware UTC), for the time limit.
+
+    Raises:
+        CorruptLog: a pending file cannot be read (the caller may `quarantine` it).
     """
     base = Path(predictions_root) / deployment
-    last = session.exec(
-        select(func.max(PredictionWindow.index)).where(PredictionWindow.deployment == deployment)
-    ).one()
-    index = (last or 0) + 1
+    index = _next_index(session, deployment)
     staging = base / f"closing-{index:06d}"
     # A staging folder for an index that is already committed is leftover cleanup.
     for old in sorted(base.glob("closing-*")) if base.is_dir() else []:
         if int(old.name.split("-")[1]) < index:
             shutil.rmtree(old, ignore_errors=True)
-    pending = _visible(base / "pending")
-    if pending:
-        staging.mkdir(parents=True, exist_ok=True)
-        for p in pending:
-            os.replace(p, staging / p.name)
-    staged = _visible(staging)
-    if not staged:
+    staged = [_part(p) for p in _visible(staging)]
+    staged.sort(key=lambda p: (p.first_ts, p.path.name))
+    pending = [_part(p) for p in _visible(base / "pending")]
+    pending.sort(key=lambda p: (p.first_ts, p.path.name))
+    cut = _cut(staged + pending, policy, now)
+    if cut is None:
         return None
-    table = _read_many(staged)
+    count, closed_by = cut
+    chosen = (staged + pending)[:count]
+    if len(chosen) < len(staged):
+        # Staged files are a window already decided (a crash after the renames): keep them.
+        chosen, closed_by = staged, "rows" if policy.rows else "seconds"
+    staging.mkdir(parents=True, exist_ok=True)
+    for part in chosen:
+        if part.path.parent != staging:
+            os.replace(part.path, staging / part.path.name)
+    table = pa.concat_tables(
+        [pq.read_table(staging / p.path.name) for p in chosen], promote_options="default"
+    )
+    if "shadow" not in table.column_names:
+        table = table.append_column("shadow", pa.array([False] * table.num_rows))
+    else:
+        table = table.set_column(table.schema.get_field_index("shadow"), "shadow",
+                                 _shadow(table))
     final = base / f"window-{index:06d}.parquet"
     _write_atomic(table, final)
-    return _index_window(session, deployment, index, final, table), table
+    return _index_window(session, deployment, index, final, table, closed_by), table
+
+
+def _index_window(
+    session: Session, deployment: str, index: int, path: Path, table: pa.Table, closed_by: str
+) -> PredictionWindow:
+    served = table.filter(served_mask(table))
+    ts = table.column("ts")
+    window = PredictionWindow(
+        deployment=deployment,
+        index=index,
+        path=str(path),
+        rows=served.num_rows,
+        shadow_rows=table.num_rows - served.num_rows,
+        requests=len(pc.unique(table.column("request_id"))),
+        versions=sorted({str(v) for v in pc.unique(table.column("version")).to_pylist()}),
+        first_ts=pc.min(ts).as_py(),
+        last_ts=pc.max(ts).as_py(),
+        closed_by=closed_by,
+    )
+    session.add(window)
+    session.flush()
+    for request_id in pc.unique(table.column("request_id")).to_pylist():
+        session.add(RequestIndex(deployment=deployment, request_id=request_id,
+                                 window_id=window.id))
+    session.flush()
+    return window
 
 
 def finish_close(predictions_root: Path, deployment: str, index: int) -> None:
@@ -100,38 +214,29 @@ def finish_close(predictions_root: Path, deployment: str, index: int) -> None:
     shutil.rmtree(Path(predictions_root) / deployment / f"closing-{index:06d}", ignore_errors=True)
 
 
-def ingest_feedback(session: Session, feedback_root: Path, deployment: str) -> int:
-    """Index newly arrived feedback files of `deployment`; return how many rows they hold."""
-    known = set(session.exec(
-        select(FeedbackBatch.path).where(FeedbackBatch.deployment == deployment)
-    ).all())
-    added = 0
-    for path in _visible(Path(feedback_root) / deployment):
-        if str(path) in known:
-            continue
-        rows = pq.read_metadata(path).num_rows
-        session.add(FeedbackBatch(deployment=deployment, path=str(path), rows=rows))
-        added += rows
-    session.flush()
-    return added
+def quarantine(path: Path, predictions_root: Path, deployment: str) -> Path:
+    """Move an unreadable log file aside (``predictions/{deployment}/corrupt``), so one bad
+    file cannot stop every later window; returns where it went."""
+    folder = Path(predictions_root) / deployment / "corrupt"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / Path(path).name
+    os.replace(path, target)
+    return target
 
 
-def labels_for(session: Session, deployment: str) -> pa.Table | None:
-    """All labels received for `deployment` (request_id, row, label), last one winning."""
-    paths = [Path(p) for p in session.exec(
-        select(FeedbackBatch.path).where(FeedbackBatch.deployment == deployment)
-        .order_by(FeedbackBatch.id)
-    ).all()]
-    paths = [p for p in paths if p.is_file()]
-    if not paths:
-        return None
-    table = _read_many(paths).select(["request_id", "row", "label"])
-    # A corrected label arrives later: keep the last one per (request_id, row).
-    table = table.append_column("_seq", pa.array(range(table.num_rows), pa.int64()))
-    last = table.group_by(["request_id", "row"]).aggregate([("_seq", "max")])
-    keep = pc.is_in(table.column("_seq"), value_set=last.column("_seq_max"))
-    return table.filter(keep).drop_columns(["_seq"])
+def pending_rows(session: Session, predictions_root: Path, deployment: str) -> int:
+    """Served rows logged for `deployment` that no window holds yet (pending or closing)."""
+    base = Path(predictions_root) / deployment
+    files: list[Path] = _visible(base / "pending")
+    nxt = _next_index(session, deployment)
+    for staging in sorted(base.glob("closing-*")) if base.is_dir() else []:
+        # Folders of committed windows are leftovers whose rows a window already holds.
+        if int(staging.name.split("-")[1]) >= nxt:
+            files += _visible(staging)
+    return sum(_served_count(_read_meta(p)) for p in files)
 
 
-def read_window(window: PredictionWindow) -> pa.Table:
-    return pq.read_table(window.path)
+def read_window(window: PredictionWindow, columns: list[str] | None = None) -> pa.Table:
+    """The rows of a closed window (optionally only `columns`)."""
+    table = pq.read_table(window.path, columns=columns)
+    return table

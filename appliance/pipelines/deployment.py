@@ -1,65 +1,253 @@
-"""Put a model's alias holder behind the OIP v2 endpoint and keep the deployment ledger."""
+"""Serving a model: its champion behind the OIP v2 endpoint, a challenger beside it as a
+canary or a shadow, promotion, rollback; and the ledger of what served when.
+
+Each function is one action: it checks the actor's permission, changes serving (Ray Serve,
+through `cluster.serve`, by deferred imports so the control plane stays Ray-free), then records
+the ledger rows and the audit events in one transaction.
+"""
 
 from __future__ import annotations
 
-from sqlmodel import select
+import dataclasses
+
+from sqlmodel import Session, col, select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
-from appliance.errors import NotFound
-from appliance.governance import audit
+from appliance.errors import ConflictError, NotFound
+from appliance.governance import approvals, audit
 from appliance.governance.users import active_token_hashes, require
+from appliance.monitor import retrain
 from appliance.registry import models
 from appliance.store import session_scope
-from appliance.store.models import Deployment, User, utcnow
+from appliance.store.models import (
+    Alias,
+    Approval,
+    ApprovalStatus,
+    Deployment,
+    ModelVersion,
+    User,
+    utcnow,
+)
+
+
+def _active(session: Session, model: str, role: str) -> list[Deployment]:
+    return list(session.exec(select(Deployment).where(
+        Deployment.name == model, Deployment.status == "active", Deployment.role == role,
+    )).all())
+
+
+def _close(session: Session, rows: list[Deployment], status: str) -> None:
+    for row in rows:
+        row.status, row.stopped_at = status, utcnow()
+        session.add(row)
+
+
+def _serve_primary(cfg: Config, model: str, mv: ModelVersion) -> str:
+    # Deferred: only deploying needs Ray Serve.
+    from cluster import runtime, serve
+
+    with session_scope(cfg.db_url) as session:
+        tokens = active_token_hashes(session)
+    # A deployment must outlive the command that made it.
+    runtime.ensure_ray(cfg, persistent=True)
+    return serve.deploy(cfg, model=model, version=str(mv.version),
+                        bundle_path=ArtifactStore(cfg.artifacts).path(mv.digest),
+                        deployment=model, token_hashes=tokens)
+
+
+def _record_primary(session: Session, user: User, model: str, mv: ModelVersion, url: str,
+                    why: str, **details) -> Deployment:
+    _close(session, _active(session, model, "primary"), "replaced")
+    dep = Deployment(name=model, model_name=model, version_id=mv.id, url=url,
+                     created_by=user.name)
+    session.add(dep)
+    session.flush()
+    audit.record(session, user.name, "deployment.started", "deployment", model,
+                 {"version": mv.version, "url": url, "why": why, **details})
+    return dep
 
 
 def deploy(cfg: Config, user: User, model: str, alias: str = "champion") -> Deployment:
     """Serve the version `model@alias` names; a running deployment switches in place."""
+    require(user, "operate")
+    with session_scope(cfg.db_url) as session:
+        mv = models.resolve(session, f"{model}@{alias}")
+    url = _serve_primary(cfg, model, mv)
+    with session_scope(cfg.db_url) as session:
+        return _record_primary(session, user, model, mv, url, "deploy", alias=alias)
+
+
+def deploy_canary(
+    cfg: Config, user: User, model: str, version: int, *, mode: str = "split",
+    share: float = 0.1, retrain_id: int | None = None,
+) -> Deployment:
+    """Put `model:version` behind the model's route beside its champion.
+
+    Args:
+        cfg: appliance configuration.
+        user: the acting user (needs "operate").
+        model: the deployed model.
+        version: the challenger's version number.
+        mode: "split" (it answers `share` of requests, sticky by request id) or "shadow" (it
+            scores every request; the champion answers).
+        share: the split's share (default 0.1; ignored in shadow mode).
+        retrain_id: the retrain request this canary belongs to, for the ledger (default none).
+
+    Raises:
+        NotFound: the model or version does not exist, or the model is not deployed.
+    """
     # Deferred: only deploying needs Ray Serve.
     from cluster import runtime, serve
 
     require(user, "operate")
-    store = ArtifactStore(cfg.artifacts)
     with session_scope(cfg.db_url) as session:
-        mv = models.resolve(session, f"{model}@{alias}")
+        mv = models.resolve(session, f"{model}:{version}")
+        if not _active(session, model, "primary"):
+            raise NotFound(f"model {model!r} is not deployed; a canary needs a champion "
+                           f"serving (`appliance deploy {model}`)")
         tokens = active_token_hashes(session)
-    bundle = store.path(mv.digest)
-    # A deployment must outlive the command that made it.
     runtime.ensure_ray(cfg, persistent=True)
-    url = serve.deploy(cfg, model=model, version=str(mv.version), bundle_path=bundle,
-                       deployment=model, token_hashes=tokens)
+    url = serve.deploy_canary(cfg, model=model, version=str(mv.version),
+                              bundle_path=ArtifactStore(cfg.artifacts).path(mv.digest),
+                              deployment=model, token_hashes=tokens, mode=mode, share=share)
     with session_scope(cfg.db_url) as session:
-        current = session.exec(select(Deployment).where(
-            Deployment.name == model, Deployment.status == "active")).all()
-        for row in current:
-            row.status, row.stopped_at = "replaced", utcnow()
-            session.add(row)
+        _close(session, _active(session, model, "canary"), "replaced")
         dep = Deployment(name=model, model_name=model, version_id=mv.id, url=url,
-                         created_by=user.name)
+                         role="canary", mode=mode, share=share if mode == "split" else None,
+                         retrain_id=retrain_id, created_by=user.name)
         session.add(dep)
         session.flush()
-        audit.record(session, user.name, "deployment.started", "deployment", model,
-                     {"version": mv.version, "alias": alias, "url": url})
+        audit.record(session, user.name, "deployment.canary_started", "deployment", model,
+                     {"version": mv.version, "mode": mode, "share": dep.share,
+                      "retrain_request": retrain_id})
     return dep
 
 
+def remove_canary(cfg: Config, user: User, model: str, *, outcome: str = "removed",
+                  reason: str | None = None) -> bool:
+    """Send all of `model`'s traffic back to its champion; False when it had no canary.
+
+    Args:
+        outcome: how the canary ended, kept in the ledger: "aborted", "promoted", "removed".
+        reason: why, for the audit (default none).
+    """
+    # Deferred: only serving changes need Ray Serve.
+    from cluster import runtime, serve
+
+    require(user, "operate")
+    runtime.ensure_ray(cfg, persistent=True)
+    had = serve.remove_canary(cfg, model)
+    with session_scope(cfg.db_url) as session:
+        rows = _active(session, model, "canary")
+        _close(session, rows, outcome)
+        if rows or had:
+            audit.record(session, user.name, "deployment.canary_stopped", "deployment", model,
+                         {"outcome": outcome, "reason": reason,
+                          "versions": [r.version_id for r in rows]})
+    return bool(rows or had)
+
+
+def promote_canary(cfg: Config, user: User, model: str) -> Deployment:
+    """Serve the champion alias's version (the approved challenger) as the only version.
+
+    The primary is replaced in place first, while the canary still answers its share, and
+    only then is the canary removed, so no request is dropped on the way.
+    """
+    dep = deploy(cfg, user, model, "champion")
+    remove_canary(cfg, user, model, outcome="promoted",
+                  reason="the challenger became the champion")
+    return dep
+
+
+@dataclasses.dataclass
+class Rollback:
+    """What `rollback` did."""
+
+    model: str
+    from_version: int
+    to_version: int
+    canary_removed: bool
+    retrain_cancelled: int | None
+    deployment: Deployment
+
+
+def _previous_champion(session: Session, model: str, current: int) -> ModelVersion:
+    approved = session.exec(
+        select(Approval).where(Approval.model_name == model,
+                               Approval.target_alias == "champion",
+                               Approval.status == ApprovalStatus.approved.value)
+        .order_by(col(Approval.decided_at).desc())
+    ).all()
+    for approval in approved:
+        if approval.version_id != current:
+            return session.get(ModelVersion, approval.version_id)
+    raise NotFound(f"model {model!r} has no earlier champion to roll back to")
+
+
+def rollback(cfg: Config, user: User, model: str, to_version: int | None = None) -> Rollback:
+    """Put `model`'s previous champion (or `to_version`, which must have been champion) back
+    behind its endpoint, in one step: any running retrain is cancelled and its canary
+    removed, serving switches, and the champion alias follows (needs "approve")."""
+    require(user, "approve")
+    with session_scope(cfg.db_url) as session:
+        current = models.resolve(session, f"{model}@champion")
+        if to_version is None:
+            target = _previous_champion(session, model, current.id)
+        else:
+            target = models.resolve(session, f"{model}:{to_version}")
+            held = session.exec(select(Approval).where(
+                Approval.version_id == target.id, Approval.target_alias == "champion",
+                Approval.status == ApprovalStatus.approved.value)).first()
+            if held is None:
+                raise NotFound(f"{model}:{to_version} never held 'champion'; promote it "
+                               "instead")
+        if target.id == current.id:
+            raise ConflictError(f"{model}:{target.version} is already the champion")
+        deployed = bool(_active(session, model, "primary"))
+    cancelled = None
+    with session_scope(cfg.db_url) as session:
+        for request in retrain.active(session, model):
+            retrain.finish(session, request, "cancelled", user.name,
+                           f"rolled back to version {target.version}")
+            cancelled = request.id
+    removed = remove_canary(cfg, user, model, outcome="aborted", reason="rollback") \
+        if deployed else False
+    url = _serve_primary(cfg, model, target) if deployed else None
+    with session_scope(cfg.db_url) as session:
+        held = session.exec(select(Approval).where(
+            Approval.version_id == target.id, Approval.target_alias == "champion",
+            Approval.status == ApprovalStatus.approved.value)
+            .order_by(col(Approval.id).desc())).first()
+        approvals.set_alias(session, user.name, target, "champion", held.id)
+        audit.record(session, user.name, "model.rolled_back", "model", model,
+                     {"from": current.version, "to": target.version,
+                      "retrain_cancelled": cancelled, "canary_removed": removed})
+        dep = (_record_primary(session, user, model, target, url, "rollback")
+               if url else None)
+    return Rollback(model, current.version, target.version, removed, cancelled, dep)
+
+
 def undeploy(cfg: Config, user: User, model: str) -> None:
-    """Stop serving `model` and close its ledger row."""
+    """Stop serving `model` (its canary too) and close its ledger rows."""
     # Deferred: only undeploying needs Ray Serve.
     from cluster import runtime, serve
 
     require(user, "operate")
     with session_scope(cfg.db_url) as session:
-        current = session.exec(select(Deployment).where(
-            Deployment.name == model, Deployment.status == "active")).all()
-        if not current:
+        if not _active(session, model, "primary"):
             raise NotFound(f"model {model!r} is not deployed")
     runtime.ensure_ray(cfg, persistent=True)
     serve.undeploy(cfg, model)
     with session_scope(cfg.db_url) as session:
-        for row in session.exec(select(Deployment).where(
-                Deployment.name == model, Deployment.status == "active")).all():
-            row.status, row.stopped_at = "stopped", utcnow()
-            session.add(row)
+        _close(session, _active(session, model, "primary") + _active(session, model, "canary"),
+               "stopped")
+        for request in retrain.active(session, model):
+            retrain.finish(session, request, "cancelled", user.name, "the model was undeployed")
         audit.record(session, user.name, "deployment.stopped", "deployment", model, {})
+
+
+def alias_holder(session: Session, model: str, alias: str) -> ModelVersion | None:
+    row = session.exec(select(Alias).where(Alias.model_name == model,
+                                           Alias.alias == alias)).first()
+    return session.get(ModelVersion, row.version_id) if row else None

@@ -25,7 +25,8 @@ def evaluate_on_holdout(cfg: Config, candidate: ModelVersion, others: list[Model
         run = session.get(Run, candidate.run_id)
         ds = session.get(Dataset, run.dataset_id)
     table = datasets.load(store, ds)
-    _, holdout = holdout_split(table, run.seed, float(run.spec.get("holdout", 0.2)))
+    _, holdout = holdout_split(table, run.seed, float(run.spec.get("holdout", 0.2)),
+                               run.spec.get("split", "random"))
     results = []
     for mv in [candidate, *others]:
         bundle = ModelBundle.from_bytes(store.get_bytes(mv.digest))

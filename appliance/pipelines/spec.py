@@ -6,6 +6,8 @@
     categorical = ["employment"]     # optional, default none
     seed = 7                         # optional, default 0
     holdout = 0.2                    # optional: share kept back for evaluation and the gate
+    split = "random"                 # optional: "random" (seeded) or "latest" (the last rows,
+                                     #   in the dataset's order: for time-ordered data)
     [params]                         # optional: passed to the trainer (epochs, lr, hidden...)
     [resources]                      # optional: num_workers (1), use_gpu ("auto"|true|false)
 """
@@ -21,7 +23,9 @@ import tomllib
 
 from appliance.errors import InvalidInput
 
-_TOP = {"model", "dataset", "label", "categorical", "seed", "holdout", "params", "resources"}
+_TOP = {"model", "dataset", "label", "categorical", "seed", "holdout", "split", "params",
+        "resources"}
+SPLITS = ("random", "latest")
 _RESOURCES = {"num_workers", "use_gpu"}
 
 
@@ -33,6 +37,7 @@ class TrainSpec:
     categorical: list[str] = dataclasses.field(default_factory=list)
     seed: int = 0
     holdout: float = 0.2
+    split: str = "random"
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     num_workers: int = 1
     use_gpu: bool | None = None
@@ -62,6 +67,8 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
     holdout = doc.get("holdout", 0.2)
     _expect(isinstance(holdout, (int, float)) and 0.05 <= holdout <= 0.5, where,
             f"'holdout' must be between 0.05 and 0.5, got {holdout!r}")
+    split = doc.get("split", "random")
+    _expect(split in SPLITS, where, f"'split' must be one of {list(SPLITS)}, got {split!r}")
     params = doc.get("params", {})
     _expect(isinstance(params, dict), where, "'params' must be a table")
     res = doc.get("resources", {})
@@ -75,7 +82,7 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
     _expect(gpu in ("auto", True, False), where, "'resources.use_gpu' must be auto, true or false")
     return TrainSpec(
         model=doc["model"], dataset=doc["dataset"], label=doc["label"], categorical=cats,
-        seed=seed, holdout=float(holdout), params=params, num_workers=workers,
+        seed=seed, holdout=float(holdout), split=split, params=params, num_workers=workers,
         use_gpu=None if gpu == "auto" else gpu,
     )
 

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
+from collections.abc import Callable
+
+import numpy as np
+from sqlmodel import Session, select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.errors import InvalidInput
 from appliance.governance.users import require
 from appliance.monitor.drift import fit_reference, to_columns
+from appliance.monitor.estimate import check_calibration
 from appliance.pipelines.spec import TrainSpec
 from appliance.pipelines.split import holdout_split
 from appliance.registry import datasets, models
 from appliance.store import session_scope
-from appliance.store.models import ModelVersion, User
+from appliance.store.models import ModelVersion, Run, User
 
 
 @dataclasses.dataclass
@@ -34,16 +39,20 @@ def _check_columns(spec: TrainSpec, columns: list[str]) -> None:
         )
 
 
-def train(cfg: Config, user: User, spec: TrainSpec) -> TrainOutcome:
-    """Train `spec` on Ray, register the result as the model's next version, and return it.
+def start(
+    cfg: Config, user: User, spec: TrainSpec,
+    on_started: Callable[[Session, Run], None] | None = None,
+) -> Run:
+    """Validate `spec` and record its run (status "running"), before any training.
 
     Args:
-        cfg: appliance configuration (Ray address, store, artifacts).
-        user: the acting user (needs the operator or admin role).
+        cfg: appliance configuration.
+        user: the acting user (needs the "operate" permission).
         spec: the validated training spec.
+        on_started: called inside the transaction that records the run, so that a caller can
+            record the run's id in the same commit (the retrain loop does, to resume it).
     """
     # Deferred: Ray and torch are only needed when a training actually runs.
-    from cluster import runtime
     from cluster import train as ray_train
 
     require(user, "operate")
@@ -57,8 +66,32 @@ def train(cfg: Config, user: User, spec: TrainSpec) -> TrainOutcome:
         models.ensure_model(session, spec.model, owner=user.name, team=user.team)
         run = models.start_run(session, model=spec.model, dataset=ds, spec=spec.to_dict(),
                                params=spec.params, seed=spec.seed, actor=user.name)
+        if on_started is not None:
+            on_started(session, run)
+    return run
+
+
+def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
+    """Fit `run` on Ray and register its version; a run registers at most one version.
+
+    Running it again after a crash continues the same Ray Train run from its last checkpoint
+    (its folder is deterministic), and returns the version already registered if the crash
+    came after the registration.
+    """
+    # Deferred: Ray and torch are only needed when a training actually runs.
+    from cluster import runtime
+    from cluster import train as ray_train
+
+    require(user, "operate")
+    store = ArtifactStore(cfg.artifacts)
+    with session_scope(cfg.db_url) as session:
+        done = session.exec(select(ModelVersion).where(ModelVersion.run_id == run.id)).first()
+        if done is not None:
+            return TrainOutcome(done, run.id, dict(done.metrics), run.device or "cpu", 0.0)
+        ds = datasets.resolve(session, spec.dataset)
+        table = datasets.load(store, ds)
     features = [c for c in table.column_names if c != spec.label]
-    train_part, holdout = holdout_split(table, spec.seed, spec.holdout)
+    train_part, holdout = holdout_split(table, spec.seed, spec.holdout, spec.split)
     runtime.ensure_ray(cfg)
     try:
         fit = ray_train.fit(
@@ -77,6 +110,7 @@ def train(cfg: Config, user: User, spec: TrainSpec) -> TrainOutcome:
     cols = to_columns(train_part, features, spec.categorical)
     classes, scores = fit.bundle.predict(cols)
     profile = store.put_bytes(fit_reference(cols, spec.categorical, scores, classes))
+    calibration = _calibration(fit.bundle, holdout, spec)
     with session_scope(cfg.db_url) as session:
         run = session.merge(run)
         # Lineage must say what was used, not what was asked for: defaults filled in.
@@ -85,5 +119,26 @@ def train(cfg: Config, user: User, spec: TrainSpec) -> TrainOutcome:
         mv = models.register_version(
             session, run=run, digest=digest, profile_digest=profile, metrics=metrics,
             features=features, categorical=spec.categorical, label=spec.label, actor=user.name,
+            calibration=calibration,
         )
     return TrainOutcome(mv, run.id, metrics, fit.device, fit.seconds)
+
+
+def _calibration(bundle, holdout, spec: TrainSpec) -> dict:
+    """How far the holdout scores are from probabilities, and the map that fixes them."""
+    cols = to_columns(holdout, bundle.feature_names, spec.categorical)
+    _, scores = bundle.predict(cols)
+    y = holdout.column(spec.label).to_numpy(zero_copy_only=False).astype(np.int64)
+    checked = check_calibration(scores.astype(np.float64), y, seed=spec.seed)
+    return {**checked.to_dict(), "threshold": float(bundle.threshold)}
+
+
+def train(cfg: Config, user: User, spec: TrainSpec) -> TrainOutcome:
+    """Train `spec` on Ray, register the result as the model's next version, and return it.
+
+    Args:
+        cfg: appliance configuration (Ray address, store, artifacts).
+        user: the acting user (needs the operator or admin role).
+        spec: the validated training spec.
+    """
+    return resume(cfg, user, spec, start(cfg, user, spec))

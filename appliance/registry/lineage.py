@@ -28,7 +28,7 @@ def lineage(session: Session, ref: str) -> dict[str, Any]:
         "registered_by": mv.created_by,
         "registered_at": mv.created_at,
         "dataset": {"name": ds.name, "version": ds.version, "digest": ds.digest,
-                    "rows": ds.rows, "source": ds.source},
+                    "rows": ds.rows, "source": ds.source, "lineage": ds.lineage or None},
         "run": {"id": run.id, "params": run.params, "seed": run.seed, "status": run.status,
                 "device": run.device, "started_at": run.started_at,
                 "finished_at": run.finished_at, "requested_by": run.created_by},

@@ -10,8 +10,18 @@ from sqlmodel import Session, func, select
 
 from appliance.errors import InvalidInput, NotFound
 from appliance.governance import audit
+from appliance.governance.users import require
 from appliance.registry.provenance import code_version, environment_hash
-from appliance.store.models import Alias, Dataset, ModelVersion, RegisteredModel, Run, utcnow
+from appliance.store.models import (
+    Alias,
+    Dataset,
+    ModelVersion,
+    RegisteredModel,
+    RiskTier,
+    Run,
+    User,
+    utcnow,
+)
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -32,6 +42,51 @@ def ensure_model(session: Session, name: str, *, owner: str, team: str) -> Regis
         session.add(model)
         session.flush()
         audit.record(session, owner, "model.created", "model", name, {"team": team})
+    return model
+
+
+def update_model(
+    session: Session, user: User, name: str, *, owner: str | None = None,
+    team: str | None = None, runbook_url: str | None = None, risk_tier: str | None = None,
+    description: str | None = None,
+) -> RegisteredModel:
+    """Change who owns model `name` and how it is governed (audited).
+
+    Owner, team, runbook and description need "operate"; the risk tier needs "approve",
+    because a "low" tier lets the model's policy promote challengers without a person.
+
+    Raises:
+        NotFound: no such model or owner; InvalidInput: a bad tier or URL, or no change.
+    """
+    model = get_model(session, name)
+    changes: dict[str, Any] = {}
+    if risk_tier is not None:
+        require(user, "approve")
+        if risk_tier not in {t.value for t in RiskTier}:
+            raise InvalidInput(f"unknown risk tier {risk_tier!r}; use "
+                               f"{', '.join(t.value for t in RiskTier)}")
+        changes["risk_tier"] = risk_tier
+    if any(v is not None for v in (owner, team, runbook_url, description)):
+        require(user, "operate")
+    if owner is not None:
+        if session.exec(select(User).where(User.name == owner)).first() is None:
+            raise NotFound(f"no user named {owner!r} to own model {name!r}")
+        changes["owner"] = owner
+    if team is not None:
+        changes["team"] = team
+    if runbook_url is not None:
+        if runbook_url and not re.match(r"^https?://\S+$", runbook_url):
+            raise InvalidInput(f"runbook URL {runbook_url!r} must be an http(s) URL")
+        changes["runbook_url"] = runbook_url or None
+    if description is not None:
+        changes["description"] = description
+    if not changes:
+        raise InvalidInput("nothing to change: give --owner, --team, --runbook, --risk-tier "
+                           "or --description")
+    for key, value in changes.items():
+        setattr(model, key, value)
+    session.add(model)
+    audit.record(session, user.name, "model.updated", "model", name, changes)
     return model
 
 
@@ -76,7 +131,7 @@ def finish_run(
 def register_version(
     session: Session, *, run: Run, digest: str, profile_digest: str | None,
     metrics: dict[str, Any], features: list[str], categorical: list[str], label: str,
-    actor: str,
+    actor: str, calibration: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Register the next version of the run's model, pointing at artifact `digest`."""
     latest = session.exec(
@@ -85,7 +140,7 @@ def register_version(
     mv = ModelVersion(
         model_name=run.model_name, version=(latest or 0) + 1, digest=digest,
         profile_digest=profile_digest, run_id=run.id, metrics=metrics, features=features,
-        categorical=categorical, label=label, created_by=actor,
+        categorical=categorical, label=label, calibration=calibration or {}, created_by=actor,
     )
     session.add(mv)
     session.flush()

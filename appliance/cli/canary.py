@@ -1,0 +1,34 @@
+"""`appliance canary status MODEL`: what serves a model, and where its retraining stands."""
+
+from __future__ import annotations
+
+import typer
+
+from appliance.cli._context import config
+from appliance.cli._output import emit_json
+from appliance.cli._table import print_table
+from appliance.monitor import canary
+from appliance.store import session_scope
+
+app = typer.Typer(help="Challengers behind a model's route: canary or shadow.")
+
+
+@app.command("status")
+def status(
+    model: str = typer.Argument(..., help="Model name."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show the versions serving MODEL and its latest retrain request's state."""
+    cfg = config()
+    with session_scope(cfg.db_url) as session:
+        doc = canary.status(session, model)
+    if json_out:
+        emit_json(doc)
+        return
+    rows = [[doc.model, s.version, s.role, s.mode, s.share, None, s.since] for s in doc.serving]
+    r = doc.retrain
+    if r is not None:
+        verdict = (r.canary or {}).get("verdict") or {}
+        rows.append([doc.model, r.challenger_version, f"retrain #{r.id}", r.state,
+                     None, verdict.get("status"), r.created_at])
+    print_table(["name", "version", "role", "mode", "share", "verdict", "since"], rows)

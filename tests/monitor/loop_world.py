@@ -1,0 +1,135 @@
+"""A small world of the monitor tests' own (not the credit stream): a store with one deployed
+model whose "model" is a fixed logistic rule, traffic logged through the real prediction log,
+and labels delivered through the real feedback writer.
+
+Features: x1, x2 ~ N(shift, 1) and c in {a, b}; the truth is y ~ Bernoulli(sigmoid(3 * (w . x)))
+with w turning from (1, -1) (rule 0) towards (-1, -1) as `concept` goes from 0 to 1. The
+deployed model scores sigmoid(3 * (x1 - x2)), the rule-0 truth, so it is calibrated without
+drift, loses accuracy under concept drift, and keeps it (and its calibration) under a shift
+of the inputs alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from appliance.artifacts import ArtifactStore
+from appliance.config import Config
+from appliance.governance.users import create_user
+from appliance.monitor.drift import fit_reference
+from appliance.monitor.estimate import check_calibration
+from appliance.monitor.feedback import write_feedback
+from appliance.monitor.metrics import binary_metrics
+from appliance.monitor.rules import DEFAULT_RULES
+from appliance.registry import datasets, models
+from appliance.store import migrate, session_scope
+from appliance.store.models import Deployment, ModelVersion, User
+
+FEATURES = ["x1", "x2", "c"]
+CATEGORICAL = ["c"]
+UTC = dt.timezone.utc
+T0 = dt.datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def draw(n: int, seed: int, *, shift: float = 0.0, concept: float = 0.0) -> dict[str, np.ndarray]:
+    """`n` rows of the world: features, the true label `y`, and the model's score."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(shift, 1.0, n)
+    x2 = rng.normal(shift, 1.0, n)
+    c = np.where(rng.random(n) < 0.5 + 0.4 * min(abs(shift), 1.0), "b", "a").astype(object)
+    angle = concept * np.pi / 2
+    w1, w2 = np.cos(angle) - np.sin(angle), -np.cos(angle) - np.sin(angle)
+    truth = 1 / (1 + np.exp(-3 * (w1 * x1 + w2 * x2) / np.sqrt(2)))
+    y = (rng.random(n) < truth).astype(np.int64)
+    score = (1 / (1 + np.exp(-3 * (x1 - x2) / np.sqrt(2)))).astype(np.float32)
+    return {"x1": x1, "x2": x2, "c": c, "y": y, "score": score}
+
+
+@dataclasses.dataclass
+class World:
+    """A store with model `model` v1 deployed as `deployment`, and the people around it."""
+
+    cfg: Config
+    model: str
+    deployment: str
+    ops: User
+    risk: User
+    version: ModelVersion
+    clock: itertools.count
+
+    def log(self, rows: dict[str, np.ndarray], request_id: str, *, version: int | None = None,
+            at: dt.datetime | None = None, shadow: bool = False) -> None:
+        """Log one served request through the real prediction log."""
+        from cluster.serve._prediction_log import PredictionLog
+
+        when = at or T0 + dt.timedelta(seconds=next(self.clock))
+        ns = int(when.timestamp() * 1e9)
+        log = PredictionLog(self.cfg.artifacts, deployment=self.deployment, model=self.model,
+                            version=str(version or self.version.version), features=FEATURES,
+                            categorical=CATEGORICAL, clock=lambda: ns)
+        columns = {f: rows[f] for f in FEATURES}
+        log.write(request_id, columns, (rows["score"] >= 0.5).astype(np.int64), rows["score"],
+                  shadow=shadow)
+
+    def serve(self, prefix: str, requests: int, rows_per_request: int, seed: int,
+              **drift: float) -> list[tuple[str, np.ndarray]]:
+        """Log `requests` requests; return (request id, true labels) for each."""
+        truth = []
+        for r in range(requests):
+            rows = draw(rows_per_request, seed * 1000 + r, **drift)
+            request_id = f"{prefix}-r{r:03d}"
+            self.log(rows, request_id)
+            truth.append((request_id, rows["y"]))
+        return truth
+
+    def label(self, truth: list[tuple[str, np.ndarray]]) -> None:
+        """Deliver the true labels of these requests through the real feedback writer."""
+        for request_id, y in truth:
+            write_feedback(self.cfg.artifacts, self.deployment, request_id,
+                           np.arange(len(y)), y)
+
+
+def config(home: Path, **changes) -> Config:
+    home = Path(home)
+    base = Config(home=home, db_url=f"sqlite:///{home / 'store.db'}", artifacts=home / "art",
+                  alert_rules=DEFAULT_RULES)
+    return dataclasses.replace(base, **changes)
+
+
+def make_world(home: Path, *, model: str = "scorer", **config_changes) -> World:
+    """A migrated store with users, model v1 (profile, calibration, metrics) and a deployment."""
+    cfg = config(home, **config_changes)
+    migrate(cfg.db_url)
+    store = ArtifactStore(cfg.artifacts)
+    ref = draw(5000, seed=1)
+    hold = draw(3000, seed=2)
+    cols = {f: ref[f] for f in FEATURES}
+    profile = store.put_bytes(fit_reference(cols, CATEGORICAL, ref["score"],
+                                            (ref["score"] >= 0.5).astype(np.int64)))
+    metrics = binary_metrics(hold["y"], (hold["score"] >= 0.5).astype(np.int64), hold["score"])
+    calibration = {**check_calibration(hold["score"].astype(np.float64), hold["y"]).to_dict(),
+                   "threshold": 0.5}
+    with session_scope(cfg.db_url) as session:
+        admin = create_user(session, "admin", "admin", actor="admin")
+        ops = create_user(session, "ops", "operator", actor=admin.name, team="risk-models")
+        risk = create_user(session, "risk", "approver", actor=admin.name)
+        table = pa.table({**cols, "y": ref["y"]})
+        ds = datasets.add_table(session, store, table, f"{model}-train", actor=ops.name)
+        models.ensure_model(session, model, owner=ops.name, team=ops.team)
+        run = models.start_run(session, model=model, dataset=ds,
+                               spec={"model": model, "dataset": ds.name, "label": "y"},
+                               params={}, seed=0, actor=ops.name)
+        models.finish_run(session, run, metrics=metrics, device="cpu")
+        version = models.register_version(
+            session, run=run, digest=store.put_bytes(b"not a real bundle"),
+            profile_digest=profile, metrics=metrics, features=FEATURES,
+            categorical=CATEGORICAL, label="y", actor=ops.name, calibration=calibration)
+        session.add(Deployment(name=model, model_name=model, version_id=version.id,
+                               url="http://127.0.0.1:1", created_by=ops.name))
+    return World(cfg, model, model, ops, risk, version, itertools.count())
