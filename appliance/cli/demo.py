@@ -7,17 +7,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from appliance.cli._output import data_stream, emit_json, err_console
-from appliance.demo import DemoPlan, demo_config, run_demo, step_count
+from appliance.demo import DemoPlan, demo_config, run_demo
 from appliance.errors import InvalidInput
 
 
@@ -26,23 +19,27 @@ def demo(
                               "temporary folder)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary document."),
 ) -> None:
-    """Train, govern, deploy, watch drift, retrain and promote: the whole loop in minutes."""
+    """Play a world of drifting traffic and late labels; the monitor closes the loop.
+
+    The demo sets up and deploys a first model, starts `appliance monitor` as its own
+    process, and then only sends traffic, posts late labels and approves what the monitor
+    asks for. Detecting drift, retraining, canary and promotion are the monitor's work.
+    """
     if home is None:
         home = Path(tempfile.mkdtemp(prefix="appliance-demo-"))
     elif home.exists() and any(home.iterdir()):
         raise InvalidInput(f"demo home {str(home)!r} is not empty; pass a new folder")
     cfg = demo_config(home)
     plan = DemoPlan()
-    columns = [SpinnerColumn(), BarColumn(bar_width=24), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.description}")]
+    columns = [SpinnerColumn(), TimeElapsedColumn(), TextColumn("{task.description}")]
     with Progress(*columns, console=err_console, transient=False) as progress:
-        task = progress.add_task("starting", total=step_count(plan))
+        # The world runs until the monitor has recovered the model: no known step count.
+        task = progress.add_task("starting", total=None)
         last: list[str] = []
 
         def step(message: str) -> None:
-            if last:
+            if last and not last[-1].startswith("window "):
                 progress.console.print(f"[green]✓[/] {last[-1]}")
-                progress.advance(task)
             last.append(message)
             progress.update(task, description=message)
 
@@ -79,17 +76,29 @@ def _print_summary(s: dict) -> None:
     out = Console(file=data_stream(), soft_wrap=True)
     out.print()
     out.print(f"[bold]Demo finished in {s['seconds']} s[/] (appliance home: {s['home']})")
-    out.print(f"  versions trained:       {', '.join(str(v['version']) for v in s['versions'])}"
-              f"; champion now v{s['champion']}")
-    out.print(f"  drift detected:         window {s['drift_detected_window']} "
-              f"(stream drifted from window {s['first_drifted_window']})")
-    out.print(f"  alerts to the owner:    {len(s['alerts'])} "
-              f"({', '.join(sorted({a['kind'] for a in s['alerts']})) or 'none'})")
+    trained = ", ".join(f"v{v['version']} by {v['created_by']}" for v in s["versions"])
+    out.print(f"  versions:               {trained}; champion now v{s['champion']}")
+    out.print(f"  drift detected:         window {s['drift_detected_window']} (stream drifted "
+              f"from window {s['first_drifted_window']}, strength 0.3 at window "
+              f"{s['ramp_reaches_0_3_window']})")
+    acc = s["accuracy_alert"]
+    if acc:
+        out.print(f"  accuracy alert:         for window {acc['window']}, raised during window "
+                  f"{acc['raised_during_window']} when its late labels landed")
+    ds = s["retrain_dataset"]
+    if ds:
+        out.print(f"  retraining set:         {ds['dataset']}: {ds['production_rows']} logged, "
+                  f"labelled production rows from windows {ds['windows']}")
+    c = s["canary"]
+    if c:
+        out.print(f"  canary:                 {c['mode']} {c['share']}: {c['verdict']} "
+                  f"({c['reason']})")
     out.print(f"  live accuracy:          before drift {_pct(s['accuracy_before_drift'])}, "
-              f"during drift {_pct(s['accuracy_during_drift'])}, after retraining "
-              f"{_pct(s['accuracy_after_recovery'])}")
+              f"drifted {_pct(s['accuracy_during_drift'])}, after recovery "
+              f"{_pct(s['accuracy_after_recovery'])}; recovered "
+              f"{s['seconds_to_recover']} s after the first drift alert")
     out.print(f"  predictions:            served {s['served']}, logged {s['logged']}")
     out.print(f"  audit chain:            {s['audit']['events']} events, "
               f"{'verified' if s['audit']['verified'] else 'BROKEN'}")
-    out.print(f"  explore:                APPLIANCE_HOME={s['home']} appliance lineage "
-              "credit@champion")
+    out.print(f"  explore:                APPLIANCE_HOME={s['home']} appliance canary status "
+              "credit")

@@ -144,6 +144,7 @@ class RetrainPublic(SQLModel):
     gate: dict[str, Any] | None
     canary: dict[str, Any] | None
     approval: int | None
+    outcome: str | None
     error: str | None
     created_at: dt.datetime
     finished_at: dt.datetime | None
@@ -171,8 +172,8 @@ def retrain_public(session: Session, request: RetrainRequest) -> RetrainPublic:
         challenger_version=number(request.version_id),
         dataset=f"{ds.name}:{ds.version}" if ds else None, run=request.run_id,
         gate=request.gate or None, canary=request.canary or None,
-        approval=request.approval_id, error=request.error, created_at=request.created_at,
-        finished_at=request.finished_at,
+        approval=request.approval_id, outcome=request.outcome, error=request.error,
+        created_at=request.created_at, finished_at=request.finished_at,
     )
 
 

@@ -271,9 +271,8 @@ def move(session: Session, request: RetrainRequest, state: str, actor: str,
 
 def finish(session: Session, request: RetrainRequest, state: str, actor: str,
            reason: str | None = None) -> None:
-    """End `request` in terminal `state`, keeping `reason` on it."""
+    """End `request` in terminal `state`, keeping `reason` as its outcome."""
     if state not in TERMINAL:
         raise ValueError(f"{state!r} is not a terminal state")
-    if reason:
-        request.error = reason
+    request.outcome = reason
     move(session, request, state, actor, reason=reason)

@@ -58,6 +58,9 @@ class Dataset(SQLModel, table=True):
     rows: int
     columns: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     source: str | None = None
+    # Where the rows came from when the appliance built them (a retraining set): the windows,
+    # feedback batches and earlier dataset it drew on, and the retrain request that asked.
+    lineage: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_by: str
     created_at: dt.datetime = Field(default_factory=utcnow)
 
@@ -350,6 +353,8 @@ class RetrainRequest(SQLModel, table=True):
     approval_id: int | None = None
     gate: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     canary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    # Why it ended (a terminal state's reason); `error` holds the last failed step's error.
+    outcome: str | None = Field(default=None, sa_column=Column(Text))
     error: str | None = Field(default=None, sa_column=Column(Text))
     attempts: int = 0
     created_by: str

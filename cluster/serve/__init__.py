@@ -1,11 +1,50 @@
 """Serving on Ray Serve: OIP v2 over HTTP, bearer tokens, every request logged to Parquet.
 
 deploy(cfg, *, model, version, bundle_path, deployment, token_hashes) -> base URL
-undeploy(cfg, model)
+undeploy(cfg, model)                       also removes the model's canary
+deploy_canary(cfg, *, model, version, bundle_path, deployment, token_hashes,
+              mode="split", share=0.1) -> base URL
+remove_canary(cfg, model) -> bool          whether there was a canary; idempotent
+canary_info(cfg, model) -> {"version", "mode", "share"} | None
 hash_token(token) -> sha256 hex, the form in which `deploy` takes tokens
 serve_url(cfg) -> base URL of the HTTP endpoint
+
+A canary is a challenger version behind the same route, ``/v2/models/{model}``. In ``split``
+mode it answers the requests whose id hashes below `share` (the same id always gets the same
+version; the ingress makes up an id for a request that has none and returns it); in
+``shadow`` mode the primary answers everything and the challenger scores a copy, logged with
+``shadow`` true. Every answer names the version that gave it (``model_version`` and the
+``x-model-version`` header), and both versions log to ``predictions/{deployment}/pending``.
+
+Promoting the challenger is two calls, made by the caller once the promotion is approved:
+
+    deploy(cfg, model=m, version=challenger, bundle_path=..., deployment=d, token_hashes=...)
+    remove_canary(cfg, m)
+
+The first replaces the primary in place (requests wait for the new replica rather than fail)
+while the canary keeps answering its share; the second stops routing to the canary, lets its
+calls finish, then deletes it. No request is dropped on the way, and once `remove_canary`
+returns every answer comes from the new primary.
 """
 
-from cluster.serve._app import DeployFailed, deploy, hash_token, serve_url, undeploy
+from cluster.serve._app import (
+    DeployFailed,
+    canary_info,
+    deploy,
+    deploy_canary,
+    hash_token,
+    remove_canary,
+    serve_url,
+    undeploy,
+)
 
-__all__ = ["DeployFailed", "deploy", "hash_token", "serve_url", "undeploy"]
+__all__ = [
+    "DeployFailed",
+    "canary_info",
+    "deploy",
+    "deploy_canary",
+    "hash_token",
+    "remove_canary",
+    "serve_url",
+    "undeploy",
+]

@@ -1,14 +1,17 @@
-"""Deploy and remove models on Ray Serve.
+"""Deploy and remove models, and their canaries, on Ray Serve.
 
-Two kinds of Serve application: ``oip`` (route ``/``), the one HTTP ingress for every model,
-and ``model-{name}`` (no route), one per model, holding that model's replica. Deploying a new
-version of a model re-runs its application under the same name, which Serve updates in place:
-the ingress keeps routing to ``model-{name}`` and reaches the new version once it is up.
+Three kinds of Serve application: ``oip`` (route ``/``), the one HTTP ingress for every model;
+``model-{name}`` (no route), one per model, holding that model's primary (champion) replica;
+and ``canary-{name}`` (no route), at most one per model, holding a challenger. Deploying a new
+version re-runs an application under the same name, which Serve updates in place: the ingress
+keeps routing to it and reaches the new version once it is up. Every function here returns
+only once the ingress routes as it says.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 import urllib.error
@@ -24,10 +27,16 @@ from cluster.runtime import ensure_ray
 from cluster.serve._ingress import APP_NAME, NAME_RE, OipIngress, model_app_name
 from cluster.serve._model_server import ModelServer
 from cluster.serve._prediction_log import prediction_schema
+from cluster.serve._routing import MODES, canary_app_name
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 _POLL_S = 0.2
+# How long remove_canary waits for calls already sent to a canary (the ingress gives up on a
+# canary call after half of this, then asks the primary).
+_DRAIN_S = 30.0
+# Bound on one call from here to the ingress or to a replica's info().
+_CONTROL_TIMEOUT_S = 60.0
 
 
 class DeployFailed(CheckFailed):
@@ -83,6 +92,24 @@ def _validate(
     prediction_schema(bundle.feature_names, bundle.categorical)
 
 
+def _validate_canary(mode: str, share: float) -> float | None:
+    """The share to route by (None in shadow mode, where the challenger sees everything)."""
+    if mode not in MODES:
+        raise InvalidInput(
+            f"canary mode {mode!r} is not valid: use 'split' (a share of requests is answered "
+            "by the challenger) or 'shadow' (the challenger scores every request, unseen)"
+        )
+    if mode == "shadow":
+        return None
+    number = isinstance(share, (int, float)) and not isinstance(share, bool)
+    if not number or not math.isfinite(share) or not 0 < share < 1:
+        raise InvalidInput(
+            f"canary share {share!r} is not valid: use a number strictly between 0 and 1 "
+            "(0.1 sends 10% of requests to the challenger)"
+        )
+    return float(share)
+
+
 def _app_status(name: str) -> tuple[str | None, str]:
     app = serve.status().applications.get(name)
     if app is None:
@@ -129,6 +156,53 @@ def _check_http_bind(cfg: Config) -> None:
         )
 
 
+def _start_serve(cfg: Config) -> None:
+    ensure_ray(cfg)
+    serve.start(http_options={"host": cfg.serve_host, "port": cfg.serve_port})
+    _check_http_bind(cfg)
+
+
+def _spec(
+    cfg: Config,
+    *,
+    model: str,
+    version: str,
+    bundle_path: Path,
+    deployment: str,
+    token_hashes: list[str],
+) -> dict:
+    return {
+        "model": model,
+        "version": version,
+        "deployment": deployment,
+        "bundle_path": str(Path(bundle_path).resolve()),
+        "artifacts": str(Path(cfg.artifacts).resolve()),
+        "token_hashes": [h.lower() for h in token_hashes],
+    }
+
+
+def _run(app, name: str) -> None:
+    """Run `app` as the application `name`, and the ingress with it when it is not up."""
+    targets = [serve.RunTarget(app, name=name, route_prefix=None)]
+    # Re-running an unchanged ingress would restart it (Serve versions code per run).
+    if _app_status(APP_NAME)[0] not in ("RUNNING", "DEPLOYING"):
+        targets.append(serve.RunTarget(OipIngress.bind(), name=APP_NAME, route_prefix="/"))
+    serve.run_many(targets, wait_for_applications_running=False)
+
+
+def _running_ingress():
+    """A handle on the ingress, or None when it is not running."""
+    if _app_status(APP_NAME)[0] != "RUNNING":
+        return None
+    return serve.get_app_handle(APP_NAME)
+
+
+def _wait_http(cfg: Config, deadline: float) -> str:
+    url = serve_url(cfg)
+    _wait(f"HTTP endpoint {url}", lambda: _http_ready(url), max(1.0, deadline - time.monotonic()))
+    return url
+
+
 def deploy(
     cfg: Config,
     *,
@@ -161,23 +235,17 @@ def deploy(
         DeployFailed: Serve did not bring the model up within `timeout_s`.
     """
     _validate(model, version, deployment, bundle_path, token_hashes)
-    ensure_ray(cfg)
-    serve.start(http_options={"host": cfg.serve_host, "port": cfg.serve_port})
-    _check_http_bind(cfg)
-    spec = {
-        "model": model,
-        "version": version,
-        "deployment": deployment,
-        "bundle_path": str(Path(bundle_path).resolve()),
-        "artifacts": str(Path(cfg.artifacts).resolve()),
-        "token_hashes": [h.lower() for h in token_hashes],
-    }
+    _start_serve(cfg)
+    spec = _spec(
+        cfg,
+        model=model,
+        version=version,
+        bundle_path=bundle_path,
+        deployment=deployment,
+        token_hashes=token_hashes,
+    )
     app_name = model_app_name(model)
-    targets = [serve.RunTarget(ModelServer.bind(spec), name=app_name, route_prefix=None)]
-    # Re-running an unchanged ingress would restart it (Serve versions code per run).
-    if _app_status(APP_NAME)[0] not in ("RUNNING", "DEPLOYING"):
-        targets.append(serve.RunTarget(OipIngress.bind(), name=APP_NAME, route_prefix="/"))
-    serve.run_many(targets, wait_for_applications_running=False)
+    _run(ModelServer.bind(spec), app_name)
 
     what = f"model {model!r} version {version!r}"
     deadline = time.monotonic() + timeout_s
@@ -185,16 +253,168 @@ def deploy(
     ingress = serve.get_app_handle(APP_NAME)
     _wait(
         f"{what} behind the ingress",
-        lambda: ingress.served_version.remote(model).result(timeout_s=60) == version,
+        lambda: (
+            ingress.served_version.remote(model).result(timeout_s=_CONTROL_TIMEOUT_S) == version
+        ),
         max(1.0, deadline - time.monotonic()),
     )
-    url = serve_url(cfg)
-    _wait(f"HTTP endpoint {url}", lambda: _http_ready(url), max(1.0, deadline - time.monotonic()))
-    return url
+    return _wait_http(cfg, deadline)
+
+
+def _primary_deployment(model: str, timeout_s: float) -> str:
+    """The prediction log folder (deployment name) `model`'s primary writes to."""
+    handle = serve.get_app_handle(model_app_name(model))
+    try:
+        return handle.info.remote().result(timeout_s=timeout_s)["deployment"]
+    except TimeoutError as exc:
+        raise DeployFailed(
+            f"model {model!r}'s primary did not answer within {timeout_s:.0f}s; "
+            "check `serve status` before adding a canary"
+        ) from exc
+
+
+def deploy_canary(
+    cfg: Config,
+    *,
+    model: str,
+    version: str,
+    bundle_path: Path,
+    deployment: str,
+    token_hashes: list[str],
+    mode: str = "split",
+    share: float = 0.1,
+    timeout_s: float = 180.0,
+) -> str:
+    """Serve `version` of `model` as a canary next to its primary; return the base URL.
+
+    The challenger runs the same replica class as the primary, in its own application
+    (``canary-{model}``), logging to the same folder and accepting the same tokens. Only
+    inference is routed to it; health, metadata, readiness and feedback stay with the primary.
+    Deploying a canary again (another version, mode or share) updates it in place. Returns
+    once the ingress routes to the canary with these settings.
+
+    Args:
+        cfg: the appliance configuration.
+        model: the model name; its primary must be deployed (`deploy`).
+        version: the challenger's version, returned in every answer it gives.
+        bundle_path: the challenger's ``ModelBundle`` file, readable by every Ray node.
+        deployment: the prediction log folder ``predictions/{deployment}``; must be the
+            primary's, so that both versions' rows land side by side.
+        token_hashes: sha256 hex digests (`hash_token`) of the bearer tokens allowed to call.
+        mode: ``"split"`` (default): the challenger answers a `share` of requests, chosen by
+            a hash of the request id so the same id always gets the same version; ``"shadow"``:
+            the primary answers every request and the challenger scores a copy, logged with
+            ``shadow`` true, which no client sees.
+        share: the fraction of requests a split canary answers, strictly between 0 and 1
+            (default 0.1); ignored in shadow mode.
+        timeout_s: how long to wait for the canary to be routed to (default 180).
+
+    Raises:
+        InvalidInput: a bad name, version, token hash, mode or (split) share, a file that is
+            not a bundle, or a `deployment` other than the primary's.
+        NotFound: `bundle_path` does not exist, or `model` has no primary deployed.
+        ConflictError: Serve is already running on another host or port.
+        DeployFailed: the canary was not routed to within `timeout_s`.
+    """
+    routed_share = _validate_canary(mode, share)
+    _validate(model, version, deployment, bundle_path, token_hashes)
+    ensure_ray(cfg)
+    if _app_status(model_app_name(model))[0] is None:
+        raise NotFound(
+            f"model {model!r} is not deployed, and a canary needs a primary: deploy() it first"
+        )
+    _start_serve(cfg)
+    deadline = time.monotonic() + timeout_s
+    primary_deployment = _primary_deployment(model, min(timeout_s, _CONTROL_TIMEOUT_S))
+    if primary_deployment != deployment:
+        raise InvalidInput(
+            f"deployment {deployment!r} is not the one model {model!r} logs to "
+            f"({primary_deployment!r}); a canary logs next to its primary"
+        )
+    spec = _spec(
+        cfg,
+        model=model,
+        version=version,
+        bundle_path=bundle_path,
+        deployment=deployment,
+        token_hashes=token_hashes,
+    )
+    spec["canary"] = {"mode": mode, "share": routed_share}
+    app_name = canary_app_name(model)
+    _run(ModelServer.bind(spec), app_name)
+
+    what = f"canary of model {model!r} version {version!r} ({mode})"
+    expected = {"version": version, "mode": mode, "share": routed_share}
+    _wait(
+        what,
+        lambda: _running(app_name) and _running(APP_NAME),
+        max(1.0, deadline - time.monotonic()),
+    )
+    ingress = serve.get_app_handle(APP_NAME)
+    _wait(
+        f"{what} behind the ingress",
+        # adopt: a remove_canary that died half-way may have left the ingress ignoring it.
+        lambda: (
+            ingress.canary_info.remote(model, adopt=True).result(timeout_s=_CONTROL_TIMEOUT_S)
+            == expected
+        ),
+        max(1.0, deadline - time.monotonic()),
+    )
+    return _wait_http(cfg, deadline)
+
+
+def remove_canary(cfg: Config, model: str) -> bool:
+    """Serve `model` from its primary alone again; return whether it had a canary.
+
+    The ingress stops sending requests to the canary first, calls already sent finish (for up
+    to 30 s), and only then is the canary's application deleted, so no request is dropped.
+    Returns once the ingress no longer routes to the canary. Idempotent.
+
+    Args:
+        cfg: the appliance configuration.
+        model: the model name.
+    """
+    ensure_ray(cfg)
+    app_name = canary_app_name(model)
+    exists = _app_status(app_name)[0] is not None
+    ingress = _running_ingress()
+    try:
+        if exists and ingress is not None:
+            deadline = time.monotonic() + _DRAIN_S
+            # retire_canary answers how many calls to the canary are still in flight.
+            while (
+                ingress.retire_canary.remote(model).result(timeout_s=_CONTROL_TIMEOUT_S)
+                and time.monotonic() < deadline
+            ):
+                time.sleep(_POLL_S)
+        if exists:
+            serve.delete(app_name)
+    finally:
+        if ingress is not None:
+            # Also undoes the retirement above when the delete failed: the canary still runs.
+            ingress.forget_canary.remote(model).result(timeout_s=_CONTROL_TIMEOUT_S)
+    return exists
+
+
+def canary_info(cfg: Config, model: str) -> dict | None:
+    """The canary the ingress routes `model`'s requests to, or None when there is none.
+
+    Returns ``{"version": str, "mode": "split" | "shadow", "share": float | None}`` (share is
+    None in shadow mode), as the ingress sees it after looking it up afresh.
+
+    Args:
+        cfg: the appliance configuration.
+        model: the model name.
+    """
+    ensure_ray(cfg)
+    ingress = _running_ingress()
+    if ingress is None:
+        return None
+    return ingress.canary_info.remote(model).result(timeout_s=_CONTROL_TIMEOUT_S)
 
 
 def undeploy(cfg: Config, model: str) -> None:
-    """Stop serving `model`; its route answers 404 once this returns.
+    """Stop serving `model`, and its canary if it has one; its route answers 404 once this returns.
 
     Args:
         cfg: the appliance configuration.
@@ -207,6 +427,7 @@ def undeploy(cfg: Config, model: str) -> None:
     app_name = model_app_name(model)
     if _app_status(app_name)[0] is None:
         raise NotFound(f"model {model!r} is not deployed")
+    remove_canary(cfg, model)
     serve.delete(app_name)
     if _app_status(APP_NAME)[0] == "RUNNING":
         # One ingress replica: drop its cached handle now rather than after the recheck period.

@@ -44,7 +44,9 @@ class ModelServer:
     Args:
         spec: ``model``, ``version``, ``deployment``, ``bundle_path`` (a file every node can
             read), ``artifacts`` (the artifact root) and ``token_hashes`` (sha256 hex digests of
-            the bearer tokens allowed to call this model).
+            the bearer tokens allowed to call this model); a canary's spec also has ``canary``:
+            ``{"mode": "split" | "shadow", "share": float | None}``, which `info` reports to the
+            ingress (the ingress routes; this replica only logs what it is sent).
     """
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -53,6 +55,7 @@ class ModelServer:
         self.model = spec["model"]
         self.version = spec["version"]
         self.deployment = spec["deployment"]
+        self._canary = spec.get("canary")
         self._artifacts = Path(spec["artifacts"])
         self._token_hashes = [str(h).lower() for h in spec["token_hashes"]]
         self.bundle = ModelBundle.from_bytes(Path(spec["bundle_path"]).read_bytes())
@@ -72,9 +75,22 @@ class ModelServer:
         if not os.access(self.log.folder, os.W_OK):
             raise RuntimeError(f"prediction log folder {str(self.log.folder)!r} is not writable")
 
-    def info(self) -> dict[str, str]:
-        """Which model and version this replica serves (internal; no auth)."""
-        return {"model": self.model, "version": self.version, "deployment": self.deployment}
+    def info(self) -> dict[str, Any]:
+        """What this replica serves (internal; no auth).
+
+        ``model``, ``version``, ``deployment``, ``role`` (``"primary"`` or ``"canary"``), and
+        for a canary its ``mode`` and ``share`` (None otherwise; ``share`` is None in shadow
+        mode too). The ingress learns a canary's settings from here.
+        """
+        canary = self._canary or {}
+        return {
+            "model": self.model,
+            "version": self.version,
+            "deployment": self.deployment,
+            "role": "canary" if self._canary else "primary",
+            "mode": canary.get("mode"),
+            "share": canary.get("share"),
+        }
 
     def _denied(self, token_hash: str | None, version: str | None) -> Reply | None:
         if token_hash is None or not any(
@@ -134,6 +150,8 @@ class ModelServer:
         *,
         version: str | None = None,
         header_length: int | None = None,
+        request_id: str | None = None,
+        shadow: bool = False,
     ) -> Reply:
         """Predict, log, answer; the log write must succeed before the answer goes out.
 
@@ -143,6 +161,11 @@ class ModelServer:
             version: the version named in the URL (default None: any).
             header_length: ``Inference-Header-Content-Length`` when the binary extension is
                 used (default None).
+            request_id: the id to log and return when the body has none (default None: make
+                one up). The ingress passes the id it routed a canary split by, so both sides
+                of a split, and a shadow with its primary, log one id per request.
+            shadow: the ingress sends this request in the shadow of another version's answer;
+                the rows are logged with ``shadow`` true (default False).
         """
         denied = self._denied(token_hash, version)
         if denied:
@@ -157,9 +180,9 @@ class ModelServer:
             predictions, scores = self.bundle.predict(req.columns)
         except InvalidInput as exc:
             return _oip.error(400, str(exc), self._headers())
-        rid = req.id or uuid.uuid4().hex
+        rid = req.id or request_id or uuid.uuid4().hex
         try:
-            self.log.write(rid, req.columns, predictions, scores)
+            self.log.write(rid, req.columns, predictions, scores, shadow=shadow)
         except Exception as exc:
             # Served must equal logged: an unlogged prediction is never returned.
             logger.exception("prediction log write failed for request %s", rid)

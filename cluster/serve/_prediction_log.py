@@ -7,6 +7,10 @@ Layout under the artifact root (see the team contracts):
 
 Each file is written under a ``.tmp-`` name in its final folder and renamed into place, so a
 reader listing ``*.parquet`` never sees a half-written file (readers skip ``.tmp-*``).
+
+A canary (challenger) logs into its champion's folder under its own ``version``. Rows with
+``shadow`` true were scored by a shadow challenger and never reached the client: whoever wants
+what clients were served drops them; whoever compares the versions keeps them.
 """
 
 from __future__ import annotations
@@ -24,9 +28,18 @@ import pyarrow.parquet as pq
 from appliance.errors import InvalidInput
 from cluster.serve._oip import file_safe
 
-RESERVED = ("request_id", "row", "ts", "model", "version", "deployment", "prediction", "score")
+RESERVED = (
+    "request_id",
+    "row",
+    "ts",
+    "model",
+    "version",
+    "deployment",
+    "shadow",
+    "prediction",
+    "score",
+)
 _TS = pa.timestamp("us", tz="UTC")
-
 
 
 def prediction_schema(features: Sequence[str], categorical: Collection[str] = ()) -> pa.Schema:
@@ -50,6 +63,8 @@ def prediction_schema(features: Sequence[str], categorical: Collection[str] = ()
             ("model", pa.string()),
             ("version", pa.string()),
             ("deployment", pa.string()),
+            # True only for a shadow challenger's rows: scored, logged, never seen by the client.
+            ("shadow", pa.bool_()),
             *[(f, pa.string() if f in categorical else pa.float64()) for f in features],
             ("prediction", pa.int64()),
             ("score", pa.float32()),
@@ -108,6 +123,8 @@ class PredictionLog:
         columns: Mapping[str, np.ndarray],
         predictions: np.ndarray,
         scores: np.ndarray,
+        *,
+        shadow: bool = False,
     ) -> Path:
         """Write the rows of one request and return the file's path.
 
@@ -116,6 +133,8 @@ class PredictionLog:
             columns: the request's feature columns, as the model saw them.
             predictions: int64 predicted classes, one per row.
             scores: float32 scores, one per row.
+            shadow: this version scored the request in the shadow of the one that answered
+                (default False: this version's answer went to the client).
         """
         now = self._clock()
         n = len(predictions)
@@ -127,6 +146,7 @@ class PredictionLog:
             pa.array([self._model] * n, pa.string()),
             pa.array([self._version] * n, pa.string()),
             pa.array([self._deployment] * n, pa.string()),
+            pa.array([bool(shadow)] * n, pa.bool_()),
             *[pa.array(columns[f], type=self.schema.field(f).type) for f in self._features],
             pa.array(np.asarray(predictions, dtype=np.int64)),
             pa.array(np.asarray(scores, dtype=np.float32)),

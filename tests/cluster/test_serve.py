@@ -10,7 +10,6 @@ import hashlib
 import json
 import re
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -18,83 +17,34 @@ import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 import tritonclient.http as httpclient
+from serve_helpers import (
+    AUTH,
+    CATEGORICAL,
+    DEPLOYMENT,
+    MODEL,
+    NUMERICAL,
+    TOKEN,
+    columns,
+    free_port,
+    infer_request,
+    make_bundle,
+    pending_dir,
+)
 from tritonclient.utils import InferenceServerException
 
 from appliance.config import Config
 from appliance.errors import ConflictError, InvalidInput, NotFound
 from appliance.monitor.feedback import FEEDBACK_SCHEMA, write_feedback
-from cluster.bundle import ModelBundle, Preprocessor, build_mlp
+from cluster.bundle import ModelBundle
 from cluster.serve import deploy, hash_token, serve_url, undeploy
 from cluster.serve._prediction_log import PredictionLog
 
 pytestmark = pytest.mark.slow
 
-MODEL = "credit"
-DEPLOYMENT = "credit-prod"
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-# Not in sorted order on purpose: a bundle's byte round trip must keep the training order.
-NUMERICAL = ["income", "age"]
-CATEGORICAL = ["region"]
-
-
-def _columns(n: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {
-        "income": rng.normal(50.0, 10.0, n),
-        "age": rng.normal(40.0, 12.0, n),
-        "region": rng.choice(["north", "south", "east"], n).astype(object),
-    }
-
-
-def _make_bundle() -> ModelBundle:
-    cols = _columns(256, seed=0)
-    pre = Preprocessor.fit(cols, CATEGORICAL)
-    torch.manual_seed(0)
-    module = build_mlp(pre.width, hidden=8, layers=1)
-    # A few real optimisation steps so scores are not all ~0.5.
-    x = torch.from_numpy(pre.transform(cols))
-    y = torch.from_numpy((cols["income"] > 50.0).astype(np.float32))
-    opt = torch.optim.Adam(module.parameters(), lr=0.05)
-    for _ in range(30):
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(module(x).squeeze(-1), y)
-        loss.backward()
-        opt.step()
-    return ModelBundle(pre, module, hidden=8, layers=1, label="default")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _request(cols: dict[str, np.ndarray], request_id: str | None = None) -> dict:
-    doc = {
-        "inputs": [
-            {
-                "name": name,
-                "shape": [len(values)],
-                "datatype": "BYTES" if name in CATEGORICAL else "FP64",
-                "data": values.tolist(),
-            }
-            for name, values in cols.items()
-        ]
-    }
-    if request_id is not None:
-        doc["id"] = request_id
-    return doc
-
-
-def _pending(cfg: Config) -> Path:
-    return cfg.artifacts / "predictions" / DEPLOYMENT / "pending"
-
 
 def _log_files(cfg: Config) -> set[Path]:
-    return set(_pending(cfg).glob("*.parquet"))
+    return set(pending_dir(cfg).glob("*.parquet"))
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +53,11 @@ def served(ray_session, tmp_path_factory):
     from ray import serve
 
     home = tmp_path_factory.mktemp("serve-home")
-    bundle = _make_bundle()
+    bundle = make_bundle()
     path = home / "credit-v1.bundle"
     path.write_bytes(bundle.to_bytes())
     cfg = Config(
-        home=home, db_url="sqlite://", artifacts=home / "artifacts", serve_port=_free_port()
+        home=home, db_url="sqlite://", artifacts=home / "artifacts", serve_port=free_port()
     )
     start = time.monotonic()
     url = deploy(
@@ -236,9 +186,9 @@ def test_health_is_open(served):
 
 def test_infer_json_names_version_and_logs_every_row(served):
     client, cfg, bundle = served["client"], served["cfg"], served["bundle"]
-    cols = _columns(5, seed=1)
+    cols = columns(5, seed=1)
     start = time.monotonic()
-    resp = client.post(f"/v2/models/{MODEL}/infer", json=_request(cols, "req-1"), headers=AUTH)
+    resp = client.post(f"/v2/models/{MODEL}/infer", json=infer_request(cols, "req-1"), headers=AUTH)
     latency = time.monotonic() - start
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-model-version"] == "1"
@@ -252,10 +202,10 @@ def test_infer_json_names_version_and_logs_every_row(served):
     assert outputs["scores"]["datatype"] == "FP32"
     np.testing.assert_allclose(outputs["scores"]["data"], scores, rtol=1e-6)
 
-    (path,) = _pending(cfg).glob("*-req-1.parquet")
+    (path,) = pending_dir(cfg).glob("*-req-1.parquet")
     table = pq.read_table(path)
     assert table.column_names == [
-        "request_id", "row", "ts", "model", "version", "deployment",
+        "request_id", "row", "ts", "model", "version", "deployment", "shadow",
         *NUMERICAL, *CATEGORICAL, "prediction", "score",
     ]  # fmt: skip
     types = {f.name: str(f.type) for f in table.schema}
@@ -266,6 +216,7 @@ def test_infer_json_names_version_and_logs_every_row(served):
         "model": "string",
         "version": "string",
         "deployment": "string",
+        "shadow": "bool",
         "income": "double",
         "age": "double",
         "region": "string",
@@ -276,6 +227,7 @@ def test_infer_json_names_version_and_logs_every_row(served):
     assert rows["request_id"] == ["req-1"] * 5 and rows["row"] == list(range(5))
     assert set(rows["model"]) == {MODEL} and set(rows["version"]) == {"1"}
     assert set(rows["deployment"]) == {DEPLOYMENT}
+    assert rows["shadow"] == [False] * 5
     np.testing.assert_allclose(rows["income"], cols["income"])
     assert rows["region"] == cols["region"].tolist()
     assert rows["prediction"] == predictions.tolist()
@@ -284,19 +236,21 @@ def test_infer_json_names_version_and_logs_every_row(served):
 
 def test_serving_matches_the_trained_model(served):
     """No training/serving skew: the replica scores exactly as the in-memory trained model."""
-    cols = _columns(16, seed=11)
-    resp = served["client"].post(f"/v2/models/{MODEL}/infer", json=_request(cols), headers=AUTH)
+    cols = columns(16, seed=11)
+    resp = served["client"].post(
+        f"/v2/models/{MODEL}/infer", json=infer_request(cols), headers=AUTH
+    )
     scores = next(o["data"] for o in resp.json()["outputs"] if o["name"] == "scores")
     np.testing.assert_allclose(scores, served["trained"].predict_proba(cols), rtol=1e-5)
 
 
 def test_request_without_id_gets_one(served):
     client, cfg = served["client"], served["cfg"]
-    resp = client.post(f"/v2/models/{MODEL}/infer", json=_request(_columns(2, 2)), headers=AUTH)
+    resp = client.post(f"/v2/models/{MODEL}/infer", json=infer_request(columns(2, 2)), headers=AUTH)
     assert resp.status_code == 200
     rid = resp.json()["id"]
     assert re.fullmatch(r"[0-9a-f]{32}", rid)
-    assert list(_pending(cfg).glob(f"*-{rid}.parquet"))
+    assert list(pending_dir(cfg).glob(f"*-{rid}.parquet"))
 
 
 def test_served_rows_equal_logged_rows(served):
@@ -307,7 +261,7 @@ def test_served_rows_equal_logged_rows(served):
     for i, n in enumerate(sizes):
         start = time.monotonic()
         resp = client.post(
-            f"/v2/models/{MODEL}/infer", json=_request(_columns(n, 10 + i)), headers=AUTH
+            f"/v2/models/{MODEL}/infer", json=infer_request(columns(n, 10 + i)), headers=AUTH
         )
         timings.append(time.monotonic() - start)
         assert resp.status_code == 200
@@ -320,7 +274,7 @@ def test_served_rows_equal_logged_rows(served):
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_tritonclient(served, binary):
     bundle = served["bundle"]
-    cols = _columns(4, seed=3)
+    cols = columns(4, seed=3)
     triton = httpclient.InferenceServerClient(url=served["url"].removeprefix("http://"))
     # tritonclient adds its own headers to the dict it is given: never hand it AUTH itself.
     auth = dict(AUTH)
@@ -379,7 +333,7 @@ def test_wrong_token_cannot_infer_or_log(served):
     before = _log_files(cfg)
     for headers in [{}, {"Authorization": "Bearer nope"}]:
         resp = client.post(
-            f"/v2/models/{MODEL}/infer", json=_request(_columns(2, 4)), headers=headers
+            f"/v2/models/{MODEL}/infer", json=infer_request(columns(2, 4)), headers=headers
         )
         assert resp.status_code == 401
     assert _log_files(cfg) == before
@@ -388,7 +342,7 @@ def test_wrong_token_cannot_infer_or_log(served):
 BAD_BODIES = [
     ("empty body", b"", "empty"),
     ("malformed json", b'{"inputs": [', "not valid JSON"),
-    ("missing feature", {"inputs": _request(_columns(2, 5))["inputs"][:2]}, "'region'"),
+    ("missing feature", {"inputs": infer_request(columns(2, 5))["inputs"][:2]}, "'region'"),
     ("wrong length", "wrong_length", "'income'"),
     ("bad datatype", "bad_datatype", "'income'"),
     ("non-numeric", "non_numeric", "'age'"),
@@ -396,7 +350,7 @@ BAD_BODIES = [
 
 
 def _bad_body(kind):
-    doc = _request(_columns(2, 6))
+    doc = infer_request(columns(2, 6))
     if kind == "wrong_length":
         doc["inputs"][0]["data"] = [1.0, 2.0, 3.0]
     elif kind == "bad_datatype":
@@ -430,7 +384,7 @@ def test_bad_binary_header_is_400(served):
 
 def test_not_found(served):
     client = served["client"]
-    resp = client.post("/v2/models/nope/infer", json=_request(_columns(1, 7)), headers=AUTH)
+    resp = client.post("/v2/models/nope/infer", json=infer_request(columns(1, 7)), headers=AUTH)
     assert resp.status_code == 404
     assert resp.json() == {"error": "model 'nope' is not deployed"}
     assert client.get(f"/v2/models/{MODEL}/versions/2/ready", headers=AUTH).status_code == 404
@@ -480,19 +434,21 @@ def test_feedback_writes_labels(served):
 
 def test_unloggable_prediction_is_503_not_served(served):
     client, cfg = served["client"], served["cfg"]
-    pending = _pending(cfg)
+    pending = pending_dir(cfg)
     moved = pending.with_name("pending-moved")
     pending.rename(moved)
     # A file where the folder should be: every log write fails, even for root.
     pending.write_text("in the way")
     try:
-        resp = client.post(f"/v2/models/{MODEL}/infer", json=_request(_columns(2, 8)), headers=AUTH)
+        resp = client.post(
+            f"/v2/models/{MODEL}/infer", json=infer_request(columns(2, 8)), headers=AUTH
+        )
         assert resp.status_code == 503
         assert "could not be logged" in resp.json()["error"]
     finally:
         pending.unlink()
         moved.rename(pending)
-    resp = client.post(f"/v2/models/{MODEL}/infer", json=_request(_columns(2, 8)), headers=AUTH)
+    resp = client.post(f"/v2/models/{MODEL}/infer", json=infer_request(columns(2, 8)), headers=AUTH)
     assert resp.status_code == 200
 
 
@@ -512,14 +468,14 @@ def test_deploying_version_2_swaps_in_place(served):
     print(f"redeploy took {time.monotonic() - start:.1f}s")
     assert url == served["url"]
     resp = client.post(
-        f"/v2/models/{MODEL}/infer", json=_request(_columns(3, 9), "v2-req"), headers=AUTH
+        f"/v2/models/{MODEL}/infer", json=infer_request(columns(3, 9), "v2-req"), headers=AUTH
     )
     assert resp.status_code == 200
     assert resp.headers["x-model-version"] == "2" and resp.json()["model_version"] == "2"
     assert client.get(f"/v2/models/{MODEL}", headers=AUTH).json()["versions"] == ["2"]
     assert client.get(f"/v2/models/{MODEL}/versions/1", headers=AUTH).status_code == 404
     assert client.get(f"/v2/models/{MODEL}/versions/2/ready", headers=AUTH).status_code == 200
-    (path,) = _pending(cfg).glob("*-v2-req.parquet")
+    (path,) = pending_dir(cfg).glob("*-v2-req.parquet")
     assert set(pq.read_table(path).column("version").to_pylist()) == {"2"}
 
 

@@ -272,6 +272,7 @@ def _add_graph(session: Session) -> list[SQLModel]:
             approval_id=approval.id,
             gate=DOC,
             canary=DOC,
+            outcome="promoted",
             error="e",
             attempts=1,
             created_by="monitor",

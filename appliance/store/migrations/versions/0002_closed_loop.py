@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("approval_id", sa.Integer(), nullable=True),
         sa.Column("gate", sa.JSON(), nullable=True),
         sa.Column("canary", sa.JSON(), nullable=True),
+        sa.Column("outcome", sa.Text(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("created_by", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
@@ -189,6 +190,9 @@ def upgrade() -> None:
     )
     op.execute("UPDATE alert SET last_seen_at = created_at WHERE last_seen_at IS NULL")
 
+    with op.batch_alter_table("dataset", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("lineage", sa.JSON(), nullable=True))
+
     with op.batch_alter_table("deployment", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -279,6 +283,9 @@ def downgrade() -> None:
     with op.batch_alter_table("driftreport", schema=None) as batch_op:
         batch_op.drop_column("rows")
         batch_op.drop_column("shadow")
+
+    with op.batch_alter_table("dataset", schema=None) as batch_op:
+        batch_op.drop_column("lineage")
 
     with op.batch_alter_table("deployment", schema=None) as batch_op:
         batch_op.drop_column("retrain_id")

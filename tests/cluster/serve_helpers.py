@@ -1,0 +1,78 @@
+"""What the serving tests share: the model, its bundle, requests, the prediction log folder."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from appliance.config import Config
+from cluster.bundle import ModelBundle, Preprocessor, build_mlp
+
+MODEL = "credit"
+DEPLOYMENT = "credit-prod"
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# Not in sorted order on purpose: a bundle's byte round trip must keep the training order.
+NUMERICAL = ["income", "age"]
+CATEGORICAL = ["region"]
+
+
+def columns(n: int, seed: int) -> dict[str, np.ndarray]:
+    """`n` rows of the model's features, reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    return {
+        "income": rng.normal(50.0, 10.0, n),
+        "age": rng.normal(40.0, 12.0, n),
+        "region": rng.choice(["north", "south", "east"], n).astype(object),
+    }
+
+
+def make_bundle() -> ModelBundle:
+    """A small trained model over `columns` (deterministic)."""
+    cols = columns(256, seed=0)
+    pre = Preprocessor.fit(cols, CATEGORICAL)
+    torch.manual_seed(0)
+    module = build_mlp(pre.width, hidden=8, layers=1)
+    # A few real optimisation steps so scores are not all ~0.5.
+    x = torch.from_numpy(pre.transform(cols))
+    y = torch.from_numpy((cols["income"] > 50.0).astype(np.float32))
+    opt = torch.optim.Adam(module.parameters(), lr=0.05)
+    for _ in range(30):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(module(x).squeeze(-1), y)
+        loss.backward()
+        opt.step()
+    return ModelBundle(pre, module, hidden=8, layers=1, label="default")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def infer_request(cols: dict[str, np.ndarray], request_id: str | None = None) -> dict:
+    """An OIP v2 JSON inference request for `cols`, with `request_id` as its id when given."""
+    doc = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": [len(values)],
+                "datatype": "BYTES" if name in CATEGORICAL else "FP64",
+                "data": values.tolist(),
+            }
+            for name, values in cols.items()
+        ]
+    }
+    if request_id is not None:
+        doc["id"] = request_id
+    return doc
+
+
+def pending_dir(cfg: Config) -> Path:
+    """The folder the model's served predictions are logged to."""
+    return cfg.artifacts / "predictions" / DEPLOYMENT / "pending"
