@@ -132,10 +132,15 @@ def remove_canary(cfg: Config, user: User, model: str, *, outcome: str = "remove
         outcome: how the canary ended, kept in the ledger: "aborted", "promoted", "removed".
         reason: why, for the audit (default none).
     """
+    require(user, "operate")
+    return _remove_canary(cfg, user, model, outcome, reason)
+
+
+def _remove_canary(cfg: Config, user: User, model: str, outcome: str,
+                   reason: str | None) -> bool:
     # Deferred: only serving changes need Ray Serve.
     from cluster import runtime, serve
 
-    require(user, "operate")
     runtime.ensure_ray(cfg, persistent=True)
     had = serve.remove_canary(cfg, model)
     with session_scope(cfg.db_url) as session:
@@ -211,8 +216,7 @@ def rollback(cfg: Config, user: User, model: str, to_version: int | None = None)
             retrain.finish(session, request, "cancelled", user.name,
                            f"rolled back to version {target.version}")
             cancelled = request.id
-    removed = remove_canary(cfg, user, model, outcome="aborted", reason="rollback") \
-        if deployed else False
+    removed = _remove_canary(cfg, user, model, "aborted", "rollback") if deployed else False
     url = _serve_primary(cfg, model, target) if deployed else None
     with session_scope(cfg.db_url) as session:
         held = session.exec(select(Approval).where(

@@ -2,11 +2,11 @@
 model whose "model" is a fixed logistic rule, traffic logged through the real prediction log,
 and labels delivered through the real feedback writer.
 
-Features: x1, x2 ~ N(shift, 1) and c in {a, b}; the truth is y ~ Bernoulli(sigmoid(3 * (w . x)))
-with w turning from (1, -1) (rule 0) towards (-1, -1) as `concept` goes from 0 to 1. The
-deployed model scores sigmoid(3 * (x1 - x2)), the rule-0 truth, so it is calibrated without
-drift, loses accuracy under concept drift, and keeps it (and its calibration) under a shift
-of the inputs alone.
+Features: x1, x2 ~ N(shift, spread) and c in {a, b}; the truth is
+y ~ Bernoulli(sigmoid(3 * (w . x))) with w turning from (1, -1) (rule 0) towards (-1, -1) as
+`concept` goes from 0 to 1. The deployed model scores sigmoid(3 * (x1 - x2)), the rule-0 truth,
+so it is calibrated without drift, loses accuracy under concept drift, and keeps it (and its
+calibration) under a shift of the inputs alone.
 """
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ import dataclasses
 import datetime as dt
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from sqlmodel import select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.governance.users import create_user
+from appliance.monitor import windows
 from appliance.monitor.drift import fit_reference
 from appliance.monitor.estimate import check_calibration
 from appliance.monitor.feedback import write_feedback
@@ -29,7 +32,15 @@ from appliance.monitor.metrics import binary_metrics
 from appliance.monitor.rules import DEFAULT_RULES
 from appliance.registry import datasets, models
 from appliance.store import migrate, session_scope
-from appliance.store.models import Deployment, ModelVersion, User
+from appliance.store.models import (
+    Dataset,
+    Deployment,
+    ModelVersion,
+    PredictionWindow,
+    RequestIndex,
+    Run,
+    User,
+)
 
 FEATURES = ["x1", "x2", "c"]
 CATEGORICAL = ["c"]
@@ -37,11 +48,16 @@ UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def draw(n: int, seed: int, *, shift: float = 0.0, concept: float = 0.0) -> dict[str, np.ndarray]:
-    """`n` rows of the world: features, the true label `y`, and the model's score."""
+def draw(n: int, seed: int, *, shift: float = 0.0, concept: float = 0.0,
+         spread: float = 1.0) -> dict[str, np.ndarray]:
+    """`n` rows of the world: features, the true label `y`, and the model's score.
+
+    `spread` scales the inputs' standard deviation: below 1 it crowds them near the decision
+    boundary, a covariate shift that lowers accuracy while the scores stay calibrated.
+    """
     rng = np.random.default_rng(seed)
-    x1 = rng.normal(shift, 1.0, n)
-    x2 = rng.normal(shift, 1.0, n)
+    x1 = rng.normal(shift, spread, n)
+    x2 = rng.normal(shift, spread, n)
     c = np.where(rng.random(n) < 0.5 + 0.4 * min(abs(shift), 1.0), "b", "a").astype(object)
     angle = concept * np.pi / 2
     w1, w2 = np.cos(angle) - np.sin(angle), -np.cos(angle) - np.sin(angle)
@@ -77,14 +93,17 @@ class World:
         log.write(request_id, columns, (rows["score"] >= 0.5).astype(np.int64), rows["score"],
                   shadow=shadow)
 
-    def serve(self, prefix: str, requests: int, rows_per_request: int, seed: int,
+    def serve(self, prefix: str, requests: int, rows_per_request: int, seed: int, *,
+              version: int | None = None, at: dt.datetime | None = None,
               **drift: float) -> list[tuple[str, np.ndarray]]:
-        """Log `requests` requests; return (request id, true labels) for each."""
+        """Log `requests` requests (the r-th at `at` + r seconds when `at` is given, else on the
+        world's clock); return (request id, true labels) for each."""
         truth = []
         for r in range(requests):
             rows = draw(rows_per_request, seed * 1000 + r, **drift)
             request_id = f"{prefix}-r{r:03d}"
-            self.log(rows, request_id)
+            when = at + dt.timedelta(seconds=r) if at is not None else None
+            self.log(rows, request_id, version=version, at=when)
             truth.append((request_id, rows["y"]))
         return truth
 
@@ -131,5 +150,96 @@ def make_world(home: Path, *, model: str = "scorer", **config_changes) -> World:
             profile_digest=profile, metrics=metrics, features=FEATURES,
             categorical=CATEGORICAL, label="y", actor=ops.name, calibration=calibration)
         session.add(Deployment(name=model, model_name=model, version_id=version.id,
-                               url="http://127.0.0.1:1", created_by=ops.name))
+                               url="http://127.0.0.1:1", created_by=ops.name, started_at=T0))
     return World(cfg, model, model, ops, risk, version, itertools.count())
+
+
+def log_rows(artifacts: Path, deployment: str, request_id: str, n: int, *, at: dt.datetime,
+             version: int | str = 1, shadow: bool = False, seed: int = 0, model: str = "scorer",
+             **drift: float) -> dict[str, np.ndarray]:
+    """Log one request of `n` rows at `at` through the real prediction log; return its rows."""
+    from cluster.serve._prediction_log import PredictionLog
+
+    rows = draw(n, seed, **drift)
+    ns = int(at.timestamp() * 1e9)
+    log = PredictionLog(artifacts, deployment=deployment, model=model, version=str(version),
+                        features=FEATURES, categorical=CATEGORICAL, clock=lambda: ns)
+    log.write(request_id, {f: rows[f] for f in FEATURES},
+              (rows["score"] >= 0.5).astype(np.int64), rows["score"], shadow=shadow)
+    return rows
+
+
+def add_version(world: World, *, shift: float = 0.0, seed: int = 3) -> ModelVersion:
+    """Register the next version of the world's model, with a reference profile of its own
+    fitted on inputs shifted by `shift` (the same rule, metrics and calibration as v1)."""
+    store = ArtifactStore(world.cfg.artifacts)
+    ref = draw(5000, seed, shift=shift)
+    profile = store.put_bytes(fit_reference({f: ref[f] for f in FEATURES}, CATEGORICAL,
+                                            ref["score"], (ref["score"] >= 0.5).astype(np.int64)))
+    with session_scope(world.cfg.db_url) as session:
+        first = session.get(ModelVersion, world.version.id)
+        run = session.get(Run, first.run_id)
+        ds = session.get(Dataset, run.dataset_id)
+        again = models.start_run(session, model=world.model, dataset=ds, spec=run.spec, params={},
+                                 seed=seed, actor=world.ops.name)
+        models.finish_run(session, again, metrics=first.metrics, device="cpu")
+        return models.register_version(
+            session, run=again, digest=store.put_bytes(f"bundle {seed}".encode()),
+            profile_digest=profile, metrics=first.metrics, features=FEATURES,
+            categorical=CATEGORICAL, label="y", actor=world.ops.name,
+            calibration=first.calibration)
+
+
+def add_deployment(world: World, name: str) -> World:
+    """A second deployment of the world's model v1, logging into its own folder."""
+    with session_scope(world.cfg.db_url) as session:
+        session.add(Deployment(name=name, model_name=world.model, version_id=world.version.id,
+                               url="http://127.0.0.1:2", created_by=world.ops.name,
+                               started_at=T0))
+    return dataclasses.replace(world, deployment=name)
+
+
+def close_all(db_url: str, predictions_root: Path, deployment: str,
+              policy: windows.WindowPolicy, now: dt.datetime) -> list[PredictionWindow]:
+    """Close every window that is due, as the monitor does (each committed, then cleaned up)."""
+    closed = []
+    while True:
+        with session_scope(db_url) as session:
+            got = windows.close_next(session, predictions_root, deployment, policy, now)
+            if got is None:
+                return closed
+            closed.append(got[0])
+        windows.finish_close(predictions_root, deployment, got[0].index)
+
+
+def window_requests(db_url: str, deployment: str) -> dict[int, list[str]]:
+    """Window index -> the request ids the request index holds for it, sorted."""
+    with session_scope(db_url) as session:
+        rows = session.exec(
+            select(PredictionWindow.index, RequestIndex.request_id)
+            .join(RequestIndex, RequestIndex.window_id == PredictionWindow.id)
+            .where(PredictionWindow.deployment == deployment)
+        ).all()
+    out: dict[int, list[str]] = {}
+    for index, request_id in rows:
+        out.setdefault(index, []).append(request_id)
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def monitor_until(cfg: Config, stop: str, ready: str, now: dt.datetime) -> dict[str, Any]:
+    """Run monitor passes until the file `stop` exists, then one more (a process of its own:
+    started with the spawn context). Touches `ready` once its first pass is done."""
+    from appliance.monitor import service
+
+    closed, skipped, errors, passes = 0, 0, [], 0
+    while True:
+        last = Path(stop).exists()
+        for result in service.run_once(cfg, now=now, deliver=False):
+            closed += len(result.closed)
+            skipped += result.skipped is not None
+            if result.error:
+                errors.append(result.error)
+        passes += 1
+        Path(ready).touch()
+        if last:
+            return {"closed": closed, "skipped": skipped, "errors": errors, "passes": passes}
