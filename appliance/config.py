@@ -16,7 +16,7 @@ from typing import Any
 import tomllib
 
 from appliance.errors import InvalidInput
-from appliance.monitor.policy import parse_settings
+from appliance.monitor.policy import build, parse_settings
 from appliance.monitor.rules import DEFAULT_RULES, AlertRule, parse_rules
 
 _KEYS = {
@@ -67,6 +67,15 @@ class Config:
         return self.home / "alerts.log"
 
 
+def _policy(doc: object, where: str) -> dict[str, Any]:
+    settings = parse_settings(doc, where)
+    try:
+        build(settings)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc}") from None
+    return settings
+
+
 def load_config(env: dict[str, str] | None = None) -> Config:
     """Resolve settings from defaults, ``appliance.toml`` and `env` (default: os.environ)."""
     env = dict(os.environ if env is None else env)
@@ -105,7 +114,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         serve_host=str(values.get("serve_host") or "127.0.0.1"),
         serve_port=port,
         alert_webhook=env.get("APPLIANCE_ALERT_WEBHOOK") or values.get("alert_webhook") or None,
-        policy=parse_settings(values.get("policy", {}), f"config file {str(file_path)!r} [policy]"),
+        policy=_policy(values.get("policy", {}), f"config file {str(file_path)!r} [policy]"),
         alert_rules=parse_rules(values.get("alert_rules"),
                                 f"config file {str(file_path)!r} alert_rules"),
     )

@@ -220,7 +220,8 @@ def evaluate(
             continue
         active = _active(session, window.deployment, rule.name)
         if not breached:
-            if active is not None and (active.last_window_id or 0) < window.id:
+            # The same window can clear it too: its first labels breached, the rest do not.
+            if active is not None and (active.last_window_id or 0) <= window.id:
                 _resolve(session, active, MONITOR,
                          f"condition cleared in window {window.index}", channels, now)
                 changes.resolved.append(active)
@@ -267,6 +268,8 @@ def notice(
     other; the owner acknowledges and resolves it."""
     now = now or utcnow()
     registered = session.get(RegisteredModel, model)
+    if registered is None:
+        raise NotFound(f"no model named {model!r} to notify the owner of")
     alert = Alert(
         kind="retrain", rule=rule, severity=severity, model_name=model, deployment=deployment,
         message=message, owner=registered.owner, team=registered.team,

@@ -163,4 +163,6 @@ def build(*layers: dict[str, Any]) -> Policy:
     policy = dataclasses.replace(DEFAULTS, **merged)
     if policy.window_rows is None and policy.window_seconds is None:
         raise InvalidInput("a window policy needs window_rows, window_seconds or both")
+    if "schedule" in policy.triggers and policy.schedule_seconds is None:
+        raise InvalidInput("the 'schedule' trigger needs schedule_seconds")
     return policy

@@ -81,8 +81,10 @@ def set_policy(
         current.pop(key, None)
     for key, value in checked.items():
         current[key] = list(value) if isinstance(value, tuple) else value
-    resolved = build(config_defaults or {}, parse_settings(current))
-    if resolved.auto_promote and registered.risk_tier != RiskTier.low.value:
+    build(config_defaults or {}, parse_settings(current))
+    # A config default of auto_promote reaches only low-risk models (see the orchestrator);
+    # asking for it on this model is what needs the tier.
+    if checked.get("auto_promote") and registered.risk_tier != RiskTier.low.value:
         raise ConflictError(
             f"model {model!r} has risk tier {registered.risk_tier!r}; auto_promote needs "
             "'low' (an approver sets it with `appliance models set --risk-tier low`)"

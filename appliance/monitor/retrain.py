@@ -111,6 +111,45 @@ def on_alerts(
                    actor=actor, now=now)
 
 
+def on_open_alerts(
+    session: Session, policy: Policy, model: str, deployment: str, *, actor: str,
+    now: dt.datetime | None = None,
+) -> RetrainRequest | None:
+    """Open a retrain request for a triggering alert that is still open when none is in
+    flight: the last one ended without fixing it (a failed gate, an aborted canary), or the
+    cooldown held the alert's own request back."""
+    now = now or utcnow()
+    if not policy.retrain or _cooling(session, model, policy, now):
+        return None
+    kinds = [k for k in policy.triggers if k != "schedule"]
+    if not kinds or session.exec(select(RetrainRequest.id).where(
+            RetrainRequest.active_key == model)).first() is not None:
+        return None
+    alert = session.exec(select(Alert).where(
+        Alert.model_name == model, Alert.deployment == deployment,
+        col(Alert.kind).in_(kinds), col(Alert.status).in_(["open", "acknowledged"]),
+    ).order_by(col(Alert.id).desc())).first()
+    if alert is None or alert.window_id is None:
+        return None
+    latest = session.exec(select(RetrainRequest).where(RetrainRequest.model_name == model)
+                          .order_by(col(RetrainRequest.id).desc())).first()
+    since = session.get(PredictionWindow, alert.window_id).index
+    if latest is not None:
+        # A new attempt learns from what came after the last one ended.
+        since = max(since, _next_window(session, deployment, latest))
+    return _create(session, model=model, deployment=deployment, trigger=alert.kind,
+                   alert_id=alert.id, since_window=since, actor=actor, now=now)
+
+
+def _next_window(session: Session, deployment: str, request: RetrainRequest) -> int:
+    """The first window after `request` ended: a new attempt learns from what came since."""
+    last = session.exec(select(func.max(PredictionWindow.index)).where(
+        PredictionWindow.deployment == deployment,
+        PredictionWindow.closed_at <= (request.finished_at or request.created_at),
+    )).one()
+    return (last or 0) + 1
+
+
 def on_schedule(
     session: Session, policy: Policy, model: str, deployment: str, *, actor: str,
     now: dt.datetime | None = None,
@@ -151,8 +190,20 @@ def labelled_rows_since(session: Session, deployment: str, since_window: int) ->
     return int(total or 0)
 
 
+def _as_trained(table: pa.Table, features: list[str], categorical: list[str]) -> pa.Table:
+    """Features typed as the champion took them (a window that held two versions may have
+    kept a column as text)."""
+    for name in features:
+        want = pa.string() if name in categorical else pa.float64()
+        i = table.schema.get_field_index(name)
+        if table.schema.field(i).type != want:
+            table = table.set_column(i, name, table.column(name).cast(want))
+    return table
+
+
 def _production_rows(
     session: Session, artifacts: Any, request: RetrainRequest, features: list[str],
+    categorical: list[str],
 ) -> tuple[pa.Table, dict[int, int]]:
     """Labelled served rows from the request's windows, oldest first, with `_window` (window
     index) and `_seq` (feedback batch) columns; and window index -> window id."""
@@ -168,6 +219,7 @@ def _production_rows(
         got = pq.read_table(path, columns=["request_id", "row", "label", "seq"])
         table = read_window(window, ["request_id", "row", "ts", "shadow", *features])
         table = table.filter(served_mask(table))
+        table = _as_trained(table, features, categorical)
         joined = table.join(got, keys=["request_id", "row"], join_type="inner")
         if not joined.num_rows:
             continue
@@ -201,7 +253,8 @@ def build_dataset(
         raise ConflictError(f"retrain request #{request.id}: the deployment "
                             f"{request.deployment!r} has no champion version to retrain")
     features, label = list(champion.features), champion.label
-    fresh, window_ids = _production_rows(session, artifacts, request, features)
+    fresh, window_ids = _production_rows(session, artifacts, request, features,
+                                         list(champion.categorical))
     if fresh.num_rows == 0:
         raise ConflictError(f"retrain request #{request.id}: no labelled production rows in "
                             f"windows from {request.since_window} on")

@@ -213,7 +213,7 @@ def window_value(rule: AlertRule, stats: Any, report: dict[str, Any] | None) -> 
         report: that version's drift report document for the window, if one was computed.
     """
     if rule.kind == "drift":
-        if stats.drift_status not in ("drifted", "ok"):
+        if stats.drift_status not in ("drifted", "ok") or stats.rows < rule.min_rows:
             return None  # "insufficient" rows are never a drift verdict
         if rule.metric == "drifted_share":
             return stats.drifted_share

@@ -7,7 +7,8 @@ For each deployment, under its lease (so two monitors never work on one deployme
    the drift and estimated-accuracy alerts, and a retrain request if one of them triggers it;
 2. merge the labels that arrived into their windows, recompute those windows' live metrics,
    and evaluate the accuracy rules on them (late labels raise their alerts when they land);
-3. open a scheduled retrain request when the schedule is due.
+3. open a retrain request when the schedule is due, or when a triggering alert is still open
+   after an earlier retrain ended without a promotion (after the policy's cooldown).
 
 Then pending alert notifications are delivered. A deployment that fails (an unreadable window
 file, say) is reported in its result and skipped; the others go on. Acting on retrain
@@ -136,25 +137,63 @@ class _Deployment:
 
     def apply_labels(self) -> None:
         with session_scope(self.cfg.db_url) as session:
-            labels.ingest(session, self.cfg.feedback_dir, self.name)
+            _, moved = labels.ingest(session, self.cfg.feedback_dir, self.name, now=self.now)
+            for path in moved:
+                logger.error("feedback file %s is unreadable; moved aside", path)
+                self.result.quarantined.append(str(path))
+            open_batches = labels.open_batch_ids(session, self.name)
             touched, matched = labels.apply(session, self.cfg.artifacts, self.name, now=self.now)
             self.result.labelled_rows = matched
-            if not touched:
-                return
             by_id = {v.id: v for v in self._versions(session)}
             changed = session.exec(select(PredictionWindow).where(
                 col(PredictionWindow.id).in_(touched)).order_by(PredictionWindow.index)).all()
             for window in changed:
-                window_stats.refresh_metrics(session, self.cfg.artifacts, window, by_id)
+                try:
+                    # Its own savepoint: one unreadable window must not hold back the labels
+                    # of the others (its batches still count as applied; its metrics wait).
+                    with session.begin_nested():
+                        window_stats.refresh_metrics(session, self.cfg.artifacts, window, by_id)
+                except Exception as exc:  # noqa: BLE001 - reported, and the pass goes on
+                    logger.exception("window %s of %r: live metrics failed", window.index,
+                                     self.name)
+                    self.result.error = f"window {window.index}: {type(exc).__name__}: {exc}"
+                    alerts.notice(session, model=self.model, deployment=self.name,
+                                  rule="monitor", severity="critical", channels=self.channels,
+                                  message=f"{self.name}: window {window.index}'s live metrics "
+                                          f"could not be computed from its new labels: "
+                                          f"{self.result.error}", now=self.now)
+                    continue
+                self.result.relabelled.append(_summary(session, window, None))
+            for window in self._to_judge(session, changed):
                 self._record(session, alerts.evaluate(
                     session, self.cfg.alert_rules, window, kinds=LABEL_KINDS,
                     channels=self.channels, now=self.now))
-                self.result.relabelled.append(_summary(session, window, None))
+        with session_scope(self.cfg.db_url) as session:
+            labels.archive(session, self.name, open_batches)
 
-    def schedule(self) -> None:
+    def _to_judge(self, session: Session, changed: list[PredictionWindow]
+                  ) -> list[PredictionWindow]:
+        """The windows whose labels changed, and the ones after each that a run of
+        `consecutive` breaches may now complete (labels need not land in order)."""
+        reach = max((r.consecutive for r in self.cfg.alert_rules if r.kind in LABEL_KINDS),
+                    default=1) - 1
+        indices = {w.index + k for w in changed for k in range(reach + 1)}
+        if not indices:
+            return []
+        return list(session.exec(select(PredictionWindow).where(
+            PredictionWindow.deployment == self.name,
+            col(PredictionWindow.index).in_(sorted(indices)),
+        ).order_by(PredictionWindow.index)).all())
+
+    def retrain_triggers(self) -> None:
+        """A schedule that is due, or an alert still open after an earlier retrain ended
+        without a promotion (once the policy's cooldown allows), opens a retrain request."""
         with session_scope(self.cfg.db_url) as session:
             request = retrain.on_schedule(session, self.policy, self.model, self.name,
                                           actor=self.actor, now=self.now)
+            if request is None:
+                request = retrain.on_open_alerts(session, self.policy, self.model, self.name,
+                                                 actor=self.actor, now=self.now)
             if request is not None:
                 self.result.retrain_requested = request.id
 
@@ -199,7 +238,7 @@ def run_once(
                 part = _Deployment(cfg, name, model, policy, actor, now or utcnow(), result)
                 part.close_windows()
                 part.apply_labels()
-                part.schedule()
+                part.retrain_triggers()
             except Exception as exc:  # noqa: BLE001 - one bad deployment must not stop the rest
                 logger.exception("monitor pass failed for deployment %r", name)
                 result.error = f"{type(exc).__name__}: {exc}"

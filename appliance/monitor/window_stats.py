@@ -124,6 +124,14 @@ def refresh_metrics(
     table = read_window(window, ["request_id", "row", "version", "shadow", "prediction",
                                  "score"])
     joined = table.join(got, keys=["request_id", "row"], join_type="inner")
+    # A label a binary classifier cannot have (a typo, another model's classes) is counted,
+    # not used: it must not poison the metrics, nor stop the other labels.
+    binary = {str(versions[r.version_id].version) for r in rows
+              if task_of(versions[r.version_id]) == "binary"}
+    bad = pc.and_(pc.is_in(joined.column("version"), value_set=pa.array(sorted(binary))),
+                  pc.invert(pc.is_in(joined.column("label"), value_set=pa.array([0, 1]))))
+    invalid = joined.filter(bad)
+    joined = joined.filter(pc.invert(bad))
     served = joined.filter(served_mask(joined))
     window.labelled_rows = served.num_rows
     window.accuracy = (
@@ -138,6 +146,9 @@ def refresh_metrics(
         part = joined.filter(pc.and_(pc.equal(joined.column("version"), str(version.version)),
                                      pc.equal(joined.column("shadow"), stats.shadow)))
         stats.labelled_rows = part.num_rows
+        dropped = invalid.filter(pc.and_(
+            pc.equal(invalid.column("version"), str(version.version)),
+            pc.equal(invalid.column("shadow"), stats.shadow))).num_rows
         stats.metrics = metrics.live_metrics(
             task_of(version),
             part.column("label").to_numpy(),
@@ -145,6 +156,8 @@ def refresh_metrics(
             part.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
             if task_of(version) == "binary" else None,
         ) if part.num_rows else {}
+        if dropped:
+            stats.metrics = {**stats.metrics, "invalid_labels": dropped}
         stats.updated_at = utcnow()
         session.add(stats)
     session.flush()

@@ -44,6 +44,7 @@ class _Part:
     path: Path
     served: int
     first_ts: dt.datetime
+    requests: frozenset[str]
 
 
 class CorruptLog(Exception):
@@ -74,14 +75,15 @@ def served_mask(table: pa.Table) -> pa.ChunkedArray | pa.Array:
 
 
 def _read_meta(path: Path) -> pa.Table:
-    """The `ts` (and `shadow`) columns of a log file: all a cut needs."""
+    """The `ts`, `request_id` (and `shadow`) columns of a log file: all a cut needs."""
     try:
         names = pq.read_schema(path).names
-        table = pq.read_table(path, columns=[c for c in ("ts", "shadow") if c in names])
+        table = pq.read_table(
+            path, columns=[c for c in ("ts", "request_id", "shadow") if c in names])
     except (pa.ArrowException, OSError) as exc:
         raise CorruptLog(path, exc) from exc
-    if "ts" not in table.column_names or table.num_rows == 0:
-        raise CorruptLog(path, ValueError("no rows with a 'ts' column"))
+    if not {"ts", "request_id"} <= set(table.column_names) or table.num_rows == 0:
+        raise CorruptLog(path, ValueError("no rows with 'ts' and 'request_id' columns"))
     return table
 
 
@@ -92,7 +94,8 @@ def _served_count(table: pa.Table) -> int:
 
 def _part(path: Path) -> _Part:
     table = _read_meta(path)
-    return _Part(path, _served_count(table), pc.min(table.column("ts")).as_py())
+    return _Part(path, _served_count(table), pc.min(table.column("ts")).as_py(),
+                 frozenset(pc.unique(table.column("request_id")).to_pylist()))
 
 
 def _cut(parts: list[_Part], policy: WindowPolicy, now: dt.datetime) -> tuple[int, str] | None:
@@ -104,13 +107,52 @@ def _cut(parts: list[_Part], policy: WindowPolicy, now: dt.datetime) -> tuple[in
     served = 0
     for i, part in enumerate(parts):
         if end is not None and i > 0 and part.first_ts >= end:
-            return i, "seconds"
+            return _together(parts, i), "seconds"
         served += part.served
         if policy.rows is not None and served >= policy.rows:
-            return i + 1, "rows"
+            return _together(parts, i + 1), "rows"
     if end is not None and now >= end:
         return len(parts), "seconds"
     return None
+
+
+def _together(parts: list[_Part], count: int) -> int:
+    """Extend a cut over the shadow-only files that follow it for requests it already holds:
+    a shadow challenger logs a moment after the answer, and a request belongs in one window."""
+    held = set().union(*(p.requests for p in parts[:count]))
+    while count < len(parts) and parts[count].served == 0 and parts[count].requests <= held:
+        count += 1
+    return count
+
+
+def _read_whole(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptLog(path, exc) from exc
+
+
+def _compact(paths: list[Path]) -> pa.Table:
+    """One table of the files' rows. Versions may log a feature with different types (a
+    feature that became categorical, say): such columns are kept as text, which each
+    version's own reading of its rows turns back into what it expects."""
+    tables = [_read_whole(p) for p in paths]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    types: dict[str, set[pa.DataType]] = {}
+    for t in tables:
+        for field in t.schema:
+            types.setdefault(field.name, set()).add(field.type)
+    clash = {name for name, kinds in types.items() if len(kinds) > 1}
+    unified = []
+    for t in tables:
+        for name in clash & set(t.column_names):
+            i = t.schema.get_field_index(name)
+            t = t.set_column(i, name, t.column(name).cast(pa.string()))
+        unified.append(t)
+    return pa.concat_tables(unified, promote_options="permissive")
 
 
 def _write_atomic(table: pa.Table, final: Path) -> None:
@@ -170,9 +212,7 @@ def close_next(
     for part in chosen:
         if part.path.parent != staging:
             os.replace(part.path, staging / part.path.name)
-    table = pa.concat_tables(
-        [pq.read_table(staging / p.path.name) for p in chosen], promote_options="default"
-    )
+    table = _compact([staging / p.path.name for p in chosen])
     if "shadow" not in table.column_names:
         table = table.append_column("shadow", pa.array([False] * table.num_rows))
     else:

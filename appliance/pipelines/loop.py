@@ -221,8 +221,9 @@ class _Driver:
                                                       gate, evidence=evidence)
             request.approval_id = pending.id
             note = f"promotion request #{pending.id} awaits an approver"
-            if policy.auto_promote:
-                model = session.get(RegisteredModel, request.model_name)
+            model = session.get(RegisteredModel, request.model_name)
+            # Only a low-risk model's policy approves on its own; any other waits for people.
+            if policy.auto_promote and model.risk_tier == "low":
                 approvals.approve_by_policy(session, pending.id, policy.to_dict(),
                                             model.risk_tier)
                 note = f"promotion request #{pending.id} approved by the model's policy"

@@ -138,7 +138,8 @@ def test_a_label_for_a_pending_request_keeps_its_batch_partial_until_its_window_
     assert batches(sqlite_url) == [("applied", 2, 2), ("partial", 3, 1)]
 
     serve(art, sqlite_url, ["d"], start=10)
-    assert apply(sqlite_url, art)[0] == [1, 2]
+    # Window 1's labels did not change when the batch was tried again: only window 2's did.
+    assert apply(sqlite_url, art)[0] == [2]
     assert got(art, 2) == {("c", 0): 1, ("c", 1): 0}
     assert batches(sqlite_url) == [("applied", 2, 2), ("applied", 3, 3)]
 
@@ -186,14 +187,15 @@ def test_files_of_applied_batches_are_never_read_again(sqlite_url, art):
     assert [s for s, _, _ in batches(sqlite_url)] == ["applied"] * 4
 
 
-def test_a_request_id_seen_in_two_windows_takes_its_labels_to_the_newest(sqlite_url, art):
+def test_a_request_id_seen_in_two_windows_takes_its_labels_to_both(sqlite_url, art):
     serve(art, sqlite_url, ["same", "a"])
     serve(art, sqlite_url, ["b", "same"], start=10)
     assert lw.window_requests(sqlite_url, D) == {1: ["a", "same"], 2: ["b", "same"]}
     feedback(art, "same", [1, 0])
-    assert apply(sqlite_url, art) == ([2], 2)
-    assert got(art, 1) == {}
-    assert got(art, 2) == {("same", 0): 1, ("same", 1): 0}
+    # Ids are meant to be unique: a reused one is ambiguous, and both of its windows get the
+    # label (each row counted once as matched).
+    assert apply(sqlite_url, art) == ([1, 2], 2)
+    assert got(art, 1) == got(art, 2) == {("same", 0): 1, ("same", 1): 0}
 
 
 def test_a_partial_batch_tried_again_reports_no_window_whose_labels_did_not_change(
@@ -220,7 +222,8 @@ def test_labels_of_a_request_whose_shadow_rows_fell_into_the_next_window_reach_i
     lw.log_rows(art, D, "c", 100, at=at(2))
     lw.log_rows(art, D, "d", 100, at=at(3))
     lw.close_all(sqlite_url, art / "predictions", D, POLICY, now=at(10))
-    assert lw.window_requests(sqlite_url, D) == {1: ["a", "b"], 2: ["b", "c", "d"]}
+    # The shadow file stays in the window of the request it shadows.
+    assert lw.window_requests(sqlite_url, D) == {1: ["a", "b"], 2: ["c", "d"]}
     feedback(art, "b", [1, 0, 1])
     apply(sqlite_url, art)
     # The client was answered from window 1's rows: they are what accuracy and retraining use.

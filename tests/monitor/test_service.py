@@ -24,6 +24,7 @@ from appliance.registry import models
 from appliance.store import session_scope
 from appliance.store.leases import try_acquire
 from appliance.store.models import (
+    Alert,
     AlertDelivery,
     AuditEvent,
     DriftReport,
@@ -374,10 +375,13 @@ def test_a_failing_deployment_is_reported_and_the_others_are_still_monitored(
     assert ok.error is None
     assert [s.window for s in ok.closed] == [2]
     assert [(s.window, s.labelled_rows) for s in ok.relabelled] == [(1, 200)]
-    # The broken one stays reported, and the other keeps going.
+    # The owner hears of the broken window; its deployment goes on with the next windows, and
+    # so does the other.
+    with session_scope(w.cfg.db_url) as s:
+        (notice,) = s.exec(select(Alert).where(Alert.rule == "monitor")).all()
+    assert notice.deployment == "scorer-b" and "window 1" in notice.message
     w.label(more_a)
     results = {r.deployment: r for r in service.run_once(w.cfg, now=minutes(30))}
-    assert results["scorer-b"].error is not None
     assert [(s.window, s.labelled_rows) for s in results["scorer"].relabelled] == [(2, 200)]
 
 
