@@ -32,7 +32,7 @@ def status(json_out: bool = typer.Option(False, "--json")) -> None:
             "datasets": count(Dataset), "models": count(RegisteredModel),
             "versions": count(ModelVersion),
             "pending_approvals": count(Approval, Approval.status == "pending"),
-            "open_alerts": count(Alert, Alert.acknowledged_at.is_(None)),
+            "open_alerts": count(Alert, Alert.status == "open"),
             "deployments": [{"name": d.name, "version": session.get(ModelVersion,
                              d.version_id).version, "url": d.url, "since": d.started_at}
                             for d in deps],

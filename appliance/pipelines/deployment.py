@@ -21,7 +21,6 @@ from appliance.monitor import retrain
 from appliance.registry import models
 from appliance.store import session_scope
 from appliance.store.models import (
-    Alias,
     Approval,
     ApprovalStatus,
     Deployment,
@@ -249,9 +248,3 @@ def undeploy(cfg: Config, user: User, model: str) -> None:
         for request in retrain.active(session, model):
             retrain.finish(session, request, "cancelled", user.name, "the model was undeployed")
         audit.record(session, user.name, "deployment.stopped", "deployment", model, {})
-
-
-def alias_holder(session: Session, model: str, alias: str) -> ModelVersion | None:
-    row = session.exec(select(Alias).where(Alias.model_name == model,
-                                           Alias.alias == alias)).first()
-    return session.get(ModelVersion, row.version_id) if row else None

@@ -30,14 +30,19 @@ SHAPES = {
                                      "code_version", "environment", "approvals"},
     ("approvals", "--status", "all"): {"id", "model", "version", "alias", "status",
                                        "requested_by", "decided_by", "requested_at"},
-    ("alerts", "list"): {"id", "kind", "severity", "model", "deployment", "owner", "message",
-                         "notified", "created_at"},
+    ("alerts", "list"): {"id", "kind", "rule", "severity", "status", "model", "deployment",
+                         "version", "window", "last_window", "value", "threshold",
+                         "occurrences", "message", "owner", "team", "runbook_url", "notified",
+                         "created_at", "last_seen_at", "acknowledged_by", "acknowledged_at",
+                         "resolved_by", "resolved_at", "resolution"},
+    ("policy", "show", "credit"): {"model", "policy", "sources", "updated_by", "updated_at"},
+    ("canary", "status", "credit"): {"model", "serving", "canary", "retrain"},
     ("audit", "list"): {"id", "ts", "actor", "action", "object", "details", "hash"},
     ("audit", "verify"): {"ok", "events", "head", "broken_at", "reason"},
     ("users", "list"): {"name", "role", "team", "created_at"},
 }
 LINEAGE_PARTS = {
-    "dataset": {"name", "version", "digest", "rows", "source"},
+    "dataset": {"name", "version", "digest", "rows", "source", "lineage"},
     "run": {"id", "params", "seed", "status", "device", "started_at", "finished_at",
             "requested_by"},
 }
