@@ -39,6 +39,16 @@ def env(tmp_path_factory):
         (["promote", "credit", "1"], "no model named 'credit'"),
         (["deploy", "ghost"], "no model named 'ghost'"),
         (["models", "list", "--bogus"], "No such option: --bogus"),
+        (["policy", "show", "ghost"], "no model named 'ghost'"),
+        (["policy", "set", "ghost", "min_labelled_rows=10"], "no model named 'ghost'"),
+        (["policy", "set", "ghost", "nonsense"], "expected KEY=VALUE, got 'nonsense'"),
+        (["canary", "status", "ghost"], "no model named 'ghost'"),
+        (["alerts", "ack", "99"], "no alert #99"),
+        (["alerts", "resolve", "99"], "no alert #99"),
+        (["alerts", "list", "--status", "weird"], "unknown alert status 'weird'"),
+        (["rollback", "ghost"], "no model named 'ghost'"),
+        (["models", "set", "ghost", "--team", "x"], "no model named 'ghost'"),
+        (["monitor", "--interval", "0"], "--interval must be positive"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(env, args, needle):
@@ -74,9 +84,48 @@ def test_mutation_without_permission_exits_2(env):
 def test_read_commands_print_one_json_document(env):
     for args in (["status", "--json"], ["models", "list", "--json"], ["data", "list", "--json"],
                  ["audit", "list", "--json"], ["alerts", "list", "--json"],
+                 ["alerts", "list", "--status", "all", "--json"],
                  ["approvals", "--json"], ["users", "list", "--json"]):
         res = _cli(args, env)
         assert res.returncode == 0, (args, res.stderr)
         json.loads(res.stdout)
     res = _cli(["audit", "verify", "--json"], env)
     assert res.returncode == 0 and json.loads(res.stdout)["ok"] is True
+
+
+def test_policy_and_model_settings_name_the_bad_key(env):
+    from appliance.config import load_config
+    from appliance.registry import models
+    from appliance.store import dispose_all, session_scope
+
+    with session_scope(load_config(env).db_url) as session:
+        models.ensure_model(session, "credit", owner="admin", team="platform")
+    dispose_all()
+    for args, needle in [
+        (["policy", "set", "credit", "bogus=1"], "unknown policy key 'bogus'"),
+        (["policy", "set", "credit", "window_rows=-5"], "'window_rows' must be an integer"),
+        (["policy", "set", "credit", "canary_mode=rainbow"], "'canary_mode' must be one of"),
+        (["policy", "set", "credit", "auto_promote=true"], "risk tier 'medium'"),
+        (["policy", "set", "credit", "triggers=drift,astrology"], "unknown retrain trigger"),
+        (["models", "set", "credit", "--risk-tier", "extreme"], "unknown risk tier 'extreme'"),
+        (["models", "set", "credit", "--runbook", "wiki"], "must be an http(s) URL"),
+    ]:
+        res = _cli(args, env)
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], (args, res.stderr)
+    res = _cli(["policy", "set", "credit", "min_labelled_rows=4000", "max_rows=none",
+                "triggers=drift,accuracy", "--json"], env)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["policy"]["min_labelled_rows"] == 4000
+    assert doc["sources"]["min_labelled_rows"] == "model"
+    assert doc["policy"]["triggers"] == ["drift", "accuracy"] and doc["updated_by"] == "admin"
+    res = _cli(["models", "set", "credit", "--risk-tier", "low", "--json"], env)
+    assert res.returncode == 0 and json.loads(res.stdout)["risk_tier"] == "low"
+    res = _cli(["policy", "set", "credit", "auto_promote=true", "--reset", "min_labelled_rows",
+                "--json"], env)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["policy"]["auto_promote"] is True
+    assert doc["sources"]["min_labelled_rows"] == "default"
