@@ -21,8 +21,9 @@ from typing import Any
 from appliance.config import Config
 from appliance.errors import PermissionDenied
 from appliance.governance.users import require
-from appliance.monitor import service
+from appliance.monitor import retrain, service
 from appliance.pipelines import loop
+from appliance.store import session_scope
 from appliance.store.leases import holder_id
 from appliance.store.models import User
 
@@ -46,9 +47,15 @@ def may_retrain(user: User) -> bool:
     return True
 
 
+def _work_waiting(cfg: Config, deployment: str | None) -> bool:
+    with session_scope(cfg.db_url) as session:
+        return bool(retrain.active(session, deployment))
+
+
 def _join_ray(cfg: Config) -> None:
     # Deferred: only acting on retrain requests needs Ray. The service joins the Ray that
-    # serves its deployments (the persistent local head, or the configured cluster).
+    # serves its deployments (the persistent local head, or the configured cluster), and only
+    # once there is a request to act on.
     from cluster import runtime
 
     runtime.ensure_ray(cfg, persistent=True)
@@ -60,7 +67,7 @@ def run_round(cfg: Config, user: User, *, deployment: str | None = None,
     holder = holder or holder_id()
     passes = service.run_once(cfg, deployment, actor=user.name, holder=holder)
     steps = []
-    if may_retrain(user):
+    if may_retrain(user) and _work_waiting(cfg, deployment):
         _join_ray(cfg)
         steps = loop.advance(cfg, user, model=deployment, holder=holder)
         service.deliver(cfg, holder)
@@ -91,13 +98,15 @@ def run_forever(
     lock = threading.Lock()
 
     def drive() -> None:
-        try:
-            _join_ray(cfg)
-        except Exception:  # noqa: BLE001 - the monitor goes on; retraining waits for Ray
-            logger.exception("cannot join Ray; retrain requests wait until the next start")
-            return
+        joined = False
         while not stop.is_set():
             try:
+                if not _work_waiting(cfg, deployment):
+                    stop.wait(min(interval, 2.0))
+                    continue
+                if not joined:
+                    _join_ray(cfg)
+                    joined = True
                 done = loop.advance(cfg, user, model=deployment, holder=holder)
             except Exception:  # noqa: BLE001 - a bug in one round must not end the service
                 logger.exception("retrain loop round failed")
