@@ -59,14 +59,17 @@ def ingest(
     """
     now = now or utcnow()
     listed = _visible(Path(feedback_root) / deployment)
-    known: set[str] = set()
+    known: dict[str, str] = {}
     names = [str(p) for p in listed]
     for start in range(0, len(names), _LOOKUP_CHUNK):
-        known.update(session.exec(select(FeedbackBatch.path).where(
+        known.update(session.exec(select(FeedbackBatch.path, FeedbackBatch.status).where(
             col(FeedbackBatch.path).in_(names[start:start + _LOOKUP_CHUNK]))).all())
     added, moved = [], []
     for path in listed:
         if str(path) in known:
+            if known[str(path)] in ("applied", "expired"):
+                # Finished, but a crash came before `archive` moved it.
+                _set_aside(path, "applied")
             continue
         try:
             rows = pq.read_metadata(path).num_rows

@@ -4,11 +4,13 @@ A window can hold several versions (a promotion mid-window, a canary, a shadow c
 Each (version, shadow) slice is judged on its own: drift against that version's own reference
 profile, live metrics from the labels that arrived for its rows, and, for a binary
 classifier, the confidence-based estimate of its metrics from its calibrated scores. A slice
-with fewer than `min_drift_rows` rows gets no drift verdict ("insufficient").
+with fewer than `min_drift_rows` rows gets no drift verdict ("insufficient"); one whose drift
+could not be computed is "error" (logged), and the window closes all the same.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from appliance.store.models import (
     WindowVersion,
     utcnow,
 )
+
+logger = logging.getLogger("appliance.monitor")
 
 
 def task_of(version: ModelVersion) -> str:
@@ -83,12 +87,20 @@ def close_stats(
             continue
         stats = WindowVersion(window_id=window.id, version_id=version.id,
                               version=version.version, shadow=shadow, rows=rows.num_rows)
+        doc = None
         if not version.profile_digest:
             stats.drift_status = "no_profile"
         elif rows.num_rows < min_drift_rows:
             stats.drift_status = "insufficient"
         else:
-            doc = drift.version_drift(store, version, rows)
+            try:
+                doc = drift.version_drift(store, version, rows)
+            except Exception:  # noqa: BLE001 - the window still closes; its verdict is missing
+                logger.exception("drift of v%s in window %s failed", version.version,
+                                 window.index)
+                stats.drift_status = "error"
+                doc = None
+        if doc is not None:
             drifted = sorted(n for n, f in doc["features"].items() if f.get("drifted"))
             session.add(DriftReport(
                 window_id=window.id, version_id=version.id, shadow=shadow, rows=rows.num_rows,
@@ -98,7 +110,11 @@ def close_stats(
             ))
             stats.drift_status = "drifted" if doc["dataset_drifted"] else "ok"
             stats.drifted_share = float(doc["drifted_share"])
-        stats.estimated = _estimate(version, rows)
+        try:
+            stats.estimated = _estimate(version, rows)
+        except Exception:  # noqa: BLE001 - as for drift: the window closes without it
+            logger.exception("estimate of v%s in window %s failed", version.version,
+                             window.index)
         session.add(stats)
         out.append(stats)
     session.flush()
