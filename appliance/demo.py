@@ -237,6 +237,32 @@ def _approve_requests(cfg: Config, risk: User) -> list[int]:
     return done
 
 
+class _News:
+    """What the monitor did since the last look, in words (the world reads the store)."""
+
+    def __init__(self) -> None:
+        self.alerts = 0
+        self.state: str | None = None
+
+    def read(self, cfg: Config) -> list[str]:
+        out = []
+        with session_scope(cfg.db_url) as session:
+            for alert in session.exec(select(Alert).where(Alert.id > self.alerts)
+                                      .order_by(Alert.id)).all():
+                window = session.get(PredictionWindow, alert.window_id) \
+                    if alert.window_id else None
+                where = f" for window {window.index}" if window else ""
+                out.append(f"monitor: {alert.kind} alert{where} to {alert.owner} "
+                           f"({alert.team})")
+                self.alerts = alert.id
+            request = session.exec(select(RetrainRequest).order_by(
+                col(RetrainRequest.id).desc())).first()
+        if request is not None and request.state != self.state:
+            self.state = request.state
+            out.append(f"monitor: retrain #{request.id} {request.state.replace('_', ' ')}")
+        return out
+
+
 def _state(cfg: Config) -> RetrainRequest | None:
     with session_scope(cfg.db_url) as session:
         return session.exec(select(RetrainRequest).order_by(
@@ -305,6 +331,7 @@ def run_demo(
     app = _App(dep.url, app_token, plan)
     promoted_after: int | None = None
     sent = 0
+    news = _News()
     try:
         for index in range(1, plan.max_windows + 1):
             state = _state(cfg)
@@ -313,6 +340,8 @@ def run_demo(
             # The loans of window k resolve while window k + label_delay is being served.
             app.window(index, midway=lambda k=index - plan.label_delay: app.outcomes(k))
             sent = index
+            for line in news.read(cfg):
+                step(line)
             for approval_id in _approve_requests(cfg, risk):
                 step(f"risk approves promotion request #{approval_id}")
             if monitor.poll() is not None:

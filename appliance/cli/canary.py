@@ -25,10 +25,13 @@ def status(
     if json_out:
         emit_json(doc)
         return
-    rows = [[doc.model, s.version, s.role, s.mode, s.share, None, s.since] for s in doc.serving]
+    print_table(["name", "version", "role", "mode", "share", "since"],
+                [[doc.model, s.version, s.role, s.mode, s.share, s.since] for s in doc.serving])
     r = doc.retrain
     if r is not None:
         verdict = (r.canary or {}).get("verdict") or {}
-        rows.append([doc.model, r.challenger_version, f"retrain #{r.id}", r.state,
-                     None, verdict.get("status"), r.created_at])
-    print_table(["name", "version", "role", "mode", "share", "verdict", "since"], rows)
+        print_table(["retrain", "state", "trigger", "champion", "challenger", "gate", "canary",
+                     "approval", "age"],
+                    [[f"#{r.id}", r.state, r.trigger, r.champion_version, r.challenger_version,
+                      (r.gate or {}).get("passed"), verdict.get("status"), r.approval,
+                      r.created_at]])

@@ -38,7 +38,10 @@ def demo(
         last: list[str] = []
 
         def step(message: str) -> None:
-            if last and not last[-1].startswith("window "):
+            # Window steps only tick over; what the monitor did is news, not a step we took.
+            if last and last[-1].startswith("monitor: "):
+                progress.console.print(f"[cyan]•[/] {last[-1].removeprefix('monitor: ')}")
+            elif last and not last[-1].startswith("window "):
                 progress.console.print(f"[green]✓[/] {last[-1]}")
             last.append(message)
             progress.update(task, description=message)
