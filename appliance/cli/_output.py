@@ -49,10 +49,11 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-def emit_json(document: Any) -> None:
-    """Print exactly one JSON document on stdout."""
+def emit_json(document: Any, *, line: bool = False) -> None:
+    """Print exactly one JSON document on stdout (on one line with `line`, for a stream of
+    documents such as the monitor service's, one per round)."""
     out = data_stream()
-    out.write(json.dumps(document, default=_default, indent=2, sort_keys=False) + "\n")
+    out.write(json.dumps(document, default=_default, indent=None if line else 2) + "\n")
     out.flush()
 
 

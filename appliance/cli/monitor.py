@@ -22,9 +22,9 @@ from appliance.store import session_scope
 feedback_app = typer.Typer(help="Ground-truth labels for served predictions.")
 
 
-def _print_round(r: daemon.Round, json_out: bool) -> None:
+def _print_round(r: daemon.Round, json_out: bool, *, line: bool = False) -> None:
     if json_out:
-        emit_json(dataclasses.asdict(r))
+        emit_json(dataclasses.asdict(r), line=line)
         return
     rows = []
     for p in r.passes:
@@ -53,7 +53,8 @@ def monitor(
     interval: float = typer.Option(60.0, help="Seconds between monitor passes."),
     deployment: str = typer.Option(None, help="Only this deployment."),
     token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
-    json_out: bool = typer.Option(False, "--json", help="One JSON document per round."),
+    json_out: bool = typer.Option(False, "--json", help="JSON: one document with --once, "
+                                  "else one line per round."),
 ) -> None:
     """Run the monitor service: windows, drift, live metrics, alerts and the retrain loop.
 
@@ -67,7 +68,7 @@ def monitor(
         _print_round(daemon.run_round(cfg, user, deployment=deployment), json_out)
         return
     daemon.run_forever(cfg, user, interval=interval, deployment=deployment,
-                       on_round=lambda r: _print_round(r, json_out))
+                       on_round=lambda r: _print_round(r, json_out, line=True))
 
 
 @feedback_app.command("add")
