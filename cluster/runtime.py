@@ -100,5 +100,8 @@ def ensure_ray(cfg: Config, num_cpus: int | None = None, *, persistent: bool = F
     if address:
         ray.init(address=address, **quiet)
         return
-    ray.init(num_cpus=num_cpus or cfg.ray_num_cpus, include_dashboard=False, **quiet)
+    # "local": a new Ray of our own. Without it, ray.init joins whatever cluster
+    # /tmp/ray/ray_current_cluster names, and hangs or fails if that cluster has died.
+    ray.init(address="local", num_cpus=num_cpus or cfg.ray_num_cpus, include_dashboard=False,
+             **quiet)
 

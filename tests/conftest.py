@@ -42,6 +42,8 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
+            # A Ray of this session's own, never one a stale ray_current_cluster file names.
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             logging_level="ERROR",
