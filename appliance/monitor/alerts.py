@@ -14,12 +14,13 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from appliance.errors import ConflictError, InvalidInput, NotFound
 from appliance.governance import audit
 from appliance.governance.users import require
 from appliance.monitor import notify
+from appliance.monitor.alert_record import AlertFields, alert_fields
 from appliance.monitor.rules import AlertRule, window_value
 from appliance.monitor.window_stats import main_slice
 from appliance.store.models import (
@@ -38,34 +39,13 @@ MONITOR = "monitor"
 _ACTIVE = (AlertStatus.open.value, AlertStatus.acknowledged.value)
 
 
-class AlertPublic(SQLModel):
-    """An alert as the CLI, the console and HTTP show it."""
+class AlertPublic(AlertFields):
+    """An alert as the CLI, the console and HTTP show it: its windows by index."""
 
-    id: int
-    kind: str
-    rule: str
-    severity: str
-    status: str
-    model: str
-    deployment: str | None
-    version: int | None
     window: int | None
     last_window: int | None
-    value: float | None
-    threshold: float | None
-    occurrences: int
-    message: str
-    owner: str
-    team: str
-    runbook_url: str | None
     notified: list[str]
-    created_at: dt.datetime
     last_seen_at: dt.datetime | None
-    acknowledged_by: str | None
-    acknowledged_at: dt.datetime | None
-    resolved_by: str | None
-    resolved_at: dt.datetime | None
-    resolution: str | None
 
 
 def to_public(session: Session, alert: Alert) -> AlertPublic:
@@ -74,16 +54,9 @@ def to_public(session: Session, alert: Alert) -> AlertPublic:
         return window.index if window else None
 
     return AlertPublic(
-        id=alert.id, kind=alert.kind, rule=alert.rule, severity=alert.severity,
-        status=alert.status, model=alert.model_name, deployment=alert.deployment,
-        version=alert.version, window=index(alert.window_id),
-        last_window=index(alert.last_window_id), value=alert.value, threshold=alert.threshold,
-        occurrences=alert.occurrences, message=alert.message, owner=alert.owner,
-        team=alert.team, runbook_url=alert.runbook_url, notified=list(alert.notified or []),
-        created_at=alert.created_at, last_seen_at=alert.last_seen_at,
-        acknowledged_by=alert.acknowledged_by, acknowledged_at=alert.acknowledged_at,
-        resolved_by=alert.resolved_by, resolved_at=alert.resolved_at,
-        resolution=alert.resolution,
+        window=index(alert.window_id), last_window=index(alert.last_window_id),
+        notified=list(alert.notified or []), last_seen_at=alert.last_seen_at,
+        **alert_fields(alert),
     )
 
 

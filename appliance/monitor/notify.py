@@ -45,11 +45,12 @@ from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, and_, or_, select, update
+from sqlmodel import Session, and_, or_, select, update
 
 import appliance
 from appliance.errors import InvalidInput
 from appliance.governance import audit
+from appliance.monitor.alert_record import AlertFields, alert_fields
 from appliance.store.database import session_scope
 from appliance.store.models import Alert, AlertDelivery, utcnow
 
@@ -63,33 +64,12 @@ _RETRYABLE_4XX = frozenset({408, 429})
 _ERROR_CHARS = 300
 
 
-class AlertNotification(SQLModel):
+class AlertNotification(AlertFields):
     """The document each channel receives for one event of one alert."""
 
     event_id: str
     event: str
-    id: int
-    kind: str
-    rule: str
-    severity: str
-    status: str
-    model: str
-    deployment: str | None
-    version: int | None
     window_id: int | None
-    value: float | None
-    threshold: float | None
-    occurrences: int
-    message: str
-    owner: str
-    team: str
-    runbook_url: str | None
-    created_at: dt.datetime
-    acknowledged_by: str | None
-    acknowledged_at: dt.datetime | None
-    resolved_by: str | None
-    resolved_at: dt.datetime | None
-    resolution: str | None
 
 
 @dataclasses.dataclass
@@ -125,32 +105,8 @@ def alert_document(alert: Alert, event: str) -> dict[str, Any]:
     _check_event(event)
     if alert.id is None:
         raise InvalidInput("the alert has no id yet: add it and flush the session first")
-    notice = AlertNotification(
-        event_id=event_id(alert.id, event),
-        event=event,
-        id=alert.id,
-        kind=alert.kind,
-        rule=alert.rule,
-        severity=alert.severity,
-        status=alert.status,
-        model=alert.model_name,
-        deployment=alert.deployment,
-        version=alert.version,
-        window_id=alert.window_id,
-        value=alert.value,
-        threshold=alert.threshold,
-        occurrences=alert.occurrences,
-        message=alert.message,
-        owner=alert.owner,
-        team=alert.team,
-        runbook_url=alert.runbook_url,
-        created_at=alert.created_at,
-        acknowledged_by=alert.acknowledged_by,
-        acknowledged_at=alert.acknowledged_at,
-        resolved_by=alert.resolved_by,
-        resolved_at=alert.resolved_at,
-        resolution=alert.resolution,
-    )
+    notice = AlertNotification(event_id=event_id(alert.id, event), event=event,
+                               window_id=alert.window_id, **alert_fields(alert))
     return notice.model_dump(mode="json")
 
 
