@@ -112,11 +112,12 @@ class _Deployment:
 
     def close_windows(self) -> None:
         policy = windows.WindowPolicy(self.policy.window_rows, self.policy.window_seconds)
+        seen: dict = {}
         while True:
             with session_scope(self.cfg.db_url) as session:
                 try:
                     closed = windows.close_next(session, self.cfg.predictions_dir, self.name,
-                                                policy, self.now)
+                                                policy, self.now, seen)
                 except windows.CorruptLog as exc:
                     moved = windows.quarantine(exc.path, self.cfg.predictions_dir, self.name)
                     logger.error("%s; moved to %s", exc, moved)

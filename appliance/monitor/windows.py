@@ -172,7 +172,7 @@ def _next_index(session: Session, deployment: str) -> int:
 
 def close_next(
     session: Session, predictions_root: Path, deployment: str, policy: WindowPolicy,
-    now: dt.datetime,
+    now: dt.datetime, seen: dict[str, _Part] | None = None,
 ) -> tuple[PredictionWindow, pa.Table] | None:
     """Close the next window of `deployment` if the policy says it is due.
 
@@ -185,6 +185,9 @@ def close_next(
         deployment: the deployment's name.
         policy: the window policy.
         now: the current time (aware UTC), for the time limit.
+        seen: what earlier calls of the same pass read of each file, by name (default none):
+            a pass that catches up on many windows then reads each pending file's times once,
+            not once per window.
 
     Raises:
         CorruptLog: a pending file cannot be read (the caller may `quarantine` it).
@@ -196,9 +199,18 @@ def close_next(
     for old in sorted(base.glob("closing-*")) if base.is_dir() else []:
         if int(old.name.split("-")[1]) < index:
             shutil.rmtree(old, ignore_errors=True)
-    staged = [_part(p) for p in _visible(staging)]
+    seen = {} if seen is None else seen
+
+    def part(path: Path) -> _Part:
+        # Names are unique (time and request id), and a file only moves pending -> staging.
+        known = seen.get(path.name)
+        if known is None:
+            known = seen[path.name] = _part(path)
+        return dataclasses.replace(known, path=path)
+
+    staged = [part(p) for p in _visible(staging)]
     staged.sort(key=lambda p: (p.first_ts, p.path.name))
-    pending = [_part(p) for p in _visible(base / "pending")]
+    pending = [part(p) for p in _visible(base / "pending")]
     pending.sort(key=lambda p: (p.first_ts, p.path.name))
     cut = _cut(staged + pending, policy, now)
     if cut is None:
