@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints/cpu.txt")
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean
+.PHONY: install triton demo test lint bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -18,10 +18,25 @@ $(STAMP): pyproject.toml constraints/cpu.txt kernels/_sorted_merge.c | $(PY)
 
 install: $(STAMP)
 
+# Triton's own venv (cluster/serve/_triton.py runs the server with its Python): nvidia-pytriton
+# needs numpy<2, which the appliance's venv cannot share.
+TRITON_VENV ?= .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
+
+$(TRITON_VENV)/bin/python:
+	python3 -m venv $(TRITON_VENV)
+
+$(TRITON_STAMP): constraints/triton.txt | $(TRITON_VENV)/bin/python
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install --quiet -r constraints/triton.txt
+	touch $(TRITON_STAMP)
+
+triton: $(TRITON_STAMP)
+
 demo: install
 	$(VENV)/bin/appliance demo
 
-test: install
+test: install triton
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install
@@ -32,4 +47,4 @@ bench: install
 	$(PY) bench/drift.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache

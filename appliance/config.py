@@ -18,10 +18,12 @@ import tomllib
 from appliance.errors import InvalidInput
 from appliance.monitor.policy import build, parse_settings
 from appliance.monitor.rules import DEFAULT_RULES, AlertRule, parse_rules
+from appliance.serving import ServingOptions, parse_serving
 
 _KEYS = {
     "db_url", "artifacts", "ray_address", "ray_num_cpus", "serve_port", "serve_host",
-    "alert_webhook", "policy", "alert_rules",
+    "alert_webhook", "policy", "alert_rules", "serving", "serve_max_body_bytes",
+    "serve_ingress_replicas", "serve_grpc_port",
 }
 
 
@@ -41,6 +43,12 @@ class Config:
         policy: validated ``[policy]`` defaults for every model's monitoring policy (see
             `appliance.monitor.policy`; default none: the built-in defaults).
         alert_rules: the validated ``[[alert_rules]]`` (default: `rules.DEFAULT_RULES`).
+        serving: every model's serving options, from ``[serving]`` (see `appliance.serving`;
+            a deploy's own spec overrides them).
+        serve_max_body_bytes: the largest request body the endpoint accepts (default 32 MiB).
+        serve_ingress_replicas: replicas of the authenticating front door (default 1).
+        serve_grpc_port: port of the KServe v2 gRPC endpoint (default 8001, as Triton's;
+            0 turns gRPC off).
     """
 
     home: Path
@@ -53,6 +61,10 @@ class Config:
     alert_webhook: str | None = None
     policy: dict[str, Any] = dataclasses.field(default_factory=dict)
     alert_rules: tuple[AlertRule, ...] = DEFAULT_RULES
+    serving: ServingOptions = ServingOptions()
+    serve_max_body_bytes: int = 32 * 1024 * 1024
+    serve_ingress_replicas: int = 1
+    serve_grpc_port: int = 8001
 
     @property
     def predictions_dir(self) -> Path:
@@ -117,4 +129,34 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         policy=_policy(values.get("policy", {}), f"config file {str(file_path)!r} [policy]"),
         alert_rules=parse_rules(values.get("alert_rules"),
                                 f"config file {str(file_path)!r} alert_rules"),
+        serving=parse_serving(values.get("serving"), f"config file {str(file_path)!r} [serving]"),
+        serve_max_body_bytes=_positive_int(values, "serve_max_body_bytes", 32 * 1024 * 1024,
+                                           file_path),
+        serve_ingress_replicas=_positive_int(values, "serve_ingress_replicas", 1, file_path),
+        serve_grpc_port=_port(env.get("APPLIANCE_SERVE_GRPC_PORT"),
+                              values.get("serve_grpc_port", 8001), file_path),
     )
+
+
+def _port(from_env: str | None, value: object, file_path: Path) -> int:
+    if from_env is not None:
+        value = from_env
+    try:
+        port = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        port = -1
+    if isinstance(value, bool) or not 0 <= port <= 65535:
+        raise InvalidInput(
+            f"serve_grpc_port must be a port number (0 turns gRPC off), got {value!r} "
+            f"(config file {str(file_path)!r} or APPLIANCE_SERVE_GRPC_PORT)"
+        )
+    return port
+
+
+def _positive_int(values: dict, key: str, default: int, file_path: Path) -> int:
+    value = values.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInput(
+            f"config file {str(file_path)!r}: {key} must be a positive integer, got {value!r}"
+        )
+    return value

@@ -172,7 +172,9 @@ class _App:
             self.served += len(preds)
             version = doc["model_version"]
             self.versions[version] = self.versions.get(version, 0) + len(preds)
-            self.truth[index].append((request_id, part.column(synthetic.LABEL).to_pylist()))
+            # Labels name the id the appliance logged the request under, which it returns.
+            logged_as = doc["parameters"]["request_id"]
+            self.truth[index].append((logged_as, part.column(synthetic.LABEL).to_pylist()))
             if r == plan.requests_per_window // 2 - 1:
                 midway()
             time.sleep(max(0.0, start + (r + 1) * pace - time.monotonic()))
@@ -311,7 +313,9 @@ def run_demo(
         risk = create_user(session, "risk", "approver", actor="admin", team="model-risk")
         create_user(session, "app", "viewer", actor="admin", team="lending-app")
         create_user(session, SERVICE_ACCOUNT, "operator", actor="admin", team="platform")
-        app_token = issue_token(session, "app", "lending-app", actor="admin")
+        # The lending app calls the model and reports outcomes: labels need the feedback scope.
+        app_token = issue_token(session, "app", "lending-app", actor="admin",
+                                scopes=["infer", "feedback"])
         monitor_token = issue_token(session, SERVICE_ACCOUNT, "monitor", actor="admin")
     step("starting Ray")
     cluster.runtime.ensure_ray(cfg)

@@ -8,11 +8,13 @@ written outside the appliance's home.
 Embedded shape: work that ends with the process (training, the demo) runs on an in-process
 local Ray. Work that must outlive the command (a deployment) needs a Ray that outlives it too,
 so `ensure_ray(persistent=True)` starts a detached local head once (``ray start --head``) and
-records its address under the home; later commands join it.
+records its address under the home; later commands join it, and `stop_head` (``appliance
+down``) stops it: Serve first, gracefully, then the head's processes (see `cluster.head`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
@@ -23,7 +25,8 @@ from pathlib import Path
 import ray
 
 from appliance.config import Config
-from appliance.errors import CheckFailed
+from appliance.errors import CheckFailed, ConflictError
+from cluster import head
 
 
 def auth_token(cfg: Config) -> str:
@@ -40,16 +43,11 @@ def auth_token(cfg: Config) -> str:
 
 
 def _address_file(cfg: Config) -> Path:
-    return Path(cfg.home) / "ray_head_address"
+    return head.address_file(cfg.home)
 
 
 def _reachable(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=1.0):
-            return True
-    except (OSError, ValueError):
-        return False
+    return head.reachable(address)
 
 
 def _free_port() -> int:
@@ -105,3 +103,125 @@ def ensure_ray(cfg: Config, num_cpus: int | None = None, *, persistent: bool = F
     ray.init(address="local", num_cpus=num_cpus or cfg.ray_num_cpus, include_dashboard=False,
              **quiet)
 
+
+def _gcs_port(address: str) -> int:
+    return int(address.rpartition(":")[2])
+
+
+def _join_head(cfg: Config, address: str) -> bool:
+    """Connect this process to the local head at `address`; True when this call connected.
+
+    Raises:
+        ConflictError: this process is already connected to another Ray.
+    """
+    if ray.is_initialized():
+        connected = ray.get_runtime_context().gcs_address
+        if _gcs_port(connected) != _gcs_port(address):
+            raise ConflictError(
+                f"this process is connected to the Ray at {connected}, not to the local head "
+                f"at {address}; call this from a process of its own"
+            )
+        return False
+    os.environ["RAY_AUTH_TOKEN"] = auth_token(cfg)
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    return True
+
+
+def serve_applications(cfg: Config, address: str) -> dict[str, str]:
+    """The Serve applications on the local head at `address`, by name, with their status.
+
+    Joins the head for the call and disconnects again, unless this process was connected to
+    it already. An empty answer: Serve is not running there.
+
+    Raises:
+        ConflictError: this process is connected to another Ray.
+        CheckFailed: the head could not be joined or Serve did not answer.
+    """
+    from ray import serve  # Deferred: only a running head has applications to list.
+
+    joined = False
+    try:
+        joined = _join_head(cfg, address)
+        apps = serve.status().applications
+    except ConflictError:
+        raise
+    except Exception as exc:  # Ray's own errors, of many kinds, all mean "no answer" here
+        raise CheckFailed(f"could not list the Serve applications on the local Ray head at "
+                          f"{address}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if joined:
+            ray.shutdown()
+    # ApplicationStatus is a str Enum, whose str() is "ApplicationStatus.RUNNING".
+    return {name: getattr(app.status, "value", str(app.status)) for name, app in apps.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadStopped:
+    """What `stop_head` did.
+
+    Args:
+        address: the head's recorded address.
+        serve_shutdown: whether Serve was shut down gracefully before any signal was sent.
+        serve_error: why it was not, when the head answered but the shutdown failed.
+        pids: the head's processes, each sent SIGTERM.
+        killed: those still running after the grace period, sent SIGKILL.
+    """
+
+    address: str
+    serve_shutdown: bool
+    serve_error: str | None
+    pids: list[int]
+    killed: list[int]
+
+
+def _shutdown_serve(cfg: Config, address: str) -> None:
+    from ray import serve  # Deferred: only a running head has Serve to shut down.
+
+    _join_head(cfg, address)
+    try:
+        # Replicas get their graceful shutdown (they flush their prediction logs as they go);
+        # bounded by Serve's own 30 s controller timeout.
+        serve.shutdown()
+    finally:
+        # Even when this process was connected before: its Ray is about to be stopped.
+        ray.shutdown()
+
+
+def stop_head(cfg: Config, *, grace_s: float = 15.0) -> HeadStopped | None:
+    """Stop the local head `start_head` started, and everything running on it.
+
+    Serve is shut down first when the head answers; then each of the head's processes (see
+    `cluster.head.head_processes`) gets SIGTERM, and SIGKILL if it still runs after
+    `grace_s`; then the recorded address is removed. Returns None when no head is recorded.
+
+    Args:
+        cfg: the appliance configuration; ``cfg.ray_address`` must be unset.
+        grace_s: seconds between SIGTERM and SIGKILL (default 15).
+
+    Raises:
+        ConflictError: the appliance is configured to use another cluster, or this process
+            is connected to another Ray.
+        CheckFailed: some of the head's processes survived SIGKILL.
+    """
+    head.check_local(cfg.ray_address)
+    address = head.recorded_address(cfg.home)
+    if address is None:
+        return None
+    graceful, error = False, None
+    if head.reachable(address):
+        try:
+            _shutdown_serve(cfg, address)
+            graceful = True
+        except ConflictError:
+            raise
+        except Exception as exc:  # whatever failed there, the processes are stopped all the same
+            error = f"{type(exc).__name__}: {exc}"
+    done = head.terminate(head.head_processes(address), grace_s=grace_s)
+    if done.left:
+        raise CheckFailed(
+            f"processes {done.left} of the local Ray head at {address} survived SIGKILL; "
+            f"the address stays recorded in {head.address_file(cfg.home)}"
+        )
+    head.address_file(cfg.home).unlink(missing_ok=True)
+    return HeadStopped(address=address, serve_shutdown=graceful, serve_error=error,
+                       pids=done.pids, killed=done.killed)

@@ -13,6 +13,7 @@ def register(app: typer.Typer) -> None:
         data,
         demo,
         deploy,
+        down,
         drift,
         init,
         models,
@@ -37,6 +38,7 @@ def register(app: typer.Typer) -> None:
     app.command("rollback")(promote.rollback)
     app.command("deploy")(deploy.deploy)
     app.command("undeploy")(deploy.undeploy)
+    app.command("down")(down.down)
     app.add_typer(monitor.feedback_app, name="feedback")
     app.command("monitor")(monitor.monitor)
     app.add_typer(alerts.app, name="alerts")

@@ -2,24 +2,52 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import tomllib
 import typer
 
 from appliance.cli._context import acting_user, config
 from appliance.cli._output import emit_json, err_console
+from appliance.errors import InvalidInput
 from appliance.pipelines import deployment
+from appliance.serving import parse_serving
+
+
+def _serving(cfg, spec: Path | None):
+    """The `--spec` file's ``[serving]`` table over the config's defaults, or None."""
+    if spec is None:
+        return None
+    try:
+        text = spec.read_text()
+    except OSError as exc:
+        raise InvalidInput(f"serving spec {str(spec)!r} cannot be read: {exc.strerror}") from None
+    try:
+        doc = json.loads(text) if spec.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInput(f"serving spec {str(spec)!r} is not valid: {exc}") from None
+    table = doc.get("serving", doc) if isinstance(doc, dict) else doc
+    return parse_serving(table, f"serving spec {str(spec)!r}", base=cfg.serving)
 
 
 def deploy(
     model: str = typer.Argument(..., help="Model to serve."),
     alias: str = typer.Option("champion", "--alias", help="Which alias to serve."),
+    spec: Path = typer.Option(
+        None, "--spec",
+        help="TOML or JSON serving spec ([serving]: batching, replicas, autoscaling, GPUs, "
+             "runtime_env); default: as the model is served now, else the config's.",
+    ),
     token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Serve MODEL@ALIAS over the Open Inference Protocol v2 on Ray Serve."""
     cfg = config()
     user = acting_user(cfg, token)
+    serving = _serving(cfg, spec)
     with err_console.status(f"deploying {model}@{alias} on Ray Serve..."):
-        dep = deployment.deploy(cfg, user, model, alias)
+        dep = deployment.deploy(cfg, user, model, alias, serving)
     doc = {"deployment": dep.name, "model": dep.model_name, "url": dep.url,
            "infer": f"{dep.url}/v2/models/{dep.name}/infer"}
     if json_out:

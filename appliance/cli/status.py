@@ -6,8 +6,9 @@ import typer
 from sqlmodel import func, select
 
 from appliance.cli._context import config
-from appliance.cli._output import emit_json
+from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
+from appliance.pipelines import lifecycle
 from appliance.store import session_scope
 from appliance.store.models import (
     Alert,
@@ -20,7 +21,8 @@ from appliance.store.models import (
 
 
 def status(json_out: bool = typer.Option(False, "--json")) -> None:
-    """Counts of datasets, models and versions, open approvals and alerts, and deployments."""
+    """Counts of datasets, models and versions, open approvals and alerts, deployments, and
+    the local Ray head with its Serve applications."""
     cfg = config()
     with session_scope(cfg.db_url) as session:
         def count(model, *where):
@@ -37,9 +39,18 @@ def status(json_out: bool = typer.Option(False, "--json")) -> None:
                              d.version_id).version, "url": d.url, "since": d.started_at}
                             for d in deps],
         }
+    ray_head = lifecycle.head_status(cfg)
+    doc["ray_head"] = ray_head
     if json_out:
         emit_json(doc)
-    else:
-        print_table(["name", "datasets", "models", "versions", "approvals", "alerts", "serving"],
-                    [[doc["home"], doc["datasets"], doc["models"], doc["versions"],
-                      doc["pending_approvals"], doc["open_alerts"], len(doc["deployments"])]])
+        return
+    print_table(["name", "datasets", "models", "versions", "approvals", "alerts", "serving"],
+                [[doc["home"], doc["datasets"], doc["models"], doc["versions"],
+                  doc["pending_approvals"], doc["open_alerts"], len(doc["deployments"])]])
+    if ray_head.address is not None:
+        apps = ",".join(f"{a.name}={a.status}" for a in ray_head.applications or [])
+        print_table(["name", "address", "running", "reachable", "processes", "applications"],
+                    [["ray-head", ray_head.address, ray_head.running, ray_head.reachable,
+                      ray_head.processes, apps]])
+    if ray_head.error:
+        err_console.print(f"warning: {ray_head.error}", soft_wrap=True, markup=False)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import typer
 from sqlmodel import select
 
 from appliance.cli._context import acting, config
 from appliance.cli._output import data_stream, emit_json
 from appliance.cli._table import print_table
+from appliance.errors import InvalidInput
 from appliance.governance import users as gov
-from appliance.store import session_scope
+from appliance.store import session_scope, utcnow
 from appliance.store.models import User
 
 users_app = typer.Typer(help="Manage users and roles (viewer, operator, approver, admin).")
@@ -51,19 +54,47 @@ def list_users(json_out: bool = typer.Option(False, "--json")) -> None:
                     [[d["name"], d["role"], d["team"], d["created_at"]] for d in docs])
 
 
+def _expiry(value: str | None) -> dt.datetime | None:
+    """`--expires`: a duration from now (30m, 12h, 90d) or an ISO 8601 time with a zone."""
+    if value is None:
+        return None
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return utcnow() + dt.timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"--expires {value!r} is neither a duration (30m, 12h, 90d) nor an ISO 8601 time"
+        ) from None
+    if when.tzinfo is None:
+        raise InvalidInput(f"--expires {value!r} has no time zone; add Z or +00:00")
+    return when
+
+
 @tokens_app.command("create")
 def token_create(
     user: str = typer.Argument(..., help="User the token acts as."),
     name: str = typer.Option(..., "--name", help="A label for the token."),
+    scope: list[str] = typer.Option(
+        None, "--scope",
+        help="Serving scope, repeatable: infer, feedback, admin (default: the role's).",
+    ),
+    expires: str = typer.Option(
+        None, "--expires", help="Expiry: a duration (30m, 12h, 90d) or an ISO 8601 time."
+    ),
     token: str = typer.Option(None, envvar="APPLIANCE_TOKEN", help="Acting admin's token."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Issue a token for USER (printed once; stored hashed)."""
     cfg, actor = acting(token, "admin")
+    expires_at = _expiry(expires)
     with session_scope(cfg.db_url) as session:
-        secret = gov.issue_token(session, user, name, actor=actor.name)
+        secret = gov.issue_token(session, user, name, actor=actor.name,
+                                 scopes=scope or None, expires_at=expires_at)
     if json_out:
-        emit_json({"user": user, "name": name, "token": secret})
+        emit_json({"user": user, "name": name, "token": secret, "scopes": scope or None,
+                   "expires_at": expires_at})
     else:
         data_stream().write(secret + "\n")
 

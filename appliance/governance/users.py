@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 
 from sqlmodel import Session, select
 
 from appliance.errors import ConflictError, InvalidInput, NotFound, PermissionDenied
-from appliance.governance import audit
+from appliance.governance import audit, serving_tokens
 from appliance.store.models import ApiToken, Role, User, utcnow
 
 TOKEN_PREFIX = "apl_"
@@ -61,13 +63,37 @@ def get_user(session: Session, name: str) -> User:
     return user
 
 
-def issue_token(session: Session, user_name: str, token_name: str, *, actor: str) -> str:
-    """Create a token for `user_name` and return its secret (shown once, stored hashed)."""
+def issue_token(
+    session: Session, user_name: str, token_name: str, *, actor: str,
+    scopes: Iterable[str] | None = None, expires_at: dt.datetime | None = None,
+) -> str:
+    """Create a token for `user_name` and return its secret (shown once, stored hashed).
+
+    Args:
+        session: the open transaction.
+        user_name: who the token acts as.
+        token_name: a label for it (revoke by this name).
+        actor: who issues it, for the audit log.
+        scopes: serving scopes (`serving_tokens.SCOPES`; default None: the role's defaults).
+        expires_at: when it stops working, timezone-aware (default None: never).
+    """
     user = get_user(session, user_name)
+    stored = None if scopes is None else serving_tokens.check_scopes(scopes, user.role)
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise InvalidInput("a token's expiry needs a time zone (e.g. ...Z or +00:00)")
+        if expires_at <= utcnow():
+            raise InvalidInput(f"a token's expiry must lie in the future, got {expires_at}")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, name=token_name, token_hash=hash_token(secret)))
+    session.add(ApiToken(user_id=user.id, name=token_name, token_hash=hash_token(secret),
+                         scopes=stored, expires_at=expires_at))
     session.flush()
-    audit.record(session, actor, "token.issued", "user", user_name, {"token": token_name})
+    serving_tokens.bump(session)
+    audit.record(session, actor, "token.issued", "user", user_name, {
+        "token": token_name,
+        "scopes": stored or list(serving_tokens.default_scopes(user.role)),
+        "expires_at": expires_at.isoformat() if expires_at else None,
+    })
     return secret
 
 
@@ -82,21 +108,19 @@ def revoke_token(session: Session, user_name: str, token_name: str, *, actor: st
     for row in rows:
         row.revoked_at = utcnow()
         session.add(row)
+    serving_tokens.bump(session)
     audit.record(session, actor, "token.revoked", "user", user_name, {"token": token_name})
 
 
 def authenticate(session: Session, token: str) -> User:
-    """The user owning `token`; PermissionDenied for an unknown or revoked token."""
+    """The user owning `token`; PermissionDenied for an unknown, revoked or expired token."""
     digest = hash_token(token)
     row = session.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
     if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:
         raise PermissionDenied("the API token is unknown or revoked")
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        raise PermissionDenied(f"the API token {row.name!r} expired at {row.expires_at}")
     return session.get(User, row.user_id)
-
-
-def active_token_hashes(session: Session) -> list[str]:
-    """Hashes of every unrevoked token (handed to serving endpoints)."""
-    return list(session.exec(select(ApiToken.token_hash).where(ApiToken.revoked_at.is_(None))))
 
 
 def require(user: User, permission: str) -> None:

@@ -16,9 +16,10 @@ from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.errors import ConflictError, NotFound
 from appliance.governance import approvals, audit
-from appliance.governance.users import active_token_hashes, require
+from appliance.governance.users import require
 from appliance.monitor import retrain
 from appliance.registry import models
+from appliance.serving import ServingOptions, parse_serving
 from appliance.store import session_scope
 from appliance.store.models import (
     Approval,
@@ -42,24 +43,32 @@ def _close(session: Session, rows: list[Deployment], status: str) -> None:
         session.add(row)
 
 
-def _serve_primary(cfg: Config, model: str, mv: ModelVersion) -> str:
+def serving_options(cfg: Config, model: str) -> ServingOptions:
+    """The options `model` is served with now: its primary's, else the config's defaults."""
+    with session_scope(cfg.db_url) as session:
+        rows = _active(session, model, "primary")
+    if rows and rows[-1].serving:
+        return parse_serving(rows[-1].serving, f"deployment {model!r} serving options")
+    return cfg.serving
+
+
+def _serve_primary(cfg: Config, model: str, mv: ModelVersion,
+                   serving: ServingOptions) -> str:
     # Deferred: only deploying needs Ray Serve.
     from cluster import runtime, serve
 
-    with session_scope(cfg.db_url) as session:
-        tokens = active_token_hashes(session)
     # A deployment must outlive the command that made it.
     runtime.ensure_ray(cfg, persistent=True)
     return serve.deploy(cfg, model=model, version=str(mv.version),
                         bundle_path=ArtifactStore(cfg.artifacts).path(mv.digest),
-                        deployment=model, token_hashes=tokens)
+                        deployment=model, serving=serving)
 
 
 def _record_primary(session: Session, user: User, model: str, mv: ModelVersion, url: str,
-                    why: str, **details) -> Deployment:
+                    why: str, serving: ServingOptions, **details) -> Deployment:
     _close(session, _active(session, model, "primary"), "replaced")
     dep = Deployment(name=model, model_name=model, version_id=mv.id, url=url,
-                     created_by=user.name)
+                     serving=serving.to_dict(), created_by=user.name)
     session.add(dep)
     session.flush()
     audit.record(session, user.name, "deployment.started", "deployment", model,
@@ -67,14 +76,26 @@ def _record_primary(session: Session, user: User, model: str, mv: ModelVersion, 
     return dep
 
 
-def deploy(cfg: Config, user: User, model: str, alias: str = "champion") -> Deployment:
-    """Serve the version `model@alias` names; a running deployment switches in place."""
+def deploy(cfg: Config, user: User, model: str, alias: str = "champion",
+           serving: ServingOptions | None = None) -> Deployment:
+    """Serve the version `model@alias` names; a running deployment switches in place.
+
+    Args:
+        cfg: appliance configuration.
+        user: the acting user (needs "operate").
+        model: the registered model.
+        alias: which alias to serve (default "champion").
+        serving: batching, replicas, resources, environment (default: what the model is
+            served with now, else the config's ``[serving]``).
+    """
     require(user, "operate")
     with session_scope(cfg.db_url) as session:
         mv = models.resolve(session, f"{model}@{alias}")
-    url = _serve_primary(cfg, model, mv)
+    serving = serving or serving_options(cfg, model)
+    url = _serve_primary(cfg, model, mv, serving)
     with session_scope(cfg.db_url) as session:
-        return _record_primary(session, user, model, mv, url, "deploy", alias=alias)
+        return _record_primary(session, user, model, mv, url, "deploy", serving, alias=alias,
+                               serving=serving.to_dict())
 
 
 def deploy_canary(
@@ -105,16 +126,18 @@ def deploy_canary(
         if not _active(session, model, "primary"):
             raise NotFound(f"model {model!r} is not deployed; a canary needs a champion "
                            f"serving (`appliance deploy {model}`)")
-        tokens = active_token_hashes(session)
+    # The challenger is served as its champion is, so the comparison is like for like.
+    serving = serving_options(cfg, model)
     runtime.ensure_ray(cfg, persistent=True)
     url = serve.deploy_canary(cfg, model=model, version=str(mv.version),
                               bundle_path=ArtifactStore(cfg.artifacts).path(mv.digest),
-                              deployment=model, token_hashes=tokens, mode=mode, share=share)
+                              deployment=model, serving=serving, mode=mode, share=share)
     with session_scope(cfg.db_url) as session:
         _close(session, _active(session, model, "canary"), "replaced")
         dep = Deployment(name=model, model_name=model, version_id=mv.id, url=url,
                          role="canary", mode=mode, share=share if mode == "split" else None,
-                         retrain_id=retrain_id, created_by=user.name)
+                         retrain_id=retrain_id, serving=serving.to_dict(),
+                         created_by=user.name)
         session.add(dep)
         session.flush()
         audit.record(session, user.name, "deployment.canary_started", "deployment", model,
@@ -216,7 +239,8 @@ def rollback(cfg: Config, user: User, model: str, to_version: int | None = None)
                            f"rolled back to version {target.version}")
             cancelled = request.id
     removed = _remove_canary(cfg, user, model, "aborted", "rollback") if deployed else False
-    url = _serve_primary(cfg, model, target) if deployed else None
+    serving = serving_options(cfg, model)
+    url = _serve_primary(cfg, model, target, serving) if deployed else None
     with session_scope(cfg.db_url) as session:
         held = session.exec(select(Approval).where(
             Approval.version_id == target.id, Approval.target_alias == "champion",
@@ -226,7 +250,7 @@ def rollback(cfg: Config, user: User, model: str, to_version: int | None = None)
         audit.record(session, user.name, "model.rolled_back", "model", model,
                      {"from": current.version, "to": target.version,
                       "retrain_cancelled": cancelled, "canary_removed": removed})
-        dep = (_record_primary(session, user, model, target, url, "rollback")
+        dep = (_record_primary(session, user, model, target, url, "rollback", serving)
                if url else None)
     return Rollback(model, current.version, target.version, removed, cancelled, dep)
 

@@ -47,6 +47,21 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(unique=True, index=True)
     created_at: dt.datetime = Field(default_factory=utcnow)
     revoked_at: dt.datetime | None = None
+    # Serving scopes ("infer", "feedback", "admin"); None: the role's defaults.
+    scopes: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    expires_at: dt.datetime | None = None
+
+
+class TokenSet(SQLModel, table=True):
+    """One row whose `version` is bumped with every token change, in the same transaction.
+
+    Serving replicas poll this one number and reload the tokens only when it moved, so a
+    revocation reaches them within a poll interval without a query per request.
+    """
+
+    id: int = Field(default=1, primary_key=True)
+    version: int = 0
+    updated_at: dt.datetime = Field(default_factory=utcnow)
 
 
 class Dataset(SQLModel, table=True):
@@ -167,6 +182,8 @@ class Deployment(SQLModel, table=True):
     mode: str | None = None
     share: float | None = None
     retrain_id: int | None = None
+    # The serving options it runs with (`appliance.serving.ServingOptions.to_dict`).
+    serving: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     status: str = "active"
     created_by: str
     started_at: dt.datetime = Field(default_factory=utcnow)

@@ -1,24 +1,30 @@
-"""Serving on Ray Serve: OIP v2 over HTTP, bearer tokens, every request logged to Parquet.
+"""Serving on Ray Serve: OIP v2 over HTTP (and gRPC), scoped bearer tokens, batched models,
+every answered row logged durably to Parquet.
 
-deploy(cfg, *, model, version, bundle_path, deployment, token_hashes) -> base URL
+deploy(cfg, *, model, version, bundle_path, deployment, serving=None) -> base URL
 undeploy(cfg, model)                       also removes the model's canary
-deploy_canary(cfg, *, model, version, bundle_path, deployment, token_hashes,
+deploy_canary(cfg, *, model, version, bundle_path, deployment, serving=None,
               mode="split", share=0.1) -> base URL
 remove_canary(cfg, model) -> bool          whether there was a canary; idempotent
 canary_info(cfg, model) -> {"version", "mode", "share"} | None
-hash_token(token) -> sha256 hex, the form in which `deploy` takes tokens
 serve_url(cfg) -> base URL of the HTTP endpoint
+
+Who may call is decided at the ingress, from the tokens in the metadata store (``cfg.db_url``;
+`appliance.governance.serving_tokens`), refreshed about once a second: no redeploy is needed
+when a token is issued, revoked or expires. `serving` (`appliance.serving.ServingOptions`)
+sets batching, replicas or autoscaling, CPUs and GPUs, the replica's Python environment and
+the prediction log's buffer.
 
 A canary is a challenger version behind the same route, ``/v2/models/{model}``. In ``split``
 mode it answers the requests whose id hashes below `share` (the same id always gets the same
-version; the ingress makes up an id for a request that has none and returns it); in
-``shadow`` mode the primary answers everything and the challenger scores a copy, logged with
-``shadow`` true. Every answer names the version that gave it (``model_version`` and the
-``x-model-version`` header), and both versions log to ``predictions/{deployment}/pending``.
+version); in ``shadow`` mode the primary answers everything and the challenger scores a copy,
+logged with ``shadow`` true. Every answer names the version that gave it (``model_version``
+and the ``x-model-version`` header), and both versions log to
+``predictions/{deployment}/pending``.
 
 Promoting the challenger is two calls, made by the caller once the promotion is approved:
 
-    deploy(cfg, model=m, version=challenger, bundle_path=..., deployment=d, token_hashes=...)
+    deploy(cfg, model=m, version=challenger, bundle_path=..., deployment=d)
     remove_canary(cfg, m)
 
 The first replaces the primary in place (requests wait for the new replica rather than fail)
@@ -32,7 +38,6 @@ from cluster.serve._app import (
     canary_info,
     deploy,
     deploy_canary,
-    hash_token,
     remove_canary,
     serve_url,
     undeploy,
@@ -43,7 +48,6 @@ __all__ = [
     "canary_info",
     "deploy",
     "deploy_canary",
-    "hash_token",
     "remove_canary",
     "serve_url",
     "undeploy",

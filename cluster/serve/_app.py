@@ -10,7 +10,6 @@ only once the ingress routes as it says.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import time
@@ -22,14 +21,21 @@ from ray import serve
 
 from appliance.config import Config
 from appliance.errors import CheckFailed, ConflictError, InvalidInput, NotFound
+from appliance.serving import ServingOptions
 from cluster.bundle import ModelBundle
 from cluster.runtime import ensure_ray
-from cluster.serve._ingress import APP_NAME, NAME_RE, OipIngress, model_app_name
+from cluster.serve._grpc import SERVICER_FUNCTION
+from cluster.serve._ingress import (
+    APP_NAME,
+    NAME_RE,
+    OipIngress,
+    ingress_settings,
+    model_app_name,
+)
 from cluster.serve._model_server import ModelServer
 from cluster.serve._prediction_log import prediction_schema
 from cluster.serve._routing import MODES, canary_app_name
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 _POLL_S = 0.2
 # How long remove_canary waits for calls already sent to a canary (the ingress gives up on a
@@ -41,11 +47,6 @@ _CONTROL_TIMEOUT_S = 60.0
 
 class DeployFailed(CheckFailed):
     """Serve was asked to run a model and it did not come up in time."""
-
-
-def hash_token(token: str) -> str:
-    """The sha256 hex digest of a bearer token, the form in which serving accepts tokens."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def serve_url(cfg: Config) -> str:
@@ -71,19 +72,10 @@ def _check_name(kind: str, value: str, pattern: re.Pattern[str]) -> None:
         )
 
 
-def _validate(
-    model: str, version: str, deployment: str, bundle_path: Path, token_hashes: list[str]
-) -> None:
+def _validate(model: str, version: str, deployment: str, bundle_path: Path) -> None:
     _check_name("model name", model, NAME_RE)
     _check_name("version", version, _VERSION_RE)
     _check_name("deployment name", deployment, NAME_RE)
-    if not token_hashes:
-        raise InvalidInput(
-            f"no token may call model {model!r}: pass at least one token hash (hash_token(token))"
-        )
-    bad = [h for h in token_hashes if not isinstance(h, str) or not _HEX64.match(h.lower())]
-    if bad:
-        raise InvalidInput(f"token hash(es) {bad} are not sha256 hex digests; use hash_token()")
     path = Path(bundle_path)
     if not path.is_file():
         raise NotFound(f"model bundle {str(path)!r} does not exist or is not a file")
@@ -158,7 +150,13 @@ def _check_http_bind(cfg: Config) -> None:
 
 def _start_serve(cfg: Config) -> None:
     ensure_ray(cfg)
-    serve.start(http_options={"host": cfg.serve_host, "port": cfg.serve_port})
+    grpc = None
+    if cfg.serve_grpc_port:
+        # KServe v2's gRPC service, as tritonclient ships it; Serve's proxy calls the
+        # ingress's methods of the same names. Only the first serve.start sets this.
+        grpc = {"port": cfg.serve_grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}
+    serve.start(http_options={"host": cfg.serve_host, "port": cfg.serve_port},
+                grpc_options=grpc)
     _check_http_bind(cfg)
 
 
@@ -169,7 +167,7 @@ def _spec(
     version: str,
     bundle_path: Path,
     deployment: str,
-    token_hashes: list[str],
+    serving: ServingOptions,
 ) -> dict:
     return {
         "model": model,
@@ -177,17 +175,48 @@ def _spec(
         "deployment": deployment,
         "bundle_path": str(Path(bundle_path).resolve()),
         "artifacts": str(Path(cfg.artifacts).resolve()),
-        "token_hashes": [h.lower() for h in token_hashes],
+        "serving": serving.to_dict(),
     }
 
 
-def _run(app, name: str) -> None:
-    """Run `app` as the application `name`, and the ingress with it when it is not up."""
-    targets = [serve.RunTarget(app, name=name, route_prefix=None)]
-    # Re-running an unchanged ingress would restart it (Serve versions code per run).
+def _check_resources(serving: ServingOptions) -> None:
+    """Refuse GPU replicas on a cluster without GPUs (Serve would wait for them forever)."""
+    import ray
+
+    if serving.num_gpus:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus <= 0:
+            raise InvalidInput(
+                f"serving num_gpus = {serving.num_gpus} but the Ray cluster has no GPU; "
+                "set num_gpus = 0 or add a GPU node"
+            )
+
+
+def _ingress_current(settings: dict) -> bool:
+    """Whether the running ingress was built with `settings`."""
     if _app_status(APP_NAME)[0] not in ("RUNNING", "DEPLOYING"):
-        targets.append(serve.RunTarget(OipIngress.bind(), name=APP_NAME, route_prefix="/"))
+        return False
+    try:
+        handle = serve.get_app_handle(APP_NAME)
+        return handle.ingress_config.remote().result(timeout_s=_CONTROL_TIMEOUT_S) == settings
+    except Exception:
+        return False  # an ingress from before settings existed, or one that does not answer
+
+
+def _run(cfg: Config, app, name: str) -> None:
+    """Run `app` as the application `name`, and the ingress with it when it is not current."""
+    targets = [serve.RunTarget(app, name=name, route_prefix=None)]
+    settings = ingress_settings(cfg.db_url, max_body_bytes=cfg.serve_max_body_bytes,
+                                replicas=cfg.serve_ingress_replicas)
+    # Re-running an unchanged ingress would restart it (Serve versions code per run).
+    if not _ingress_current(settings):
+        ingress = OipIngress.options(num_replicas=settings["replicas"]).bind(settings)
+        targets.append(serve.RunTarget(ingress, name=APP_NAME, route_prefix="/"))
     serve.run_many(targets, wait_for_applications_running=False)
+
+
+def _model_app(spec: dict, serving: ServingOptions):
+    return ModelServer.options(**serving.deployment_options()).bind(spec)
 
 
 def _running_ingress():
@@ -210,7 +239,7 @@ def deploy(
     version: str,
     bundle_path: Path,
     deployment: str,
-    token_hashes: list[str],
+    serving: ServingOptions | None = None,
     timeout_s: float = 180.0,
 ) -> str:
     """Serve `version` of `model` over OIP v2 and return the base URL once it answers.
@@ -225,27 +254,32 @@ def deploy(
         version: the version being served, returned in every response.
         bundle_path: a ``ModelBundle`` file readable by every Ray node.
         deployment: names the prediction log folder ``predictions/{deployment}``.
-        token_hashes: sha256 hex digests (`hash_token`) of the bearer tokens allowed to call.
+        serving: batching, replicas, resources, environment (default: ``cfg.serving``).
         timeout_s: how long to wait for the model to answer (default 180).
 
+    Callers are authenticated by the ingress against the tokens in ``cfg.db_url``.
+
     Raises:
-        InvalidInput: a bad name, version or token hash, or a file that is not a bundle.
+        InvalidInput: a bad name or version, a file that is not a bundle, or GPUs asked of
+            a cluster that has none.
         NotFound: `bundle_path` does not exist.
         ConflictError: Serve is already running on another host or port.
         DeployFailed: Serve did not bring the model up within `timeout_s`.
     """
-    _validate(model, version, deployment, bundle_path, token_hashes)
+    serving = serving or cfg.serving
+    _validate(model, version, deployment, bundle_path)
     _start_serve(cfg)
+    _check_resources(serving)
     spec = _spec(
         cfg,
         model=model,
         version=version,
         bundle_path=bundle_path,
         deployment=deployment,
-        token_hashes=token_hashes,
+        serving=serving,
     )
     app_name = model_app_name(model)
-    _run(ModelServer.bind(spec), app_name)
+    _run(cfg, _model_app(spec, serving), app_name)
 
     what = f"model {model!r} version {version!r}"
     deadline = time.monotonic() + timeout_s
@@ -280,7 +314,7 @@ def deploy_canary(
     version: str,
     bundle_path: Path,
     deployment: str,
-    token_hashes: list[str],
+    serving: ServingOptions | None = None,
     mode: str = "split",
     share: float = 0.1,
     timeout_s: float = 180.0,
@@ -288,7 +322,7 @@ def deploy_canary(
     """Serve `version` of `model` as a canary next to its primary; return the base URL.
 
     The challenger runs the same replica class as the primary, in its own application
-    (``canary-{model}``), logging to the same folder and accepting the same tokens. Only
+    (``canary-{model}``), logging to the same folder. Only
     inference is routed to it; health, metadata, readiness and feedback stay with the primary.
     Deploying a canary again (another version, mode or share) updates it in place. Returns
     once the ingress routes to the canary with these settings.
@@ -300,7 +334,7 @@ def deploy_canary(
         bundle_path: the challenger's ``ModelBundle`` file, readable by every Ray node.
         deployment: the prediction log folder ``predictions/{deployment}``; must be the
             primary's, so that both versions' rows land side by side.
-        token_hashes: sha256 hex digests (`hash_token`) of the bearer tokens allowed to call.
+        serving: the challenger's serving options (default: ``cfg.serving``).
         mode: ``"split"`` (default): the challenger answers a `share` of requests, chosen by
             a hash of the request id so the same id always gets the same version; ``"shadow"``:
             the primary answers every request and the challenger scores a copy, logged with
@@ -310,14 +344,15 @@ def deploy_canary(
         timeout_s: how long to wait for the canary to be routed to (default 180).
 
     Raises:
-        InvalidInput: a bad name, version, token hash, mode or (split) share, a file that is
+        InvalidInput: a bad name, version, mode or (split) share, a file that is
             not a bundle, or a `deployment` other than the primary's.
         NotFound: `bundle_path` does not exist, or `model` has no primary deployed.
         ConflictError: Serve is already running on another host or port.
         DeployFailed: the canary was not routed to within `timeout_s`.
     """
     routed_share = _validate_canary(mode, share)
-    _validate(model, version, deployment, bundle_path, token_hashes)
+    serving = serving or cfg.serving
+    _validate(model, version, deployment, bundle_path)
     ensure_ray(cfg)
     if _app_status(model_app_name(model))[0] is None:
         raise NotFound(
@@ -331,17 +366,18 @@ def deploy_canary(
             f"deployment {deployment!r} is not the one model {model!r} logs to "
             f"({primary_deployment!r}); a canary logs next to its primary"
         )
+    _check_resources(serving)
     spec = _spec(
         cfg,
         model=model,
         version=version,
         bundle_path=bundle_path,
         deployment=deployment,
-        token_hashes=token_hashes,
+        serving=serving,
     )
     spec["canary"] = {"mode": mode, "share": routed_share}
     app_name = canary_app_name(model)
-    _run(ModelServer.bind(spec), app_name)
+    _run(cfg, _model_app(spec, serving), app_name)
 
     what = f"canary of model {model!r} version {version!r} ({mode})"
     expected = {"version": version, "mode": mode, "share": routed_share}

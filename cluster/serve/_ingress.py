@@ -1,9 +1,21 @@
-"""The HTTP front door: one FastAPI app speaking OIP v2 for every deployed model.
+"""The front door: one FastAPI app speaking OIP v2 (KServe v2) for every deployed model.
 
 Each model is its own Serve application (``model-{name}``); the ingress finds it by name at
-request time, so deploying, promoting or removing a model never restarts the ingress. Health
-routes are open; every ``/v2/models/*`` route needs ``Authorization: Bearer <token>``. The
-token is hashed here and only its sha256 travels on to the model replica, which decides.
+request time, so deploying, promoting or removing a model never restarts the ingress.
+
+Auth happens here, before a body is read: every ``/v2/models/*`` and ``/v2/repository/*`` route
+needs ``Authorization: Bearer <token>`` with a scope (``infer`` for inference, metadata and
+readiness, ``feedback`` to post labels, ``admin`` for the repository), checked against the
+token table the ingress keeps fresh from the metadata store (`cluster.serve._auth`). Health
+and server metadata stay open for probes. Bodies above ``max_body_bytes`` are refused with
+413, by their Content-Length when they declare one and while streaming otherwise.
+
+Every request gets a request id made here, unique per request: it is what the prediction
+log records, what feedback names (``request_id``), and what the response's
+``parameters.request_id`` and its ``x-appliance-request-id`` header return (``x-request-id`` is
+Ray Serve's own, which a client may set). A client's own ``id`` is echoed as the protocol
+asks, logged beside it as ``client_id``, and decides a split canary (the same id always
+reaches the same version); it can never overwrite or alias another request's log rows.
 
 A model may have a canary, a challenger version in its own application (``canary-{name}``).
 The ingress finds it by pull too: it asks the canary replica's ``info()`` for its version, mode
@@ -11,19 +23,17 @@ and share, in the background once the cached answer is older than ``_RECHECK_S``
 waits on that look-up (only a model's first request waits for the first one).
 
 Only inference is routed to a canary. A request naming a version goes to the app serving it.
-Otherwise, in ``split`` mode, the request id decides (`cluster.serve._routing`; the ingress
-makes one up when the body has none and passes it down, so the answer and the log carry it),
-and a canary that fails hands the request to the primary rather than failing it. In ``shadow``
-mode the primary answers and the canary scores a copy in a background task (at most
-``_MAX_SHADOWS`` at once), logged with ``shadow`` true and otherwise discarded. Health,
-metadata, readiness and feedback stay with the primary. The control plane removes a canary by
-retiring it here first and deleting it once no call to it is in flight.
+Otherwise, in ``split`` mode, the client's id (or the made-up one) decides
+(`cluster.serve._routing`), and a canary that fails hands the request to the primary rather
+than failing it. In ``shadow`` mode the primary answers and the canary scores a copy in a
+background task (at most ``_MAX_SHADOWS`` at once), logged with ``shadow`` true and otherwise
+discarded. Health, metadata, readiness and feedback stay with the primary. The control plane
+removes a canary by retiring it here first and deleting it once no call to it is in flight.
 """
 
 # No `from __future__ import annotations`: Serve ships this class by value, without the module
 # globals FastAPI would need to resolve string annotations such as "Request".
 import asyncio
-import hashlib
 import logging
 import re
 import time
@@ -33,12 +43,16 @@ from typing import NamedTuple
 
 import ray
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException
 
-from cluster.serve._oip import Reply
+from appliance.errors import InvalidInput
+from appliance.store import utcnow
+from cluster.serve import _grpc, _metrics
+from cluster.serve._auth import TokenPoller, TokenTable, token_hash_of
+from cluster.serve._oip import Reply, error
 from cluster.serve._routing import canary_app_name, request_id_of, to_canary
 
 logger = logging.getLogger("ray.serve")
@@ -47,6 +61,11 @@ APP_NAME = "oip"
 MODEL_APP_PREFIX = "model-"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 INGRESS_CPUS = 0.05
+# The ingress only awaits: many requests in flight per replica cost little, and a model's
+# batches can only fill when enough requests reach it at once.
+INGRESS_MAX_ONGOING = 512
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_TOKEN_REFRESH_S = 1.0
 # How long a cached handle is trusted before the ingress re-checks that its app still exists.
 _RECHECK_S = 1.0
 _CALL_TIMEOUT_S = 30.0
@@ -54,6 +73,9 @@ _CALL_TIMEOUT_S = 30.0
 _CANARY_TIMEOUT_S = _CALL_TIMEOUT_S / 2
 # Looking up a canary asks its replica; one that is restarting must not stall the look-up.
 _LOOKUP_TIMEOUT_S = 2.0
+# Server readiness asks every primary; a replica slower than this is not ready.
+_READY_TIMEOUT_S = 2.0
+_READY_CACHE_S = 1.0
 # Shadow calls in flight at once; more are skipped (and counted) rather than queued.
 _MAX_SHADOWS = 64
 # Bodies larger than this are scanned for their id off the event loop.
@@ -73,15 +95,29 @@ def model_app_name(model: str) -> str:
     return f"{MODEL_APP_PREFIX}{model}"
 
 
-def _token_hash(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return hashlib.sha256(token.encode()).hexdigest()
+def ingress_settings(
+    db_url: str,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    token_refresh_s: float = DEFAULT_TOKEN_REFRESH_S,
+    replicas: int = 1,
+) -> dict:
+    """What the ingress is built with; a change redeploys it.
+
+    Args:
+        db_url: the metadata store the token set is read from.
+        max_body_bytes: the largest request body accepted (default 32 MiB); larger gets 413.
+        token_refresh_s: how often the token set's version is polled (default 1 s).
+        replicas: how many ingress replicas share the HTTP traffic (default 1).
+    """
+    return {"db_url": db_url, "max_body_bytes": int(max_body_bytes),
+            "token_refresh_s": float(token_refresh_s), "replicas": int(replicas)}
 
 
-def _reply(reply: Reply) -> JSONResponse:
+def _reply(reply: Reply) -> Response:
+    if isinstance(reply.body, (bytes, bytearray)):
+        # Binary tensor extension: the replica encoded header and tensors, and set the headers.
+        return Response(bytes(reply.body), status_code=reply.status, headers=reply.headers)
     return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
 
@@ -89,12 +125,12 @@ def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
-def _unauthorized() -> JSONResponse:
-    return _error(
-        401,
-        "missing bearer token: send 'Authorization: Bearer <token>'",
-        **{"WWW-Authenticate": "Bearer"},
-    )
+def _fail(grpc_context, reply: Reply, empty):
+    """Set the gRPC status for an error `reply` and return the method's empty response."""
+    code, details = _grpc.grpc_error(reply.status, reply.body)
+    grpc_context.set_code(code)
+    grpc_context.set_details(details)
+    return empty
 
 
 def _server_version() -> str:
@@ -118,6 +154,10 @@ async def _ask(response, timeout_s: float):
         raise
 
 
+class _TooLarge(Exception):
+    """The request body is larger than the ingress accepts."""
+
+
 class _Canary(NamedTuple):
     """A model's canary as the ingress routes to it."""
 
@@ -135,13 +175,30 @@ class _Canary(NamedTuple):
     name="OipIngress",
     num_replicas=1,
     ray_actor_options={"num_cpus": INGRESS_CPUS},
-    max_ongoing_requests=64,
+    max_ongoing_requests=INGRESS_MAX_ONGOING,
 )
 @serve.ingress(app)
 class OipIngress:
-    """Routes v2 requests to the model applications."""
+    """Authenticates v2 requests and routes them to the model applications.
 
-    def __init__(self) -> None:
+    Args:
+        settings: from `ingress_settings`.
+    """
+
+    def __init__(self, settings: dict) -> None:
+        self.settings = dict(settings)
+        self._max_body = int(settings["max_body_bytes"])
+        self._refresh_s = float(settings["token_refresh_s"])
+        self._poller = TokenPoller(settings["db_url"])
+        self._tokens = TokenTable()
+        try:
+            self._tokens = self._poller.poll(self._tokens) or self._tokens
+        except Exception:
+            # Not fatal: requests get 503 until the store answers; the refresher keeps trying.
+            logger.warning("could not load the token set at start", exc_info=True)
+        self._refresher: asyncio.Task | None = None
+        self._refresh_failures = 0
+        self._ready: tuple[float, dict] | None = None
         self._handles: dict[str, tuple[DeploymentHandle, float]] = {}
         # model -> (its canary or None, when that was learnt).
         self._canaries: dict[str, tuple[_Canary | None, float]] = {}
@@ -156,6 +213,61 @@ class OipIngress:
         # Strong references: a task the loop alone holds may be garbage-collected mid-flight.
         self._shadows: set[asyncio.Task] = set()
         self._shadows_skipped = 0
+        self._metrics = _metrics.IngressMetrics()
+
+    # Tokens: a background poll, a local check per request.
+
+    def _ensure_refresher(self) -> None:
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
+                table = await asyncio.to_thread(self._poller.poll, self._tokens)
+            except Exception as exc:
+                self._refresh_failures += 1
+                if self._refresh_failures & (self._refresh_failures - 1) == 0:  # 1, 2, 4, ...
+                    logger.warning("token set refresh failed %d time(s): %r",
+                                   self._refresh_failures, exc)
+            else:
+                self._refresh_failures = 0
+                if table is not None:
+                    self._tokens = table
+            await asyncio.sleep(self._refresh_s)
+
+    def _denied(self, authorization: str | None, scope: str) -> Reply | None:
+        self._ensure_refresher()
+        denial = self._tokens.check(token_hash_of(authorization), scope, utcnow())
+        if denial is None:
+            return None
+        headers = {"WWW-Authenticate": "Bearer"} if denial.status == 401 else None
+        return error(denial.status, denial.message, headers)
+
+    def _grpc_denied(self, grpc_context, scope: str) -> Reply | None:
+        token = _grpc.bearer_token(grpc_context.invocation_metadata())
+        return self._denied(f"Bearer {token}" if token else None, scope)
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, refusing (`_TooLarge`) one over the limit before or while reading it."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            raise _TooLarge(int(declared))
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max_body:
+                raise _TooLarge(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self) -> Reply:
+        return error(413, f"the request body is larger than the limit of {self._max_body} "
+                          "bytes (serve_max_body_bytes); send fewer rows per request")
+
+    def _finish(self, model: str, route: str, reply: Reply, started: float) -> Response:
+        self._metrics.done(model, route, reply, started)
+        return _reply(reply)
 
     async def _handle(self, model: str) -> DeploymentHandle | None:
         """The model app's handle, or None when no such app exists."""
@@ -176,31 +288,42 @@ class OipIngress:
         self._handles[model] = (handle, now)
         return handle
 
-    async def _call(self, request: Request, model: str, method: str, *args, **kwargs):
-        token_hash = _token_hash(request)
-        if token_hash is None:
-            return _unauthorized()
+    async def _call(self, request: Request, model: str, scope: str, method: str, *args,
+                    read_body: bool = False, **kwargs) -> Response:
+        started = time.perf_counter()
+        reply = self._denied(request.headers.get("authorization"), scope)
+        if reply is None and read_body:
+            try:
+                args = (*args, await self._read_body(request))
+            except _TooLarge:
+                reply = self._too_large()
+        if reply is None:
+            reply = await self._primary(model, method, *args, **kwargs)
+        return self._finish(model, method, reply, started)
+
+    async def _primary(self, model: str, method: str, *args, **kwargs) -> Reply:
         handle = await self._handle(model)
         if handle is None:
-            return _error(404, f"model {model!r} is not deployed")
-        return await self._answer(handle, model, method, token_hash, *args, **kwargs)
+            return error(404, f"model {model!r} is not deployed")
+        return await self._answer(handle, model, method, *args, **kwargs)
 
     async def _answer(
         self, handle: DeploymentHandle, model: str, method: str, *args, **kwargs
-    ) -> JSONResponse:
+    ) -> Reply:
         """The primary's answer to one call, or the error that stands in for it."""
         response = getattr(handle, method).remote(*args, **kwargs)
         try:
-            reply = await _ask(response, _CALL_TIMEOUT_S)
+            return await _ask(response, _CALL_TIMEOUT_S)
         except asyncio.TimeoutError:
-            return _error(503, f"model {model!r} did not answer within {_CALL_TIMEOUT_S:.0f}s")
+            return error(503, f"model {model!r} did not answer within {_CALL_TIMEOUT_S:.0f}s",
+                         {"Retry-After": "1"})
         except ray.exceptions.RayTaskError as exc:
             logger.exception("model %r failed in %s", model, method)
-            return _error(500, f"model {model!r} failed: {type(exc.cause).__name__}")
+            return error(500, f"model {model!r} failed: {type(exc.cause).__name__}")
         except Exception as exc:
             self._handles.pop(model, None)
-            return _error(503, f"model {model!r} is unavailable: {type(exc).__name__}: {exc}")
-        return _reply(reply)
+            return error(503, f"model {model!r} is unavailable: {type(exc).__name__}: {exc}",
+                         {"Retry-After": "1"})
 
     # Canary discovery: pull, like the model apps, but never on a request's critical path.
 
@@ -295,7 +418,7 @@ class OipIngress:
             return None
         finally:
             self._canary_done(model)
-        return _reply(reply)
+        return reply
 
     def _shadow(self, canary: _Canary, model: str, *args, **kwargs) -> None:
         """Send the request to the canary too, in a background task nobody waits for."""
@@ -337,7 +460,9 @@ class OipIngress:
 
     @app.get("/v2/health/ready")
     async def ready(self) -> JSONResponse:
-        return JSONResponse({"ready": True})
+        """200 only when tokens are loaded and every deployed model's primary answers."""
+        doc = await self._readiness()
+        return JSONResponse(doc, status_code=200 if doc["ready"] else 503)
 
     @app.get("/v2")
     async def server_metadata(self) -> JSONResponse:
@@ -345,27 +470,27 @@ class OipIngress:
             {
                 "name": "appliance",
                 "version": _server_version(),
-                "extensions": ["binary_tensor_data"],
+                "extensions": ["binary_tensor_data", "model_repository"],
             }
         )
 
-    # Model routes: bearer token required.
+    # Model routes: a bearer token with the route's scope.
 
     @app.get("/v2/models/{model}")
     async def model_metadata(self, model: str, request: Request):
-        return await self._call(request, model, "metadata")
+        return await self._call(request, model, "infer", "metadata")
 
     @app.get("/v2/models/{model}/versions/{version}")
     async def version_metadata(self, model: str, version: str, request: Request):
-        return await self._call(request, model, "metadata", version)
+        return await self._call(request, model, "infer", "metadata", version)
 
     @app.get("/v2/models/{model}/ready")
     async def model_ready(self, model: str, request: Request):
-        return await self._call(request, model, "ready")
+        return await self._call(request, model, "infer", "ready")
 
     @app.get("/v2/models/{model}/versions/{version}/ready")
     async def version_ready(self, model: str, version: str, request: Request):
-        return await self._call(request, model, "ready", version)
+        return await self._call(request, model, "infer", "ready", version)
 
     @app.post("/v2/models/{model}/infer")
     async def infer(self, model: str, request: Request):
@@ -377,29 +502,50 @@ class OipIngress:
 
     @app.post("/v2/models/{model}/feedback")
     async def feedback(self, model: str, request: Request):
-        return await self._call(request, model, "feedback", await request.body())
+        return await self._call(request, model, "feedback", "feedback", read_body=True)
 
-    async def _infer(self, request: Request, model: str, version: str | None):
+    @app.post("/v2/repository/index")
+    async def repository_index(self, request: Request):
+        denied = self._denied(request.headers.get("authorization"), "admin")
+        if denied is not None:
+            return _reply(denied)
+        return JSONResponse(await self._repository())
+
+    async def _infer(self, request: Request, model: str, version: str | None) -> Response:
+        started = time.perf_counter()
+        reply = await self._read_infer(request, model, version)
+        return self._finish(model, "infer", reply, started)
+
+    async def _read_infer(self, request: Request, model: str, version: str | None) -> Reply:
+        denied = self._denied(request.headers.get("authorization"), "infer")
+        if denied is not None:
+            return denied
         raw = request.headers.get("inference-header-content-length")
         header_length = None
         if raw is not None:
             try:
                 header_length = int(raw)
             except ValueError:
-                return _error(
+                return error(
                     400, f"Inference-Header-Content-Length must be an integer, got {raw!r}"
                 )
-        body = await request.body()
-        token_hash = _token_hash(request)
-        if token_hash is None:
-            return _unauthorized()
+        try:
+            body = await self._read_body(request)
+        except _TooLarge:
+            return self._too_large()
+        return await self._route_infer(model, version, body, header_length)
+
+    async def _route_infer(
+        self, model: str, version: str | None, body: bytes, header_length: int | None
+    ) -> Reply:
+        """One authorised inference: to the canary or the primary, as routing says."""
         handle = await self._handle(model)
         if handle is None:
-            return _error(404, f"model {model!r} is not deployed")
-        # Used when the body has no id, by whichever replica answers and by the split choice.
-        fallback_id = uuid.uuid4().hex
-        args = (token_hash, body)
-        kwargs = {"header_length": header_length, "request_id": fallback_id}
+            return error(404, f"model {model!r} is not deployed")
+        # The id every log row of this request carries, unique whatever the client sends.
+        request_id = uuid.uuid4().hex
+        args = (body,)
+        kwargs = {"header_length": header_length, "request_id": request_id}
         canary = await self._first_canary(model)
         if canary is not None:
             if version is not None and version == canary.version:
@@ -409,12 +555,63 @@ class OipIngress:
             elif canary.mode == "shadow":
                 self._shadow(canary, model, *args, **kwargs)
             elif version is None and await self._splits_to_canary(
-                body, header_length, fallback_id, canary.share
+                body, header_length, request_id, canary.share
             ):
                 answer = await self._canary_answer(canary, model, *args, **kwargs)
                 if answer is not None:
                     return answer
         return await self._answer(handle, model, "infer", *args, version=version, **kwargs)
+
+    # Readiness and the repository: what Serve runs, and whether its replicas answer.
+
+    async def _model_apps(self) -> dict[str, str]:
+        """model name -> its application's status, for every model application."""
+        # serve.status asks the controller (a blocking ray.get): keep it off the loop.
+        status = await asyncio.to_thread(serve.status)
+        return {
+            name[len(MODEL_APP_PREFIX):]: getattr(app.status, "value", str(app.status))
+            for name, app in status.applications.items()
+            if name.startswith(MODEL_APP_PREFIX)
+        }
+
+    async def _probe(self, model: str, app_status: str) -> dict:
+        """One model's entry in the repository: name, version, state, and why if not READY."""
+        entry = {"name": model, "version": "", "state": "UNAVAILABLE", "reason": app_status}
+        if app_status != "RUNNING":
+            return entry
+        handle = await self._handle(model)
+        if handle is None:
+            entry["reason"] = "not deployed"
+            return entry
+        try:
+            info = await _ask(handle.info.remote(), _READY_TIMEOUT_S)
+        except Exception as exc:
+            entry["reason"] = f"its replica did not answer: {type(exc).__name__}"
+            return entry
+        return {"name": model, "version": info["version"], "state": "READY", "reason": ""}
+
+    async def _repository(self) -> list[dict]:
+        apps = await self._model_apps()
+        return list(await asyncio.gather(*(self._probe(m, s) for m, s in sorted(apps.items()))))
+
+    async def _readiness(self) -> dict:
+        cached = self._ready
+        if cached and time.monotonic() - cached[0] < _READY_CACHE_S:
+            return cached[1]
+        if not self._tokens.loaded:
+            doc = {"ready": False, "error": "the token set has not been loaded yet"}
+        else:
+            try:
+                models = await self._repository()
+            except Exception as exc:
+                doc = {"ready": False, "error": f"Serve's controller did not answer: {exc!r}"}
+            else:
+                down = [m["name"] for m in models if m["state"] != "READY"]
+                doc = {"ready": not down, "models": {m["name"]: m["state"] for m in models}}
+                if down:
+                    doc["error"] = f"model(s) {down} do not answer"
+        self._ready = (time.monotonic(), doc)
+        return doc
 
     async def _splits_to_canary(
         self, body: bytes, header_length: int | None, fallback_id: str, share: float | None
@@ -424,13 +621,17 @@ class OipIngress:
                 rid = await asyncio.to_thread(request_id_of, body, header_length)
             else:
                 rid = request_id_of(body, header_length)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False  # the primary answers with the proper 400
         return share is not None and to_canary(rid or fallback_id, share)
 
     # Called by the control plane (cluster.serve._app) through a handle. All are coroutines so
     # that they run on the event loop with the routing code: Serve runs plain methods in a
     # thread pool, where they would race with it.
+
+    async def ingress_config(self) -> dict:
+        """The settings this ingress was built with (the control plane redeploys on change)."""
+        return self.settings
 
     async def served_version(self, model: str) -> str | None:
         """The version the ingress reaches for `model`, or None when it is not deployed."""
@@ -476,3 +677,79 @@ class OipIngress:
     async def shadow_stats(self) -> dict[str, int]:
         """Shadow calls in flight now, and skipped so far because too many were."""
         return {"in_flight": len(self._shadows), "skipped": self._shadows_skipped}
+
+    # KServe v2 over gRPC (Serve's gRPC proxy calls these by the service's method names), the
+    # same auth, routing and replies as HTTP. A method always returns its response message;
+    # an error sets the status code and details on the context and returns an empty one.
+
+    async def ServerLive(self, request, grpc_context):  # noqa: N802 (gRPC method name)
+        return _grpc.server_live_response(True)
+
+    async def ServerReady(self, request, grpc_context):  # noqa: N802
+        return _grpc.server_ready_response((await self._readiness())["ready"])
+
+    async def ServerMetadata(self, request, grpc_context):  # noqa: N802
+        return _grpc.server_metadata_response(
+            {"name": "appliance", "version": _server_version(),
+             "extensions": ["binary_tensor_data", "model_repository"]}
+        )
+
+    async def _grpc_model_call(self, grpc_context, route: str, model: str, version: str,
+                               convert, empty):
+        started = time.perf_counter()
+        reply = self._grpc_denied(grpc_context, "infer")
+        if reply is None:
+            reply = await self._primary(model, route, _grpc.version_or_none(version))
+        self._metrics.done(model, f"grpc_{route}", reply, started)
+        if reply.status != 200:
+            return _fail(grpc_context, reply, empty)
+        return convert(reply.body)
+
+    async def ModelMetadata(self, request, grpc_context):  # noqa: N802
+        return await self._grpc_model_call(
+            grpc_context, "metadata", request.name, request.version,
+            _grpc.model_metadata_response, _grpc.pb.ModelMetadataResponse(),
+        )
+
+    async def ModelReady(self, request, grpc_context):  # noqa: N802
+        return await self._grpc_model_call(
+            grpc_context, "ready", request.name, request.version,
+            _grpc.model_ready_response, _grpc.pb.ModelReadyResponse(),
+        )
+
+    async def ModelInfer(self, request, grpc_context):  # noqa: N802
+        started = time.perf_counter()
+        model = request.model_name
+        reply = self._grpc_denied(grpc_context, "infer")
+        if reply is None:
+            try:
+                body, header_length = _grpc.infer_request_to_http(request)
+            except InvalidInput as exc:
+                reply = error(400, str(exc))
+            else:
+                if len(body) > self._max_body:
+                    reply = self._too_large()
+                else:
+                    reply = await self._route_infer(
+                        model, _grpc.version_or_none(request.model_version), body, header_length
+                    )
+        self._metrics.done(model, "grpc_infer", reply, started)
+        if reply.status != 200:
+            return _fail(grpc_context, reply, _grpc.pb.ModelInferResponse())
+        response = _grpc.http_to_infer_response(model, reply.body)
+        return response
+
+    async def RepositoryIndex(self, request, grpc_context):  # noqa: N802
+        denied = self._grpc_denied(grpc_context, "admin")
+        if denied is not None:
+            return _fail(grpc_context, denied, _grpc.pb.RepositoryIndexResponse())
+        return _grpc.repository_index_response(await self._repository())
+
+    async def ModelConfig(self, request, grpc_context):  # noqa: N802
+        return _fail(grpc_context, error(501, "model configuration is not served; use "
+                                              "ModelMetadata"), _grpc.pb.ModelConfigResponse())
+
+    async def ModelStatistics(self, request, grpc_context):  # noqa: N802
+        return _fail(grpc_context, error(501, "statistics are exported as Prometheus metrics, "
+                                              "not over this API"),
+                     _grpc.pb.ModelStatisticsResponse())

@@ -5,11 +5,30 @@ A tabular model takes one input tensor per feature (KServe's tabular convention)
 shape ``[N]`` or ``[N, 1]``; the response carries two outputs, ``predictions`` (INT64 class)
 and ``scores`` (FP32 probability of class 1).
 
-Both request forms are accepted: plain JSON (``data`` inside each input) and the binary tensor
+Requests come in both forms: plain JSON (``data`` inside each input) and the binary tensor
 extension (the ``Inference-Header-Content-Length`` header gives the JSON header's length; each
 input with ``parameters.binary_data_size`` takes its bytes, in input order, from what follows).
-Responses are always JSON, which v2 clients (``tritonclient.http`` included) accept even when
-they asked for binary outputs.
+``parameters`` (of the request, an input or a requested output) is an object. The known ones are
+type-checked: ``binary_data_output`` (request) and ``binary_data`` (output) are booleans,
+``binary_data_size`` (input) a non-negative integer; the shared-memory and classification
+extensions are refused, as this server does not provide them; any other parameter is accepted
+and ignored, as KServe and Triton pass custom parameters through.
+
+Any body, however malformed, raises `InvalidInput` (the replica answers 400 with its message)
+and nothing else. The body must be UTF-8 and nest arrays and objects at most `MAX_DEPTH` deep
+(a linear scan refuses deeper bodies before they are decoded); numbers must be finite and fit
+their datatype (JSON ``NaN``, ``Infinity`` and ``1e400`` are refused, ``null`` is a missing
+value; a binary float NaN is a missing value, an infinity is refused); ids, BYTES data and
+parameters hold no lone surrogates (they are logged as UTF-8); a shape is checked against the
+element count before anything is allocated for it.
+
+Responses: `infer_reply` builds the replica's `Reply`. Without binary outputs its body is the
+JSON object `infer_response` returns. When the client asks for binary outputs (request parameter
+``binary_data_output`` for every output; a requested output's own ``binary_data`` wins), the body
+is bytes, as Triton answers: the JSON header (binary outputs carry ``parameters.binary_data_size``
+and no ``data``) followed by each binary output's little-endian bytes in output order, with the
+headers ``Inference-Header-Content-Length: <header bytes>`` and
+``Content-Type: application/octet-stream``.
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ from appliance.errors import InvalidInput
 PLATFORM = "appliance-torch"
 OUTPUTS = ("predictions", "scores")
 MAX_ID_LENGTH = 256
+MAX_DEPTH = 32  # arrays and objects; a valid request needs 5, parameters may add a few
 
 # Little-endian, as the binary extension specifies.
 _NUMERIC = {
@@ -48,16 +68,27 @@ _NUMERIC = {
 _INTEGER = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 _FLOAT = {"FP16", "FP32", "FP64"}
 DATATYPES = (*_NUMERIC, "BYTES")
+_OUTPUT_DTYPES = {"predictions": ("INT64", np.dtype("<i8")), "scores": ("FP32", np.dtype("<f4"))}
+_UNSUPPORTED_PARAMETERS = (
+    "shared_memory_region",
+    "shared_memory_byte_size",
+    "shared_memory_offset",
+    "classification",
+)
 _LENGTH_PREFIX = struct.Struct("<I")
 _ID_RE = re.compile(r"[^A-Za-z0-9_-]")
 _MISSING = object()
 
 
 class Reply(NamedTuple):
-    """What the model replica answers the ingress: an HTTP status, a JSON body, extra headers."""
+    """What the model replica answers the ingress: an HTTP status, a body, extra headers.
+
+    The body is a JSON object, or bytes already encoded (the binary tensor extension), whose
+    ``Content-Type`` and ``Inference-Header-Content-Length`` are then in `headers`.
+    """
 
     status: int
-    body: dict[str, Any]
+    body: dict[str, Any] | bytes
     headers: dict[str, str] | None = None
 
 
@@ -75,12 +106,16 @@ class InferRequest:
         columns: feature name -> 1-D array (float64 for numerical, str objects for categorical).
         rows: the batch size N shared by every input.
         outputs: output names the client asked for, in its order, or None for all.
+        parameters: the request's ``parameters`` object as sent (default empty).
+        binary_outputs: outputs to answer in binary form (default none: all JSON).
     """
 
     id: str | None
     columns: dict[str, np.ndarray]
     rows: int
     outputs: tuple[str, ...] | None
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    binary_outputs: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,12 +132,58 @@ def file_safe(request_id: str) -> str:
     return _ID_RE.sub("_", request_id)[:64] or "_"
 
 
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to `limit` characters, for messages about client values."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int past the digit limit; nesting is capped
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _max_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in JSON text `raw`, by a linear scan.
+
+    Brackets inside strings do not count. Numpy and bytes methods keep it linear, without
+    recursion or per-character Python work, in a few bytes of memory per byte of `raw`.
+    """
+    if b"\\" in raw:
+        # Escapes pair backslashes left to right, so dropping the pairs leaves one backslash
+        # before each escaped character: then the escaped quotes go, and every quote left
+        # opens or closes a string.
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    chars = np.frombuffer(raw, dtype=np.uint8)
+    folded = chars | 0x20  # [ and { -> {, ] and } -> }
+    marks = chars[(folded == 0x7B) | (folded == 0x7D) | (chars == 0x22)]
+    quotes = marks == 0x22
+    outside = (np.cumsum(quotes, dtype=np.uint8) & 1) == 0  # parity survives the wrap-around
+    brackets = marks[outside & ~quotes]
+    if not brackets.size:
+        return 0
+    # Opening brackets have bit 1 set. Past a closer at the top the document has ended: the
+    # decoder refuses the extra data before nesting into it, so a lower count there is harmless.
+    return max(0, int(np.cumsum((brackets & 2).astype(np.int32) - 1).max()))
+
+
 def _load_json(raw: bytes, what: str) -> Any:
     if not raw:
         raise InvalidInput(f"{what} is empty; send an OIP v2 JSON document")
+    raw = bytes(raw)
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: it is not UTF-8 ({exc})") from exc
+    depth = _max_depth(raw)
+    if depth > MAX_DEPTH:
+        raise InvalidInput(
+            f"{what} nests arrays and objects {depth} levels deep; at most {MAX_DEPTH} are "
+            "accepted (a tensor's data is a flat list, or one [value] per row)"
+        )
+    try:
+        return json.loads(text)
+    except RecursionError as exc:  # the scan above keeps this out of reach; kept as a guard
+        raise InvalidInput(f"{what} nests too deep to decode") from exc
+    except ValueError as exc:  # JSONDecodeError, or an integer past Python's digit limit
         raise InvalidInput(f"{what} is not valid JSON: {exc}") from exc
 
 
@@ -110,35 +191,65 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _flatten(data: Any) -> list[Any]:
-    """Row-major flattening of (possibly nested) JSON lists, as v2 allows either form."""
-    if not isinstance(data, list):
-        return [data]
-    if not any(isinstance(v, list) for v in data):
-        return data
-    flat: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for value in stack[-1]:
-            if isinstance(value, list):
-                stack.append(iter(value))
-                break
-            flat.append(value)
-        else:
-            stack.pop()
-    return flat
+def _check_text(text: str, what: str) -> None:
+    """Refuse lone surrogates (JSON ``"\\ud800"``): they cannot be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"{what} holds a lone surrogate {_show(text[exc.start : exc.end])}; send valid Unicode"
+        ) from exc
+
+
+def _parameters(value: Any, where: str) -> dict[str, Any]:
+    """A ``parameters`` object: absent is empty; unsupported extensions are refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where}: 'parameters' must be an object, got {_show(value)}")
+    for key in _UNSUPPORTED_PARAMETERS:
+        if key in value:
+            raise InvalidInput(
+                f"{where}: parameter {key!r} is not supported by this server; send tensor data "
+                "in the request body and ask for outputs without it"
+            )
+    _check_text(json.dumps(value, ensure_ascii=False), f"{where}: 'parameters'")
+    return value
+
+
+def _flag(params: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where}: parameter {key!r} must be true or false, got {_show(value)}")
+    return value
 
 
 def _rows_of(shape: Any, name: str) -> tuple[int, int]:
     """Return (N, element count) for an input of shape [N] or [N, 1]."""
     if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
-        raise InvalidInput(f"input {name!r}: shape must be a list of integers, got {shape!r}")
+        raise InvalidInput(f"input {name!r}: shape must be a list of integers, got {_show(shape)}")
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input {name!r}: shape {_show(shape)} has a negative dimension")
     if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
-        if shape[0] < 0:
-            raise InvalidInput(f"input {name!r}: shape {shape} has a negative dimension")
         return shape[0], shape[0]
     raise InvalidInput(
-        f"input {name!r}: shape {shape} is not supported; a tabular feature is [N] or [N, 1]"
+        f"input {name!r}: shape {_show(shape)} is not supported; a tabular feature is [N] or [N, 1]"
+    )
+
+
+def _flat_data(data: Any, shape: list[int], name: str) -> list[Any]:
+    """The values of `data`: a flat list, one ``[value]`` per row for [N, 1], or a lone value."""
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(v, list) for v in data):
+        return data
+    if len(shape) == 2 and all(
+        isinstance(v, list) and len(v) == 1 and not isinstance(v[0], list) for v in data
+    ):
+        return [v[0] for v in data]
+    raise InvalidInput(
+        f"input {name!r}: 'data' nests lists that do not match shape {_show(shape)}; "
+        "send a flat list, or one [value] per row for [N, 1]"
     )
 
 
@@ -152,19 +263,54 @@ def _accepts(datatype: str):
     return lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
+def _check_floats(
+    values: np.ndarray, datatype: str, name: str, sent: Sequence[Any] | None = None
+) -> None:
+    """Refuse infinities, NaN sent as a JSON literal, and values past `datatype`'s range.
+
+    Args:
+        values: the float64 values.
+        datatype: the declared float datatype.
+        name: the input, for messages.
+        sent: the JSON values, where null (NaN in `values`) is a missing value; default None
+            for binary data, where NaN is the missing value.
+    """
+    finite = np.isfinite(values)
+    if not finite.all():
+        if sent is None:
+            wrong = np.isinf(values)
+        else:
+            wrong = ~finite & np.array([v is not None for v in sent], dtype=bool)
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            got = _show(float(values[i]) if sent is None else sent[i])
+            raise InvalidInput(
+                f"input {name!r}: {datatype} data must be finite numbers (null for a missing "
+                f"value), got {got} at index {i}; NaN, Infinity and numbers beyond float64's "
+                "range are refused"
+            )
+    limit = float(np.finfo(_NUMERIC[datatype]).max)
+    if datatype != "FP64" and (np.abs(values[finite]) > limit).any():
+        raise InvalidInput(f"input {name!r}: a value is out of range for {datatype}")
+
+
 def _json_values(flat: list[Any], datatype: str, name: str) -> np.ndarray:
     if datatype == "BYTES":
         bad = next((v for v in flat if not isinstance(v, str)), _MISSING)
         if bad is not _MISSING:
-            raise InvalidInput(f"input {name!r}: BYTES data must be strings, got {bad!r}")
+            raise InvalidInput(f"input {name!r}: BYTES data must be strings, got {_show(bad)}")
+        _check_text("".join(flat), f"input {name!r}: BYTES data")
         return np.array(flat, dtype=object)
     ok = _accepts(datatype)
     bad = next((v for v in flat if not ok(v)), _MISSING)
     if bad is not _MISSING:
-        raise InvalidInput(f"input {name!r}: {datatype} data must be numbers, got {bad!r}")
-    if datatype in _FLOAT:
-        return np.array([math.nan if v is None else v for v in flat], dtype=np.float64)
+        kind = "booleans" if datatype == "BOOL" else "numbers"
+        raise InvalidInput(f"input {name!r}: {datatype} data must be {kind}, got {_show(bad)}")
     try:
+        if datatype in _FLOAT:
+            values = np.array([math.nan if v is None else v for v in flat], dtype=np.float64)
+            _check_floats(values, datatype, name, flat)
+            return values
         return np.array(flat, dtype=_NUMERIC[datatype])
     except OverflowError as exc:
         raise InvalidInput(f"input {name!r}: a value is out of range for {datatype}") from exc
@@ -178,7 +324,12 @@ def _binary_values(chunk: bytes, datatype: str, count: int, name: str) -> np.nda
                 f"input {name!r}: binary_data_size {len(chunk)} does not hold {count} "
                 f"{datatype} values ({count * dtype.itemsize} bytes)"
             )
-        return np.frombuffer(chunk, dtype=dtype)
+        if datatype == "BOOL" and chunk.translate(None, b"\x00\x01"):
+            raise InvalidInput(f"input {name!r}: BOOL binary data must be bytes 0 or 1")
+        values = np.frombuffer(chunk, dtype=dtype)
+        if datatype in _FLOAT:
+            _check_floats(values.astype(np.float64), datatype, name)
+        return values
     out: list[str] = []
     pos = 0
     while pos < len(chunk):
@@ -217,6 +368,18 @@ def _to_feature(values: np.ndarray, datatype: str, name: str, categorical: bool)
     return values.astype(np.float64, copy=False)
 
 
+def _split_body(body: bytes, header_length: Any) -> tuple[bytes, bytes]:
+    """The JSON header and the binary tail, as ``Inference-Header-Content-Length`` cuts them."""
+    if header_length is None:
+        return body, b""
+    if not _is_int(header_length) or not 0 <= header_length <= len(body):
+        raise InvalidInput(
+            f"Inference-Header-Content-Length {_show(header_length)} is not a length within "
+            f"the body ({len(body)} bytes)"
+        )
+    return body[:header_length], body[header_length:]
+
+
 def parse_infer_request(
     body: bytes,
     *,
@@ -236,22 +399,18 @@ def parse_infer_request(
     Raises:
         InvalidInput: naming the offending tensor or field.
     """
-    binary = b""
-    if header_length is not None:
-        if header_length < 0 or header_length > len(body):
-            raise InvalidInput(
-                f"Inference-Header-Content-Length {header_length} is outside the body "
-                f"({len(body)} bytes)"
-            )
-        body, binary = body[:header_length], body[header_length:]
-    doc = _load_json(body, "request body")
+    header, binary = _split_body(body, header_length)
+    doc = _load_json(header, "request body" if header_length is None else "request JSON header")
     if not isinstance(doc, dict):
         raise InvalidInput(f"request body must be a JSON object, got {type(doc).__name__}")
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise InvalidInput(f"request 'id' must be a string, got {request_id!r}")
+        raise InvalidInput(f"request 'id' must be a string, got {_show(request_id)}")
     if request_id is not None and len(request_id) > MAX_ID_LENGTH:
         raise InvalidInput(f"request 'id' is longer than {MAX_ID_LENGTH} characters")
+    if request_id:
+        _check_text(request_id, "request 'id'")
+    parameters = _parameters(doc.get("parameters"), "request")
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("request needs 'inputs': a non-empty list of tensors, one per feature")
@@ -263,29 +422,32 @@ def parse_infer_request(
     offset = 0
     for i, tensor in enumerate(inputs):
         if not isinstance(tensor, dict):
-            raise InvalidInput(f"inputs[{i}] must be an object, got {tensor!r}")
+            raise InvalidInput(f"inputs[{i}] must be an object, got {_show(tensor)}")
         name = tensor.get("name")
         if not isinstance(name, str):
-            raise InvalidInput(f"inputs[{i}] needs a string 'name'")
+            raise InvalidInput(f"inputs[{i}] needs a string 'name', got {_show(name)}")
         if name not in wanted:
-            raise InvalidInput(f"unknown input {name!r}; the model expects {list(features)}")
+            raise InvalidInput(f"unknown input {_show(name)}; the model expects {list(features)}")
         if name in columns:
             raise InvalidInput(f"input {name!r} is given twice")
         datatype = tensor.get("datatype")
-        if datatype not in DATATYPES:
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise InvalidInput(
-                f"input {name!r}: datatype {datatype!r} is not supported; "
+                f"input {name!r}: datatype {_show(datatype)} is not supported; "
                 f"use one of {list(DATATYPES)}"
             )
         n, count = _rows_of(tensor.get("shape"), name)
-        params = tensor.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise InvalidInput(f"input {name!r}: 'parameters' must be an object")
+        params = _parameters(tensor.get("parameters"), f"input {name!r}")
         size = params.get("binary_data_size")
         if size is not None:
             if not _is_int(size) or size < 0:
                 raise InvalidInput(
-                    f"input {name!r}: binary_data_size must be a non-negative integer"
+                    f"input {name!r}: binary_data_size must be a non-negative integer, "
+                    f"got {_show(size)}"
+                )
+            if "data" in tensor:
+                raise InvalidInput(
+                    f"input {name!r} has both 'data' and binary_data_size; send one of them"
                 )
             if offset + size > len(binary):
                 raise InvalidInput(
@@ -297,10 +459,11 @@ def parse_infer_request(
         else:
             if "data" not in tensor:
                 raise InvalidInput(f"input {name!r} has no 'data'")
-            flat = _flatten(tensor["data"])
+            flat = _flat_data(tensor["data"], tensor["shape"], name)
             if len(flat) != count:
                 raise InvalidInput(
-                    f"input {name!r}: shape {tensor['shape']} needs {count} values, got {len(flat)}"
+                    f"input {name!r}: shape {_show(tensor['shape'])} needs {count} values, "
+                    f"got {len(flat)}"
                 )
             values = _json_values(flat, datatype, name)
         columns[name] = _to_feature(values, datatype, name, name in categorical)
@@ -319,26 +482,73 @@ def parse_infer_request(
     n = sizes.pop()
     if n == 0:
         raise InvalidInput("the batch is empty: every input has 0 rows")
+    default_binary = _flag(parameters, "binary_data_output", False, "request")
+    outputs, binary_outputs = _requested_outputs(doc.get("outputs"), default_binary)
     return InferRequest(
         id=request_id or None,
         columns=columns,
         rows=n,
-        outputs=_requested_outputs(doc.get("outputs")),
+        outputs=outputs,
+        parameters=parameters,
+        binary_outputs=binary_outputs,
     )
 
 
-def _requested_outputs(outputs: Any) -> tuple[str, ...] | None:
-    if outputs is None:
-        return None
+def _requested_outputs(
+    outputs: Any, default_binary: bool
+) -> tuple[tuple[str, ...] | None, frozenset[str]]:
+    """The outputs asked for (None: all) and which of them to send binary."""
+    if outputs is None or outputs == []:
+        return None, frozenset(OUTPUTS) if default_binary else frozenset()
     if not isinstance(outputs, list):
-        raise InvalidInput(f"'outputs' must be a list, got {outputs!r}")
-    names = []
+        raise InvalidInput(f"'outputs' must be a list, got {_show(outputs)}")
+    names: list[str] = []
+    binary: set[str] = set()
     for i, out in enumerate(outputs):
-        name = out.get("name") if isinstance(out, dict) else None
-        if name not in OUTPUTS:
-            raise InvalidInput(f"outputs[{i}]: unknown output {name!r}; available: {list(OUTPUTS)}")
+        if not isinstance(out, dict):
+            raise InvalidInput(
+                f'outputs[{i}] must be an object like {{"name": "scores"}}, got {_show(out)}'
+            )
+        name = out.get("name")
+        if not isinstance(name, str) or name not in OUTPUTS:
+            raise InvalidInput(
+                f"outputs[{i}]: unknown output {_show(name)}; available: {list(OUTPUTS)}"
+            )
+        if name in names:
+            raise InvalidInput(f"outputs[{i}]: output {name!r} is asked for twice")
+        where = f"output {name!r}"
+        if _flag(_parameters(out.get("parameters"), where), "binary_data", default_binary, where):
+            binary.add(name)
         names.append(name)
-    return tuple(names) or None
+    return tuple(names), frozenset(binary)
+
+
+def _response(
+    model: str,
+    version: str,
+    request_id: str,
+    tensors: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    binary: Collection[str],
+    parameters: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    outputs = []
+    for name in names:
+        datatype, dtype = _OUTPUT_DTYPES[name]
+        values = tensors[name]
+        out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [len(values)]}
+        if name in binary:
+            out["parameters"] = {"binary_data_size": len(values) * dtype.itemsize}
+        else:
+            data = values.tolist()
+            if datatype == "FP32" and not np.isfinite(values).all():
+                data = [v if math.isfinite(v) else None for v in data]  # JSON has no NaN
+            out["data"] = data
+        outputs.append(out)
+    doc = {"model_name": model, "model_version": version, "id": request_id, "outputs": outputs}
+    if parameters:
+        doc["parameters"] = dict(parameters)
+    return doc
 
 
 def infer_response(
@@ -349,8 +559,37 @@ def infer_response(
     predictions: np.ndarray,
     scores: np.ndarray,
     outputs: Sequence[str] | None = None,
+    parameters: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The v2 inference response body.
+    """The v2 inference response body, all JSON.
+
+    Args:
+        model: the model name.
+        version: the version that computed the outputs.
+        request_id: the id logged for this request (the client's, or one made up for it).
+        predictions: int64 classes, shape (N,).
+        scores: float32 probabilities of class 1, shape (N,); a non-finite score is null.
+        outputs: which outputs to return, in order (default both).
+        parameters: the response's ``parameters`` (default none).
+    """
+    tensors = {"predictions": np.asarray(predictions), "scores": np.asarray(scores)}
+    return _response(model, version, request_id, tensors, outputs or OUTPUTS, (), parameters)
+
+
+def infer_reply(
+    *,
+    model: str,
+    version: str,
+    request_id: str,
+    predictions: np.ndarray,
+    scores: np.ndarray,
+    request: InferRequest | None = None,
+    outputs: Sequence[str] | None = None,
+    binary_outputs: Collection[str] = frozenset(),
+    headers: Mapping[str, str] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> Reply:
+    """The 200 `Reply` to an inference request, JSON or binary as the client asked.
 
     Args:
         model: the model name.
@@ -358,28 +597,41 @@ def infer_response(
         request_id: the id logged for this request (the client's, or one made up for it).
         predictions: int64 classes, shape (N,).
         scores: float32 probabilities of class 1, shape (N,).
+        request: the parsed request; when given, its ``outputs`` and ``binary_outputs`` are
+            used and the two arguments below are ignored (default None).
         outputs: which outputs to return, in order (default both).
+        binary_outputs: which of them to send as raw bytes (default none: the body is the
+            `infer_response` object).
+        headers: extra headers for the reply (default none).
+        parameters: the response's ``parameters`` (default none).
     """
+    if request is not None:
+        outputs, binary_outputs = request.outputs, request.binary_outputs
+    names = outputs or OUTPUTS
+    binary = [name for name in names if name in binary_outputs]
+    if not binary:
+        body = infer_response(
+            model=model,
+            version=version,
+            request_id=request_id,
+            predictions=predictions,
+            scores=scores,
+            outputs=outputs,
+            parameters=parameters,
+        )
+        return Reply(200, body, dict(headers) if headers else None)
     tensors = {
-        "predictions": {
-            "name": "predictions",
-            "datatype": "INT64",
-            "shape": [len(predictions)],
-            "data": predictions.tolist(),
-        },
-        "scores": {
-            "name": "scores",
-            "datatype": "FP32",
-            "shape": [len(scores)],
-            "data": scores.tolist(),
-        },
+        name: np.asarray(values, dtype=_OUTPUT_DTYPES[name][1])
+        for name, values in (("predictions", predictions), ("scores", scores))
     }
-    return {
-        "model_name": model,
-        "model_version": version,
-        "id": request_id,
-        "outputs": [tensors[name] for name in (outputs or OUTPUTS)],
+    doc = _response(model, version, request_id, tensors, names, binary, parameters)
+    head = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("ascii")
+    extra = {
+        **(headers or {}),
+        "Inference-Header-Content-Length": str(len(head)),
+        "Content-Type": "application/octet-stream",
     }
+    return Reply(200, b"".join([head, *(tensors[name].tobytes() for name in binary)]), extra)
 
 
 def model_metadata(
@@ -402,8 +654,8 @@ def model_metadata(
             for f in features
         ],
         "outputs": [
-            {"name": "predictions", "datatype": "INT64", "shape": [-1]},
-            {"name": "scores", "datatype": "FP32", "shape": [-1]},
+            {"name": name, "datatype": datatype, "shape": [-1]}
+            for name, (datatype, _) in _OUTPUT_DTYPES.items()
         ],
     }
 
@@ -411,7 +663,7 @@ def model_metadata(
 def _label(value: Any, where: str) -> int:
     if not _is_int(value) or value not in (0, 1):
         raise InvalidInput(
-            f"{where} must be 0 or 1 (the model is a binary classifier), got {value!r}"
+            f"{where} must be 0 or 1 (the model is a binary classifier), got {_show(value)}"
         )
     return value
 
@@ -430,9 +682,12 @@ def parse_feedback(body: bytes) -> Feedback:
         raise InvalidInput(f"feedback body must be a JSON object, got {type(doc).__name__}")
     request_id = doc.get("request_id")
     if not isinstance(request_id, str) or not request_id:
-        raise InvalidInput(f"feedback needs a non-empty string 'request_id', got {request_id!r}")
+        raise InvalidInput(
+            f"feedback needs a non-empty string 'request_id', got {_show(request_id)}"
+        )
     if len(request_id) > MAX_ID_LENGTH:
         raise InvalidInput(f"'request_id' is longer than {MAX_ID_LENGTH} characters")
+    _check_text(request_id, "'request_id'")
     has_labels, has_row = "labels" in doc, ("row" in doc or "label" in doc)
     if has_labels == has_row:
         raise InvalidInput(
@@ -441,13 +696,13 @@ def parse_feedback(body: bytes) -> Feedback:
     if has_labels:
         labels = doc["labels"]
         if not isinstance(labels, list) or not labels:
-            raise InvalidInput(f"'labels' must be a non-empty list, got {labels!r}")
+            raise InvalidInput(f"'labels' must be a non-empty list, got {_show(labels)}")
         values = [_label(v, f"labels[{i}]") for i, v in enumerate(labels)]
         rows = np.arange(len(values), dtype=np.int32)
     else:
         row = doc.get("row")
         if not _is_int(row) or not 0 <= row < 2**31:
-            raise InvalidInput(f"'row' must be a non-negative integer, got {row!r}")
+            raise InvalidInput(f"'row' must be a non-negative integer, got {_show(row)}")
         values = [_label(doc.get("label"), "'label'")]
         rows = np.array([row], dtype=np.int32)
     return Feedback(request_id, rows, np.array(values, dtype=np.int64))

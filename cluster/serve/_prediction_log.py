@@ -2,11 +2,21 @@
 
 Layout under the artifact root (see the team contracts):
 
-    predictions/{deployment}/pending/{time_ns:020d}-{request_id}.parquet   one per served request
+    predictions/{deployment}/pending/{first_ts_ns:020d}-{writer_id}-{seq:08d}.parquet
+                                          many requests per file, from a replica's buffer
+    predictions/{deployment}/pending/{time_ns:020d}-{request_id}.parquet   one request per file
+                                          (`PredictionLog.write`: tools and tests)
     feedback/{deployment}/{time_ns:020d}-{uuid}.parquet                    one per feedback POST
 
-Each file is written under a ``.tmp-`` name in its final folder and renamed into place, so a
-reader listing ``*.parquet`` never sees a half-written file (readers skip ``.tmp-*``).
+Each file is written under a ``.tmp-`` name in its final folder, fsynced, renamed into place,
+and then the folder is fsynced, so a reader listing ``*.parquet`` never sees a half-written file
+(readers skip ``.tmp-*``) and a published file survives a power cut. Names sort in time order
+(the first row's time first). A buffered file's name holds no request id, which the client may
+choose, so no request can overwrite another's rows; the random per-buffer writer id keeps
+apart the files of different replicas, and of one replica before and after a restart.
+
+A replica logs through a `cluster.serve._log_buffer.PredictionLogBuffer` (many requests per
+file, written by a thread of its own).
 
 A canary (challenger) logs into its champion's folder under its own ``version``. Rows with
 ``shadow`` true were scored by a shadow challenger and never reached the client: whoever wants
@@ -15,6 +25,9 @@ what clients were served drops them; whoever compares the versions keeps them.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
 import time
 import uuid
@@ -28,8 +41,11 @@ import pyarrow.parquet as pq
 from appliance.errors import InvalidInput
 from cluster.serve._oip import file_safe
 
+_log = logging.getLogger(__name__)
+
 RESERVED = (
     "request_id",
+    "client_id",
     "row",
     "ts",
     "model",
@@ -58,6 +74,8 @@ def prediction_schema(features: Sequence[str], categorical: Collection[str] = ()
     return pa.schema(
         [
             ("request_id", pa.string()),
+            # The id the client sent, if any: echoed to it, never relied on to be unique.
+            ("client_id", pa.string()),
             ("row", pa.int32()),
             ("ts", _TS),
             ("model", pa.string()),
@@ -72,21 +90,39 @@ def prediction_schema(features: Sequence[str], categorical: Collection[str] = ()
     )
 
 
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # The file is already published: failing now would make the caller write its rows
+        # again. Some file systems cannot sync a folder at all (EINVAL).
+        if exc.errno != errno.EINVAL:
+            _log.warning("could not fsync folder %r after a rename: %s", str(folder), exc)
+    finally:
+        os.close(fd)
+
+
 def _write_atomic(table: pa.Table, folder: Path, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / name
     tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet"
     try:
         pq.write_table(table, tmp)
+        # Durable before visible: a file the monitor can list holds all of its rows.
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, final)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(folder)
     return final
 
 
 class PredictionLog:
-    """Writes one Parquet file per served request for one deployed model version.
+    """Turns served requests into rows of one deployed model version and writes them.
 
     Args:
         artifacts: the artifact root (``cfg.artifacts``).
@@ -111,13 +147,13 @@ class PredictionLog:
     ) -> None:
         self.folder = Path(artifacts) / "predictions" / deployment / "pending"
         self.schema = prediction_schema(features, categorical)
+        self.clock = clock
         self._deployment = deployment
         self._model = model
         self._version = version
         self._features = list(features)
-        self._clock = clock
 
-    def write(
+    def batch(
         self,
         request_id: str,
         columns: Mapping[str, np.ndarray],
@@ -125,8 +161,10 @@ class PredictionLog:
         scores: np.ndarray,
         *,
         shadow: bool = False,
-    ) -> Path:
-        """Write the rows of one request and return the file's path.
+        client_id: str | None = None,
+        now: int | None = None,
+    ) -> pa.RecordBatch:
+        """The rows of one request as a record batch of `schema` (no I/O).
 
         Args:
             request_id: the id returned to the client.
@@ -135,12 +173,15 @@ class PredictionLog:
             scores: float32 scores, one per row.
             shadow: this version scored the request in the shadow of the one that answered
                 (default False: this version's answer went to the client).
+            client_id: the client's own id for the request (default None: it sent none).
+            now: the rows' time in ns since the epoch (default the clock's time now).
         """
-        now = self._clock()
+        now = self.clock() if now is None else now
         n = len(predictions)
         ts = pa.array(np.full(n, now // 1000, dtype=np.int64), type=pa.int64()).cast(_TS)
         arrays = [
             pa.array([request_id] * n, pa.string()),
+            pa.array([client_id] * n, pa.string()),
             pa.array(np.arange(n, dtype=np.int32)),
             ts,
             pa.array([self._model] * n, pa.string()),
@@ -151,5 +192,41 @@ class PredictionLog:
             pa.array(np.asarray(predictions, dtype=np.int64)),
             pa.array(np.asarray(scores, dtype=np.float32)),
         ]
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
-        return _write_atomic(table, self.folder, f"{now:020d}-{file_safe(request_id)}.parquet")
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def write(
+        self,
+        request_id: str,
+        columns: Mapping[str, np.ndarray],
+        predictions: np.ndarray,
+        scores: np.ndarray,
+        *,
+        shadow: bool = False,
+        client_id: str | None = None,
+    ) -> Path:
+        """Write the rows of one request as a file of its own, durably; return its path.
+
+        A replica logs through `PredictionLogBuffer` instead (one file for many requests).
+        Arguments as for `batch`.
+        """
+        now = self.clock()
+        rows = self.batch(request_id, columns, predictions, scores, shadow=shadow,
+                          client_id=client_id, now=now)
+        return _write_atomic(pa.Table.from_batches([rows]), self.folder,
+                             f"{now:020d}-{file_safe(request_id)}.parquet")
+
+    def write_batches(self, batches: Sequence[pa.RecordBatch], name: str) -> Path:
+        """Write `batches` (of `schema`) as one file named `name` in `folder`, durably (fsync
+        of the file, rename into place, fsync of the folder); return its path.
+
+        Args:
+            batches: the rows, in order.
+            name: the file's name: ends in ``.parquet``, no folder, no leading dot.
+        """
+        if "/" in name or name.startswith(".") or not name.endswith(".parquet"):
+            raise InvalidInput(
+                f"prediction log file name {name!r} must end in '.parquet' and have no folder "
+                "and no leading dot (readers skip dot files)"
+            )
+        return _write_atomic(pa.Table.from_batches(list(batches), schema=self.schema),
+                             self.folder, name)

@@ -18,7 +18,7 @@ from appliance.store.models import Alert
 
 SHAPES = {
     ("status",): {"home", "db_url", "datasets", "models", "versions", "pending_approvals",
-                  "open_alerts", "deployments"},
+                  "open_alerts", "deployments", "ray_head"},
     ("data", "list"): {"name", "version", "digest", "rows", "columns", "source", "created_by",
                        "created_at"},
     ("models", "list"): {"model", "version", "aliases", "digest", "run", "metrics",

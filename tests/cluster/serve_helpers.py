@@ -13,8 +13,11 @@ from cluster.bundle import ModelBundle, Preprocessor, build_mlp
 
 MODEL = "credit"
 DEPLOYMENT = "credit-prod"
+# An operator's token (scopes infer and feedback), a viewer's (infer) and an admin's (all).
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+VIEWER_TOKEN = "viewer-token"
+ADMIN_TOKEN = "admin-token"
 # Not in sorted order on purpose: a bundle's byte round trip must keep the training order.
 NUMERICAL = ["income", "age"]
 CATEGORICAL = ["region"]
@@ -46,6 +49,35 @@ def make_bundle() -> ModelBundle:
         loss.backward()
         opt.step()
     return ModelBundle(pre, module, hidden=8, layers=1, label="default")
+
+
+def token_store(home: Path) -> str:
+    """A migrated SQLite store under `home` holding the tokens above; returns its URL.
+
+    The tokens are inserted with known secrets (issue_token makes random ones) and the token
+    set's version is bumped, as issuing does.
+    """
+    from appliance.governance import serving_tokens
+    from appliance.governance.users import create_user, hash_token
+    from appliance.store import migrate, session_scope
+    from appliance.store.models import ApiToken
+
+    url = f"sqlite:///{home / 'appliance.db'}"
+    migrate(url)
+    with session_scope(url) as session:
+        for user, role, secret in (("ops", "operator", TOKEN), ("app", "viewer", VIEWER_TOKEN),
+                                   ("root", "admin", ADMIN_TOKEN)):
+            row = create_user(session, user, role, actor="test")
+            session.add(ApiToken(user_id=row.id, name="test", token_hash=hash_token(secret)))
+        session.flush()
+        serving_tokens.bump(session)
+    return url
+
+
+def serve_config(home: Path, **overrides) -> Config:
+    """A configuration serving on a free port, its tokens in a store under `home`."""
+    return Config(home=home, db_url=token_store(home), artifacts=home / "artifacts",
+                  serve_port=free_port(), serve_grpc_port=free_port(), **overrides)
 
 
 def free_port() -> int:

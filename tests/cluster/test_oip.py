@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,11 @@ import tritonclient.http as httpclient
 
 from appliance.errors import InvalidInput
 from cluster.serve._oip import (
+    MAX_DEPTH,
+    OUTPUTS,
+    _max_depth,
     file_safe,
+    infer_reply,
     infer_response,
     model_metadata,
     parse_feedback,
@@ -67,7 +72,52 @@ VALID = [
         _body(*_good(), outputs=[{"name": "scores"}]),
         {"outputs": ("scores",)},
     ),
-    ("parameters ignored", _body(*_good(), parameters={"binary_data_output": True}), {"rows": 2}),
+    (
+        "binary_data_output",
+        _body(*_good(), parameters={"binary_data_output": True}),
+        {"binary_outputs": frozenset({"predictions", "scores"}), "outputs": None},
+    ),
+    (
+        "custom parameters pass through",
+        _body(*_good(), parameters={"priority": 2, "trace": {"x": [1]}, "s": "\u00e9"}),
+        {"parameters": {"priority": 2, "trace": {"x": [1]}, "s": "\u00e9"}},
+    ),
+    (
+        "input parameters ignored",
+        _body(*_good(income=_tensor("income", [1.0, 2.0], parameters={"note": "x"}))),
+        {"rows": 2},
+    ),
+    (
+        "per-output binary_data wins",
+        _body(
+            *_good(),
+            parameters={"binary_data_output": True},
+            outputs=[
+                {"name": "scores", "parameters": {"binary_data": False}},
+                {"name": "predictions"},
+            ],
+        ),
+        {"outputs": ("scores", "predictions"), "binary_outputs": frozenset({"predictions"})},
+    ),
+    (
+        "output custom parameter",
+        _body(*_good(), outputs=[{"name": "scores", "parameters": {"binary_data": True, "k": 1}}]),
+        {"outputs": ("scores",), "binary_outputs": frozenset({"scores"})},
+    ),
+    ("empty outputs is all", _body(*_good(), outputs=[]), {"outputs": None}),
+    ("null parameters", _body(*_good(), parameters=None), {"parameters": {}}),
+    ("emoji id (a surrogate pair)", _body(*_good(), id="\U0001f600"), {"id": "\U0001f600"}),
+    ("lone value for shape [1]", _body(*_good(n=1, income=_tensor("income", 5.0, shape=[1]))), {}),
+    (
+        "1e308 is finite",
+        _body(*_good(income=_tensor("income", [1e308, -1e308]))),
+        {"rows": 2},
+    ),
+    (
+        "big int in FP64",
+        _body(*_good(income=_tensor("income", [10**30, 1]))),
+        {"rows": 2},
+    ),
 ]
 
 
@@ -149,6 +199,144 @@ INVALID = [
         "income",
     ),
 ]
+
+
+def _with_income(raw_data: str, datatype="FP64", shape="[2]") -> bytes:
+    """A valid request whose income data is the raw JSON text `raw_data`."""
+    body = _body(*_good(income=_tensor("income", "@", datatype, shape=[])))
+    return body.replace(
+        b'"shape": [], "datatype": "%s", "data": "@"' % datatype.encode(),
+        f'"shape": {shape}, "datatype": "{datatype}", "data": {raw_data}'.encode(),
+    )
+
+
+def _sized(name: str, size, datatype="FP64", n=2) -> dict:
+    """An input whose data is binary_data_size bytes of the binary tail."""
+    return {
+        "name": name,
+        "shape": [n],
+        "datatype": datatype,
+        "parameters": {"binary_data_size": size},
+    }
+
+
+def _deep(depth: int, where: str = "data") -> bytes:
+    nested = "[" * depth + "]" * depth
+    if where == "data":
+        return _with_income(nested)
+    return _body(*_good()).replace(b"{", b'{"x": %s, ' % nested.encode(), 1)
+
+
+# Hostile or malformed in ways a client library never produces; each must be a plain 400.
+HOSTILE = [
+    ("nested 100k deep in data", _deep(100_000), "levels deep; at most 32"),
+    ("nested 100k deep elsewhere", _deep(100_000, "top"), "levels deep"),
+    ("objects nested deep", b'{"a":' * 5000 + b"1" + b"}" * 5000, "levels deep"),
+    ("data nested 32 deep", _deep(MAX_DEPTH), f"{MAX_DEPTH + 3} levels deep"),
+    ("nested data off shape", _with_income("[[1.0], [2.0, 3.0]]", shape="[2, 1]"), "nests lists"),
+    ("nested data for [N]", _with_income("[[1.0], [2.0]]"), "nests lists that do not match"),
+    ("deep data for [N, 1]", _with_income("[[[1.0]], [[2.0]]]", shape="[2, 1]"), "nests lists"),
+    ("1e400 is inf", _with_income("[1e400, 1.0]"), "got inf at index 0"),
+    ("-1e400", _with_income("[1.0, -1e400]"), "must be finite numbers"),
+    ("NaN literal", _with_income("[NaN, 1.0]"), "got nan at index 0"),
+    ("Infinity literal", _with_income("[1.0, Infinity]"), "got inf at index 1"),
+    ("-Infinity in FP32", _with_income("[-Infinity, 1.0]", "FP32"), "FP32 data must be finite"),
+    ("10**400 in FP64", _with_income("[1%s, 2]" % ("0" * 400)), "out of range for FP64"),
+    ("5000 digits", _with_income("[%s, 2]" % ("9" * 5000)), "not valid JSON"),
+    ("FP32 overflow", _with_income("[1e39, 1.0]", "FP32"), "out of range for FP32"),
+    ("FP16 overflow", _with_income("[70000, 1.0]", "FP16"), "out of range for FP16"),
+    ("INT64 overflow", _body(*_good(age=_tensor("age", [2**63, 1], "INT64"))), "range for INT64"),
+    ("UINT8 negative", _body(*_good(age=_tensor("age", [-1, 1], "UINT8"))), "range for UINT8"),
+    ("huge shape", _with_income("[1.0, 2.0]", shape="[1000000000000000000]"), "needs 10000000"),
+    ("huge 2-d shape", _with_income("[1.0]", shape="[1, 1000000000000]"), "not supported"),
+    ("negative second dim", _with_income("[1.0]", shape="[1, -1]"), "negative"),
+    ("bool dim", _with_income("[1.0, 2.0]", shape="[true]"), "list of integers"),
+    ("float dim", _with_income("[1.0, 2.0]", shape="[2.0]"), "list of integers"),
+    ("bool in INT64", _body(*_good(age=_tensor("age", [True, 1], "INT64"))), "got True"),
+    ("int in BOOL", _body(*_good(age=_tensor("age", [1, 0], "BOOL"))), "BOOL data must be bool"),
+    (
+        "datatype not a string",
+        _body(*_good(income=_tensor("income", [1, 2], ["FP64"]))),
+        "datatype",
+    ),
+    ("id lone surrogate", _body(*_good(), id="a\ud800"), "lone surrogate"),
+    (
+        "BYTES lone surrogate",
+        _body(*_good(region=_tensor("region", ["a", "\udc00"], "BYTES"))),
+        "input 'region': BYTES data holds a lone surrogate",
+    ),
+    ("parameter lone surrogate", _body(*_good(), parameters={"k": "\ud800"}), "lone surrogate"),
+    ("utf-16 body", _body(*_good()).decode().encode("utf-16"), "not UTF-8"),
+    ("BOM", b"\xef\xbb\xbf" + _body(*_good()), "BOM"),
+    ("request parameters a list", _body(*_good(), parameters=[1]), "'parameters' must be an obj"),
+    ("request parameters false", _body(*_good(), parameters=False), "'parameters' must be an obj"),
+    (
+        "binary_data_output a string",
+        _body(*_good(), parameters={"binary_data_output": "true"}),
+        "'binary_data_output' must be true or false",
+    ),
+    (
+        "binary_data_output 1",
+        _body(*_good(), parameters={"binary_data_output": 1}),
+        "true or false",
+    ),
+    (
+        "input parameters a string",
+        _body(*_good(income=_tensor("income", [1.0, 2.0], parameters="x"))),
+        "input 'income': 'parameters' must be an object",
+    ),
+    (
+        "input shared memory",
+        _body(
+            *_good(income=_tensor("income", [1.0, 2.0], parameters={"shared_memory_region": "r"}))
+        ),
+        "'shared_memory_region' is not supported",
+    ),
+    (
+        "output parameters a number",
+        _body(*_good(), outputs=[{"name": "scores", "parameters": 3}]),
+        "output 'scores': 'parameters' must be an object",
+    ),
+    (
+        "output binary_data null",
+        _body(*_good(), outputs=[{"name": "scores", "parameters": {"binary_data": None}}]),
+        "'binary_data' must be true or false",
+    ),
+    (
+        "output classification",
+        _body(*_good(), outputs=[{"name": "scores", "parameters": {"classification": 2}}]),
+        "'classification' is not supported",
+    ),
+    ("output not an object", _body(*_good(), outputs=["scores"]), "outputs[0] must be an object"),
+    ("output name a list", _body(*_good(), outputs=[{"name": ["scores"]}]), "unknown output"),
+    (
+        "output twice",
+        _body(*_good(), outputs=[{"name": "scores"}, {"name": "scores"}]),
+        "outputs[1]: output 'scores' is asked for twice",
+    ),
+    (
+        "binary_data_size bool",
+        _body(*_good(income=_sized("income", True))),
+        "binary_data_size must be a non-negative integer, got True",
+    ),
+    (
+        "binary_data_size negative",
+        _body(*_good(income=_sized("income", -8))),
+        "non-negative",
+    ),
+    (
+        "binary_data_size huge",
+        _body(*_good(income=_sized("income", 10**30))),
+        "runs past the end",
+    ),
+    (
+        "data and binary_data_size",
+        _body(*_good(income=_tensor("income", [1.0, 2.0], parameters={"binary_data_size": 0}))),
+        "both 'data' and binary_data_size",
+    ),
+    ("long value is cut in the message", _with_income('["%s", 1]' % ("x" * 10_000)), "..."),
+]
+INVALID += HOSTILE
 
 
 @pytest.mark.parametrize(("case", "body", "message"), INVALID, ids=[v[0] for v in INVALID])
@@ -245,6 +433,117 @@ def test_tritonclient_request_bodies_parse(binary):
     assert req.columns["region"].tolist() == ["north", "south"]
 
 
+def _binary_request(chunks: dict, head_extra=None):
+    """A binary-extension body with each input of `chunks` (name -> (datatype, bytes, n))."""
+    inputs = [_sized(name, len(raw), datatype, n) for name, (datatype, raw, n) in chunks.items()]
+    head = json.dumps({"inputs": inputs, **(head_extra or {})}).encode()
+    return head + b"".join(raw for _, raw, _ in chunks.values()), len(head)
+
+
+def _binary_good(**chunks):
+    base = {
+        "income": ("FP64", np.array([1.0, 2.0], "<f8").tobytes(), 2),
+        "age": ("INT64", np.array([30, 40], "<i8").tobytes(), 2),
+        "region": ("BYTES", _bytes_tensor(b"a", b"b"), 2),
+    }
+    return _binary_request({**base, **chunks})
+
+
+BINARY_HOSTILE = [
+    ("FP32 inf", {"income": ("FP32", np.array([np.inf, 1], "<f4").tobytes(), 2)}, "got inf"),
+    ("FP64 -inf", {"income": ("FP64", np.array([1, -np.inf], "<f8").tobytes(), 2)}, "index 1"),
+    ("FP16 inf", {"income": ("FP16", np.array([1, np.inf], "<f2").tobytes(), 2)}, "finite"),
+    ("BOOL byte 2", {"age": ("BOOL", b"\x01\x02", 2)}, "BOOL binary data must be bytes 0 or 1"),
+    ("huge shape", {"income": ("FP64", b"\0" * 16, 10**18)}, "does not hold"),
+    ("BYTES huge length", {"region": ("BYTES", b"\xff\xff\xff\xff" + b"ab", 2)}, "overruns"),
+    (
+        "BYTES surrogate bytes",
+        {"region": ("BYTES", _bytes_tensor(b"\xed\xa0\x80", b"a"), 2)},
+        "not UTF-8",
+    ),
+    ("BYTES for numerical", {"income": ("BYTES", _bytes_tensor(b"1", b"2"), 2)}, "numerical"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "chunks", "message"), BINARY_HOSTILE, ids=[v[0] for v in BINARY_HOSTILE]
+)
+def test_binary_hostile(case, chunks, message):
+    body, length = _binary_good(**chunks)
+    with pytest.raises(InvalidInput) as info:
+        _parse(body, header_length=length)
+    assert message in str(info.value), case
+
+
+def test_binary_nan_is_a_missing_value():
+    """Binary floats have no null: NaN is how a binary client sends a missing value."""
+    body, length = _binary_good(income=("FP32", np.array([np.nan, 1], "<f4").tobytes(), 2))
+    assert np.isnan(_parse(body, header_length=length).columns["income"][0])
+
+
+@pytest.mark.parametrize(
+    ("header_length", "message"),
+    [
+        (0, "request JSON header is empty"),
+        (5, "request JSON header is not valid JSON"),
+        (True, "Inference-Header-Content-Length True"),
+        (1.5, "Inference-Header-Content-Length 1.5"),
+        (-1, "Inference-Header-Content-Length -1"),
+    ],
+)
+def test_header_length_edges(header_length, message):
+    body, _ = _binary_good()
+    with pytest.raises(InvalidInput, match=message):
+        _parse(body, header_length=header_length)
+
+
+def test_header_length_of_whole_json_body():
+    body = _body(*_good())
+    assert _parse(body, header_length=len(body)).rows == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        (b"1", 0),
+        (b"[[[]]]", 3),
+        (b'{"a": [{"b": []}]}', 4),
+        (b'["[[[[", "]]"]', 1),
+        (b'["\\"", [[]]]', 3),  # an escaped quote does not end the string
+        (b'["\\\\", [[]]]', 3),  # an escaped backslash does not escape the quote
+        (b'["\\\\\\"[[["]', 1),
+        (b"]]]][", 0),  # the document ended at the first closer
+    ],
+)
+def test_max_depth(text, depth):
+    assert _max_depth(text) == depth
+
+
+def test_depth_limit_is_exact():
+    def body(k):
+        return _body(*_good(), parameters={"x": json.loads("[" * k + "]" * k)})
+
+    assert _parse(body(MAX_DEPTH - 2)).parameters["x"] is not None
+    with pytest.raises(InvalidInput, match=f"{MAX_DEPTH + 1} levels deep"):
+        _parse(body(MAX_DEPTH - 1))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "' + b'\\"' * 500_000 + b'"}',  # quadratic for a naive string regex
+        b"[" * 1_000_000,
+        b'"' + b"\\" * 1_000_000 + b'"',
+    ],
+    ids=["escaped quotes", "open brackets", "backslashes"],
+)
+def test_depth_scan_is_linear(body):
+    start = time.perf_counter()
+    with pytest.raises(InvalidInput):
+        _parse(body)
+    assert time.perf_counter() - start < 5  # megabytes: linear is milliseconds
+
+
 # --- responses and metadata ----------------------------------------------------------------
 
 
@@ -273,6 +572,179 @@ def test_infer_response_shape():
     # tritonclient reads a JSON response whatever output form it asked for.
     result = httpclient.InferenceServerClient.parse_response_body(json.dumps(body).encode())
     assert result.as_numpy("predictions").tolist() == [1, 0]
+
+
+PREDICTIONS = np.array([1, 0, 1], dtype=np.int64)
+SCORES = np.array([0.75, 0.25, 0.5], dtype=np.float32)
+
+
+def _reply(**kwargs):
+    return infer_reply(
+        model="credit",
+        version="3",
+        request_id="r1",
+        predictions=PREDICTIONS,
+        scores=SCORES,
+        **kwargs,
+    )
+
+
+def _decode(reply):
+    """What tritonclient makes of a reply, as it would over HTTP."""
+    assert reply.status == 200
+    if isinstance(reply.body, dict):
+        body = json.dumps(reply.body, allow_nan=False).encode()  # as Starlette renders it
+        return httpclient.InferResult.from_response_body(body)
+    length = int(reply.headers["Inference-Header-Content-Length"])
+    return httpclient.InferResult.from_response_body(reply.body, header_length=length)
+
+
+def test_infer_reply_is_json_unless_binary_is_asked_for():
+    reply = _reply(headers={"x-request-id": "r1"})
+    assert isinstance(reply.body, dict) and reply.headers == {"x-request-id": "r1"}
+    assert reply.body == infer_response(
+        model="credit", version="3", request_id="r1", predictions=PREDICTIONS, scores=SCORES
+    )
+    # Binary asked only for an output that is not returned: still JSON.
+    reply = _reply(outputs=("scores",), binary_outputs={"predictions"})
+    assert isinstance(reply.body, dict) and reply.headers is None
+
+
+def test_infer_reply_binary_layout():
+    reply = _reply(binary_outputs=frozenset(OUTPUTS), headers={"x-request-id": "r1"})
+    length = int(reply.headers["Inference-Header-Content-Length"])
+    assert reply.headers["Content-Type"] == "application/octet-stream"
+    assert reply.headers["x-request-id"] == "r1"
+    header = json.loads(reply.body[:length])
+    assert header["model_name"] == "credit" and header["id"] == "r1"
+    assert header["outputs"] == [
+        {
+            "name": "predictions",
+            "datatype": "INT64",
+            "shape": [3],
+            "parameters": {"binary_data_size": 24},
+        },
+        {
+            "name": "scores",
+            "datatype": "FP32",
+            "shape": [3],
+            "parameters": {"binary_data_size": 12},
+        },
+    ]
+    assert (
+        reply.body[length:] == PREDICTIONS.astype("<i8").tobytes() + SCORES.astype("<f4").tobytes()
+    )
+
+
+def test_infer_reply_mixed_and_ordered():
+    reply = _reply(outputs=("scores", "predictions"), binary_outputs={"predictions"})
+    length = int(reply.headers["Inference-Header-Content-Length"])
+    header = json.loads(reply.body[:length])
+    assert [o["name"] for o in header["outputs"]] == ["scores", "predictions"]
+    assert header["outputs"][0]["data"] == [0.75, 0.25, 0.5]
+    assert reply.body[length:] == PREDICTIONS.tobytes()
+    result = _decode(reply)
+    assert result.as_numpy("predictions").tolist() == [1, 0, 1]
+    assert result.as_numpy("scores").tolist() == [0.75, 0.25, 0.5]
+
+
+def test_infer_reply_casts_to_the_declared_datatypes():
+    reply = infer_reply(
+        model="m",
+        version="1",
+        request_id="r",
+        predictions=np.array([1, 0], dtype=np.int32),
+        scores=np.array([0.5, 0.25], dtype=np.float64),
+        binary_outputs=set(OUTPUTS),
+    )
+    result = _decode(reply)
+    assert result.as_numpy("predictions").dtype == np.int64
+    assert result.as_numpy("scores").dtype == np.float32
+    assert result.as_numpy("scores").tolist() == [0.5, 0.25]
+
+
+def test_non_finite_scores_are_null_in_json_and_nan_in_binary():
+    scores = np.array([np.nan, 0.5, np.inf], dtype=np.float32)
+    body = infer_response(
+        model="m", version="1", request_id="r", predictions=PREDICTIONS, scores=scores
+    )
+    assert body["outputs"][1]["data"] == [None, 0.5, None]
+    json.dumps(body, allow_nan=False)  # what Starlette's JSONResponse insists on
+    reply = infer_reply(
+        model="m",
+        version="1",
+        request_id="r",
+        predictions=PREDICTIONS,
+        scores=scores,
+        binary_outputs={"scores"},
+    )
+    assert np.isnan(_decode(reply).as_numpy("scores")[0])
+
+
+def _client_inputs(binary: bool, income_type: str, n: int = 3):
+    arrays = [
+        (
+            "income",
+            np.array([50, 61, 7][:n]).astype(httpclient.triton_to_np_dtype(income_type)),
+            income_type,
+        ),
+        ("age", np.array([[30], [40], [50]][:n], dtype=np.int32), "INT32"),
+        ("region", np.array(["north", "s\u00fcd", ""][:n], dtype=np.object_), "BYTES"),
+    ]
+    inputs = []
+    for name, arr, datatype in arrays:
+        tensor = httpclient.InferInput(name, list(arr.shape), datatype)
+        tensor.set_data_from_numpy(arr, binary_data=binary)
+        inputs.append(tensor)
+    return inputs
+
+
+OUTPUT_WISHES = {
+    "default (all binary)": None,
+    "both binary": [("predictions", True), ("scores", True)],
+    "scores json, predictions binary": [("scores", False), ("predictions", True)],
+    "scores only, json": [("scores", False)],
+    "predictions only, binary": [("predictions", True)],
+}
+
+
+@pytest.mark.parametrize("income_type", ["FP32", "FP64", "INT8", "INT64", "UINT16", "FP16"])
+@pytest.mark.parametrize("binary_inputs", [False, True], ids=["json-in", "binary-in"])
+@pytest.mark.parametrize("wish", list(OUTPUT_WISHES), ids=list(OUTPUT_WISHES))
+def test_tritonclient_round_trip(income_type, binary_inputs, wish):
+    """tritonclient builds the request and decodes the reply to the right arrays."""
+    outputs = OUTPUT_WISHES[wish]
+    requested = None
+    if outputs is not None:
+        requested = [httpclient.InferRequestedOutput(name, binary_data=b) for name, b in outputs]
+    body, header_length = httpclient.InferenceServerClient.generate_request_body(
+        _client_inputs(binary_inputs, income_type), outputs=requested, request_id="q1"
+    )
+    req = _parse(body, header_length=header_length)
+    assert req.columns["income"].tolist() == [50.0, 61.0, 7.0]
+    assert req.columns["age"].tolist() == [30.0, 40.0, 50.0]
+    assert req.columns["region"].tolist() == ["north", "s\u00fcd", ""]
+    names = [name for name, _ in outputs] if outputs else list(OUTPUTS)
+    binary = {name for name, b in outputs if b} if outputs else set(OUTPUTS)
+    assert req.outputs == (tuple(names) if outputs else None)
+    assert req.binary_outputs == binary
+
+    reply = infer_reply(
+        model="credit",
+        version="3",
+        request_id="q1",
+        predictions=PREDICTIONS,
+        scores=SCORES,
+        request=req,
+    )
+    assert isinstance(reply.body, bytes) == bool(binary)
+    result = _decode(reply)
+    assert result.get_response()["id"] == "q1"
+    assert [o["name"] for o in result.get_response()["outputs"]] == names
+    expected = {"predictions": PREDICTIONS, "scores": SCORES}
+    for name in names:
+        got = result.as_numpy(name)
+        assert got.dtype == expected[name].dtype and got.tolist() == expected[name].tolist()
 
 
 def test_model_metadata():
@@ -325,6 +797,15 @@ FEEDBACK_INVALID = [
     (json.dumps({"request_id": "r", "labels": [True]}).encode(), "labels[0]"),
     (json.dumps({"request_id": "r", "row": -1, "label": 1}).encode(), "'row'"),
     (json.dumps({"request_id": "r", "row": 0}).encode(), "'label'"),
+    (b'{"request_id": "r", "labels": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "levels deep"),
+    (b'{"request_id": "\\udfff", "labels": [1]}', "lone surrogate"),
+    (b'{"request_id": "r", "labels": [NaN]}', "got nan"),
+    (b'{"request_id": "r", "labels": [[1]]}', "labels[0]"),
+    (b'{"request_id": "r", "row": 1e400, "label": 1}', "'row'"),
+    (b'{"request_id": "r", "row": Infinity, "label": 1}', "'row'"),
+    (b'{"request_id": "r", "row": 2147483648, "label": 1}', "'row'"),
+    (b'{"request_id": "r", "row": 0, "label": 1' + b"0" * 5000 + b"}", "not valid JSON"),
+    (b'{"request_id": "r\xff", "labels": [1]}', "not UTF-8"),
 ]
 
 

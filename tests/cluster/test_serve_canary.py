@@ -24,12 +24,11 @@ from serve_helpers import (
     AUTH,
     DEPLOYMENT,
     MODEL,
-    TOKEN,
     columns,
-    free_port,
     infer_request,
     make_bundle,
     pending_dir,
+    serve_config,
 )
 
 from appliance.config import Config
@@ -38,7 +37,6 @@ from cluster.serve import (
     canary_info,
     deploy,
     deploy_canary,
-    hash_token,
     remove_canary,
     undeploy,
 )
@@ -57,7 +55,6 @@ def _canary_kwargs(served, version: str, **extra) -> dict:
         "version": version,
         "bundle_path": served["paths"][version],
         "deployment": DEPLOYMENT,
-        "token_hashes": [hash_token(TOKEN)],
         **extra,
     }
 
@@ -89,12 +86,19 @@ def _post(client: httpx.Client, rid: str | None, seed: int = 0, path: str = INFE
     return body
 
 
-def _logged(cfg: Config, pattern: str) -> list[dict]:
-    """(request_id, version, shadow) of every logged row in files matching `pattern`."""
+def _logged(cfg: Config, prefix: str = "") -> list[dict]:
+    """Every logged row whose key starts with `prefix`: (key, request_id, version, shadow).
+
+    The key is the client's id when it sent one, else the id the appliance made (which the
+    answer's ``id`` then carries).
+    """
     rows = []
-    for path in pending_dir(cfg).glob(pattern):
-        table = pq.read_table(path, columns=["request_id", "version", "shadow"])
-        rows.extend(table.to_pylist())
+    for path in sorted(pending_dir(cfg).glob("*.parquet")):
+        table = pq.read_table(path, columns=["request_id", "client_id", "version", "shadow"])
+        for row in table.to_pylist():
+            row["key"] = row["client_id"] or row["request_id"]
+            if row["key"].startswith(prefix):
+                rows.append(row)
     return rows
 
 
@@ -109,18 +113,9 @@ def served(ray_session, tmp_path_factory):
     for version in ("2", "3"):
         paths[version] = home / f"credit-v{version}.bundle"
         shutil.copy(paths["1"], paths[version])
-    cfg = Config(
-        home=home, db_url="sqlite://", artifacts=home / "artifacts", serve_port=free_port()
-    )
+    cfg = serve_config(home)
     start = time.monotonic()
-    url = deploy(
-        cfg,
-        model=MODEL,
-        version="1",
-        bundle_path=paths["1"],
-        deployment=DEPLOYMENT,
-        token_hashes=[hash_token(TOKEN)],
-    )
+    url = deploy(cfg, model=MODEL, version="1", bundle_path=paths["1"], deployment=DEPLOYMENT)
     print(f"deploy took {time.monotonic() - start:.1f}s")
     with httpx.Client(base_url=url, timeout=60) as client:
         yield {"cfg": cfg, "url": url, "paths": paths, "client": client}
@@ -197,7 +192,6 @@ def test_deploy_canary_rejects_bad_settings_before_touching_ray(tmp_path, kwargs
         "version": "2",
         "bundle_path": tmp_path / "absent.bundle",
         "deployment": "d",
-        "token_hashes": [hash_token("t")],
         **kwargs,
     }
     with pytest.raises(InvalidInput, match=re.escape(message)):
@@ -246,10 +240,10 @@ def test_split_answers_a_sticky_share(served):
         }
 
     # Both versions log into the one pending folder, each under its own version, none shadow.
-    rows = _logged(cfg, "*-split-*.parquet")
+    rows = _logged(cfg, "split-")
     assert len(rows) == 400 + 2 * 30
     assert {r["version"] for r in rows} == {"1", "2"}
-    assert all(r["version"] == answered[r["request_id"]] for r in rows)
+    assert all(r["version"] == answered[r["key"]] for r in rows)
     assert not any(r["shadow"] for r in rows)
 
 
@@ -260,7 +254,7 @@ def test_split_request_without_id_gets_one_that_routes_and_logs_it(served):
         rid = body["id"]
         assert re.fullmatch(r"[0-9a-f]{32}", rid)
         assert body["model_version"] == ("2" if to_canary(rid, SHARE) else "1")
-        assert [r["version"] for r in _logged(cfg, f"*-{rid}.parquet")] == [body["model_version"]]
+        assert [r["version"] for r in _logged(cfg, rid)] == [body["model_version"]]
 
 
 @pytest.mark.parametrize("side", [True, False], ids=["canary", "primary"])
@@ -340,12 +334,10 @@ def test_shadow_scores_every_request_and_only_logs_it(served):
     assert {b["model_version"] for b in bodies} == {"1"}
     expected = {(b["id"], "1", False) for b in bodies} | {(b["id"], "2", True) for b in bodies}
 
+    ids = {b["id"] for b in bodies}
+
     def logged() -> set[tuple]:
-        return {
-            (r["request_id"], r["version"], r["shadow"])
-            for b in bodies
-            for r in _logged(cfg, f"*-{b['id']}.parquet")
-        }
+        return {(r["key"], r["version"], r["shadow"]) for r in _logged(cfg) if r["key"] in ids}
 
     deadline = time.monotonic() + 20
     while logged() != expected and time.monotonic() < deadline:
@@ -366,11 +358,11 @@ def test_remove_canary_goes_back_to_the_primary_alone(served):
     print(f"remove_canary took {time.monotonic() - start:.1f}s")
     assert canary_info(cfg, MODEL) is None
     assert canary_app_name(MODEL) not in _applications()
-    before = set(pending_dir(cfg).glob("*.parquet"))
     bodies = [_post(client, rid) for rid in _ids_on(True, "removed-", 10)]
     assert {b["model_version"] for b in bodies} == {"1"}
     time.sleep(0.5)
-    assert len(set(pending_dir(cfg).glob("*.parquet")) - before) == len(bodies)  # no shadows
+    rows = _logged(cfg, "removed-")
+    assert len(rows) == len(bodies) and not any(r["shadow"] for r in rows)  # no shadows
     assert remove_canary(cfg, MODEL) is False
 
 
@@ -400,14 +392,7 @@ def test_promotion_drops_no_request(served):
         t.start()
     time.sleep(1.0)
     start = time.monotonic()
-    deploy(
-        cfg,
-        model=MODEL,
-        version="2",
-        bundle_path=served["paths"]["2"],
-        deployment=DEPLOYMENT,
-        token_hashes=[hash_token(TOKEN)],
-    )
+    deploy(cfg, model=MODEL, version="2", bundle_path=served["paths"]["2"], deployment=DEPLOYMENT)
     assert remove_canary(cfg, MODEL) is True
     print(f"promotion took {time.monotonic() - start:.1f}s")
     time.sleep(0.5)
@@ -436,4 +421,4 @@ def test_undeploy_removes_the_canary_too(served):
     with pytest.raises(NotFound):
         undeploy(cfg, MODEL)
     body = json.loads(client.get("/v2/health/ready").content)
-    assert body == {"ready": True}
+    assert body == {"ready": True, "models": {}}

@@ -30,6 +30,7 @@ from appliance.store.models import (
     RequestIndex,
     RetrainRequest,
     Run,
+    TokenSet,
     User,
     WindowVersion,
 )
@@ -59,7 +60,8 @@ def _add_parents(session: Session) -> list[SQLModel]:
     )
     token = _add(
         session,
-        ApiToken(user_id=user.id, name="ci", token_hash="h" * 64, created_at=WHEN, revoked_at=WHEN),
+        ApiToken(user_id=user.id, name="ci", token_hash="h" * 64, created_at=WHEN, revoked_at=WHEN,
+                 scopes=["infer", "feedback"], expires_at=WHEN),
     )
     dataset = _add(
         session,
@@ -203,6 +205,7 @@ def _add_graph(session: Session) -> list[SQLModel]:
             model_name="credit",
             version_id=version.id,
             url="http://127.0.0.1:8000",
+            serving={"max_batch_size": 8},
             role="canary",
             mode="split",
             share=0.1,
@@ -281,6 +284,7 @@ def _add_graph(session: Session) -> list[SQLModel]:
             finished_at=WHEN,
         ),
         Lease(name="deployment:credit", holder="host:1:2", expires_at=WHEN, acquired_at=WHEN),
+        TokenSet(id=1, version=7, updated_at=WHEN),
         AuditEvent(
             ts=WHEN,
             actor="olga",

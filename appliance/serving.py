@@ -1,0 +1,196 @@
+"""How one model is served: batching, replicas and autoscaling, resources, its environment.
+
+A deployment spec (``appliance deploy MODEL --spec serving.toml``, keys under ``[serving]``,
+or the config file's ``[serving]`` for every model) names any of:
+
+    max_batch_size = 32          # requests scored together in one model call
+    batch_wait_s = 0.002         # how long a batch waits to fill
+    max_ongoing_requests = 64    # per replica; at least max_batch_size, so batches can fill
+    replicas = 1                 # fixed replica count (without [serving.autoscaling])
+    num_cpus = 0.2               # per replica
+    num_gpus = 0                 # per replica; fractions share a GPU (0.25: four per GPU)
+    log_predictions = true       # log every answered row (the monitor needs it)
+    log_max_rows = 200000        # rows a replica buffers for the disk before answering 503
+    log_flush_s = 0.0            # how long a log file waits for more rows (0: write at once)
+    backend = "torch"            # or "triton": the network runs in a Triton server
+
+    [serving.autoscaling]        # Ray Serve autoscaling instead of a fixed count
+    min_replicas = 1
+    max_replicas = 4
+    target_ongoing_requests = 32
+
+    [serving.runtime_env]        # the replica's own Python packages (a Ray runtime_env)
+    pip = ["tinypkg==2.0"]
+    wheelhouse = "/srv/wheels"   # install from this folder only (an offline cluster)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import InvalidInput
+
+BACKENDS = ("torch", "triton")
+_AUTOSCALING = {"min_replicas", "max_replicas", "target_ongoing_requests"}
+_RUNTIME_ENV = {"pip", "wheelhouse", "env_vars"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingOptions:
+    """A model's serving options (see the module docstring for each key and its default)."""
+
+    max_batch_size: int = 32
+    batch_wait_s: float = 0.002
+    max_ongoing_requests: int = 64
+    replicas: int = 1
+    num_cpus: float = 0.2
+    num_gpus: float = 0.0
+    log_predictions: bool = True
+    log_max_rows: int = 200_000
+    log_flush_s: float = 0.0
+    backend: str = "torch"
+    autoscaling: dict[str, Any] | None = None
+    runtime_env: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def deployment_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``ModelServer.options(...)``."""
+        actor: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            actor["num_gpus"] = self.num_gpus
+        if self.runtime_env:
+            actor["runtime_env"] = ray_runtime_env(self.runtime_env)
+        out: dict[str, Any] = {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "ray_actor_options": actor,
+        }
+        if self.autoscaling:
+            out["autoscaling_config"] = {
+                "min_replicas": self.autoscaling["min_replicas"],
+                "max_replicas": self.autoscaling["max_replicas"],
+                "target_ongoing_requests": self.autoscaling["target_ongoing_requests"],
+                # Scale up quickly under a burst, down slowly.
+                "upscale_delay_s": 3.0,
+                "downscale_delay_s": 60.0,
+            }
+        else:
+            out["num_replicas"] = self.replicas
+        return out
+
+
+def ray_runtime_env(env: dict[str, Any]) -> dict[str, Any]:
+    """Ray's ``runtime_env`` for our validated one: pip from a wheelhouse when it names one."""
+    out: dict[str, Any] = {}
+    if env.get("pip"):
+        pip: dict[str, Any] = {"packages": list(env["pip"])}
+        if env.get("wheelhouse"):
+            # Offline: only the wheelhouse, never an index.
+            pip["pip_install_options"] = ["--no-index", "--find-links", str(env["wheelhouse"])]
+        out["pip"] = pip
+    if env.get("env_vars"):
+        out["env_vars"] = dict(env["env_vars"])
+    return out
+
+
+def _number(doc: dict, key: str, where: str, *, integer: bool, low: float,
+            high: float = math.inf, low_open: bool = False) -> None:
+    if key not in doc:
+        return
+    value = doc[key]
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if not ok or isinstance(value, bool) or not math.isfinite(value):
+        kind = "an integer" if integer else "a number"
+        raise InvalidInput(f"{where}.{key} must be {kind}, got {value!r}")
+    if value < low or (low_open and value == low) or value > high:
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise InvalidInput(f"{where}.{key} must be {bound} and <= {high}, got {value!r}")
+
+
+def _autoscaling(doc: Any, where: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{where} must be a table, got {doc!r}")
+    unknown = set(doc) - _AUTOSCALING
+    if unknown:
+        raise InvalidInput(f"{where} has unknown key(s) {sorted(unknown)}; "
+                           f"known: {sorted(_AUTOSCALING)}")
+    out = {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 32, **doc}
+    _number(out, "min_replicas", where, integer=True, low=0, high=1024)
+    _number(out, "max_replicas", where, integer=True, low=1, high=1024)
+    _number(out, "target_ongoing_requests", where, integer=False, low=0, low_open=True)
+    if out["min_replicas"] > out["max_replicas"]:
+        raise InvalidInput(f"{where}: min_replicas {out['min_replicas']} is above "
+                           f"max_replicas {out['max_replicas']}")
+    return out
+
+
+def _runtime_env(doc: Any, where: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{where} must be a table, got {doc!r}")
+    unknown = set(doc) - _RUNTIME_ENV
+    if unknown:
+        raise InvalidInput(f"{where} has unknown key(s) {sorted(unknown)}; "
+                           f"known: {sorted(_RUNTIME_ENV)}")
+    pip = doc.get("pip", [])
+    if not isinstance(pip, list) or not all(isinstance(p, str) and p.strip() for p in pip):
+        raise InvalidInput(f"{where}.pip must be a list of requirement strings, got {pip!r}")
+    out: dict[str, Any] = {"pip": [p.strip() for p in pip]}
+    house = doc.get("wheelhouse")
+    if house is not None:
+        if not isinstance(house, str) or not Path(house).is_dir():
+            raise InvalidInput(f"{where}.wheelhouse {house!r} is not a folder")
+        out["wheelhouse"] = str(Path(house).resolve())
+    env_vars = doc.get("env_vars", {})
+    if not isinstance(env_vars, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()
+    ):
+        raise InvalidInput(f"{where}.env_vars must map names to strings, got {env_vars!r}")
+    if env_vars:
+        out["env_vars"] = dict(env_vars)
+    return out
+
+
+def parse_serving(doc: Any, where: str = "[serving]",
+                  base: ServingOptions | None = None) -> ServingOptions:
+    """Validate a ``[serving]`` table over `base` (default: the built-in defaults).
+
+    Raises:
+        InvalidInput: naming the key and the value that is wrong.
+    """
+    base = base or ServingOptions()
+    if doc is None:
+        return base
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{where} must be a table, got {doc!r}")
+    fields = {f.name for f in dataclasses.fields(ServingOptions)}
+    unknown = set(doc) - fields
+    if unknown:
+        raise InvalidInput(f"{where} has unknown key(s) {sorted(unknown)}; known: "
+                           f"{sorted(fields)}")
+    merged = {**base.to_dict(), **doc}
+    _number(merged, "max_batch_size", where, integer=True, low=1, high=65536)
+    _number(merged, "batch_wait_s", where, integer=False, low=0, high=10)
+    _number(merged, "max_ongoing_requests", where, integer=True, low=1, high=100_000)
+    _number(merged, "replicas", where, integer=True, low=1, high=1024)
+    _number(merged, "num_cpus", where, integer=False, low=0)
+    _number(merged, "num_gpus", where, integer=False, low=0, high=64)
+    _number(merged, "log_max_rows", where, integer=True, low=1)
+    _number(merged, "log_flush_s", where, integer=False, low=0, high=60)
+    if not isinstance(merged["log_predictions"], bool):
+        raise InvalidInput(f"{where}.log_predictions must be true or false")
+    if merged["backend"] not in BACKENDS:
+        raise InvalidInput(f"{where}.backend {merged['backend']!r} is not one of {BACKENDS}")
+    if merged["max_ongoing_requests"] < merged["max_batch_size"]:
+        raise InvalidInput(
+            f"{where}: max_ongoing_requests {merged['max_ongoing_requests']} is below "
+            f"max_batch_size {merged['max_batch_size']}; a batch could never fill"
+        )
+    if "autoscaling" in doc and doc["autoscaling"] is not None:
+        merged["autoscaling"] = _autoscaling(doc["autoscaling"], f"{where}.autoscaling")
+    if "runtime_env" in doc and doc["runtime_env"] is not None:
+        merged["runtime_env"] = _runtime_env(doc["runtime_env"], f"{where}.runtime_env")
+    return ServingOptions(**merged)
