@@ -72,7 +72,8 @@ def _record_primary(session: Session, user: User, model: str, mv: ModelVersion, 
     session.add(dep)
     session.flush()
     audit.record(session, user.name, "deployment.started", "deployment", model,
-                 {"version": mv.version, "url": url, "why": why, **details})
+                 {"version": mv.version, "url": url, "why": why, "serving": serving.to_dict(),
+                  **details})
     return dep
 
 
@@ -94,8 +95,7 @@ def deploy(cfg: Config, user: User, model: str, alias: str = "champion",
     serving = serving or serving_options(cfg, model)
     url = _serve_primary(cfg, model, mv, serving)
     with session_scope(cfg.db_url) as session:
-        return _record_primary(session, user, model, mv, url, "deploy", serving, alias=alias,
-                               serving=serving.to_dict())
+        return _record_primary(session, user, model, mv, url, "deploy", serving, alias=alias)
 
 
 def deploy_canary(

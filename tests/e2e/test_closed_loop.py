@@ -195,7 +195,9 @@ class App:
             version = resp.json()["model_version"]
             self.versions[version] = self.versions.get(version, 0) + PER_REQUEST
             self.served += PER_REQUEST
-            self.truth[k].append((rid, part.column("churned").to_pylist()))
+            # Labels name the id the appliance logged the request under (its own, unique).
+            logged_as = resp.json()["parameters"]["request_id"]
+            self.truth[k].append((logged_as, part.column("churned").to_pylist()))
             if r == 4:
                 self.outcomes(k - 2)
             time.sleep(0.02)
