@@ -17,18 +17,10 @@ Ray Serve's own, which a client may set). A client's own ``id`` is echoed as the
 asks, logged beside it as ``client_id``, and decides a split canary (the same id always
 reaches the same version); it can never overwrite or alias another request's log rows.
 
-A model may have a canary, a challenger version in its own application (``canary-{name}``).
-The ingress finds it by pull too: it asks the canary replica's ``info()`` for its version, mode
-and share, in the background once the cached answer is older than ``_RECHECK_S``, so no request
-waits on that look-up (only a model's first request waits for the first one).
-
-Only inference is routed to a canary. A request naming a version goes to the app serving it.
-Otherwise, in ``split`` mode, the client's id (or the made-up one) decides
-(`cluster.serve._routing`), and a canary that fails hands the request to the primary rather
-than failing it. In ``shadow`` mode the primary answers and the canary scores a copy in a
-background task (at most ``_MAX_SHADOWS`` at once), logged with ``shadow`` true and otherwise
-discarded. Health, metadata, readiness and feedback stay with the primary. The control plane
-removes a canary by retiring it here first and deleting it once no call to it is in flight.
+A model may have a canary, a challenger version in its own application (``canary-{name}``):
+only inference is routed to it, by `cluster.serve._canary_routing` (split by the client's id,
+or the made-up one, or shadow); health, metadata, readiness and feedback stay with the
+primary. KServe v2 over gRPC reaches the same code through `cluster.serve._grpc_front`.
 """
 
 # No `from __future__ import annotations`: Serve ships this class by value, without the module
@@ -38,8 +30,6 @@ import logging
 import re
 import time
 import uuid
-from importlib import metadata
-from typing import NamedTuple
 
 import ray
 from fastapi import FastAPI, Request
@@ -48,12 +38,12 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException
 
-from appliance.errors import InvalidInput
 from appliance.store import utcnow
-from cluster.serve import _grpc, _metrics
+from cluster.serve import _metrics
 from cluster.serve._auth import TokenPoller, TokenTable, token_hash_of
+from cluster.serve._canary_routing import CALL_TIMEOUT_S, RECHECK_S, CanaryRouting, _ask
+from cluster.serve._grpc_front import GrpcFront, _server_version
 from cluster.serve._oip import Reply, error
-from cluster.serve._routing import canary_app_name, request_id_of, to_canary
 
 logger = logging.getLogger("ray.serve")
 
@@ -66,20 +56,9 @@ INGRESS_CPUS = 0.05
 INGRESS_MAX_ONGOING = 512
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_TOKEN_REFRESH_S = 1.0
-# How long a cached handle is trusted before the ingress re-checks that its app still exists.
-_RECHECK_S = 1.0
-_CALL_TIMEOUT_S = 30.0
-# A split request waits this long for the canary, then the primary answers it.
-_CANARY_TIMEOUT_S = _CALL_TIMEOUT_S / 2
-# Looking up a canary asks its replica; one that is restarting must not stall the look-up.
-_LOOKUP_TIMEOUT_S = 2.0
 # Server readiness asks every primary; a replica slower than this is not ready.
 _READY_TIMEOUT_S = 2.0
 _READY_CACHE_S = 1.0
-# Shadow calls in flight at once; more are skipped (and counted) rather than queued.
-_MAX_SHADOWS = 64
-# Bodies larger than this are scanned for their id off the event loop.
-_INLINE_PARSE_BYTES = 256 * 1024
 
 app = FastAPI(title="appliance OIP v2", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -125,49 +104,8 @@ def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
-def _fail(grpc_context, reply: Reply, empty):
-    """Set the gRPC status for an error `reply` and return the method's empty response."""
-    code, details = _grpc.grpc_error(reply.status, reply.body)
-    grpc_context.set_code(code)
-    grpc_context.set_details(details)
-    return empty
-
-
-def _server_version() -> str:
-    try:
-        return metadata.version("appliance")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-async def _result(response):
-    # wait_for needs a coroutine; a DeploymentResponse is only awaitable.
-    return await response
-
-
-async def _ask(response, timeout_s: float):
-    """Await a DeploymentResponse for at most `timeout_s`, cancelling it on timeout."""
-    try:
-        return await asyncio.wait_for(_result(response), timeout_s)
-    except asyncio.TimeoutError:
-        response.cancel()
-        raise
-
-
 class _TooLarge(Exception):
     """The request body is larger than the ingress accepts."""
-
-
-class _Canary(NamedTuple):
-    """A model's canary as the ingress routes to it."""
-
-    handle: DeploymentHandle
-    version: str
-    mode: str
-    share: float | None
-
-    def public(self) -> dict:
-        return {"version": self.version, "mode": self.mode, "share": self.share}
 
 
 # Serve pickles the class when it is decorated, so everything it uses is defined above it.
@@ -178,7 +116,7 @@ class _Canary(NamedTuple):
     max_ongoing_requests=INGRESS_MAX_ONGOING,
 )
 @serve.ingress(app)
-class OipIngress:
+class OipIngress(CanaryRouting, GrpcFront):
     """Authenticates v2 requests and routes them to the model applications.
 
     Args:
@@ -200,19 +138,7 @@ class OipIngress:
         self._refresh_failures = 0
         self._ready: tuple[float, dict] | None = None
         self._handles: dict[str, tuple[DeploymentHandle, float]] = {}
-        # model -> (its canary or None, when that was learnt).
-        self._canaries: dict[str, tuple[_Canary | None, float]] = {}
-        self._lookups: dict[str, asyncio.Task] = {}
-        # Bumped whenever the control plane changes a model's canary, so that a look-up
-        # started before the change cannot store what it saw.
-        self._generation: dict[str, int] = {}
-        # Models whose canary is being removed: not routed to, not looked up.
-        self._retired: set[str] = set()
-        # Calls to each model's canary still in flight (split and shadow), for draining.
-        self._canary_calls: dict[str, int] = {}
-        # Strong references: a task the loop alone holds may be garbage-collected mid-flight.
-        self._shadows: set[asyncio.Task] = set()
-        self._shadows_skipped = 0
+        self._init_canaries()
         self._metrics = _metrics.IngressMetrics()
 
     # Tokens: a background poll, a local check per request.
@@ -244,10 +170,6 @@ class OipIngress:
         headers = {"WWW-Authenticate": "Bearer"} if denial.status == 401 else None
         return error(denial.status, denial.message, headers)
 
-    def _grpc_denied(self, grpc_context, scope: str) -> Reply | None:
-        token = _grpc.bearer_token(grpc_context.invocation_metadata())
-        return self._denied(f"Bearer {token}" if token else None, scope)
-
     async def _read_body(self, request: Request) -> bytes:
         """The body, refusing (`_TooLarge`) one over the limit before or while reading it."""
         declared = request.headers.get("content-length")
@@ -275,7 +197,7 @@ class OipIngress:
             return None
         cached = self._handles.get(model)
         now = time.monotonic()
-        if cached and now - cached[1] < _RECHECK_S:
+        if cached and now - cached[1] < RECHECK_S:
             return cached[0]
         try:
             # get_app_handle asks the controller (a blocking ray.get): keep it off the loop.
@@ -313,9 +235,9 @@ class OipIngress:
         """The primary's answer to one call, or the error that stands in for it."""
         response = getattr(handle, method).remote(*args, **kwargs)
         try:
-            return await _ask(response, _CALL_TIMEOUT_S)
+            return await _ask(response, CALL_TIMEOUT_S)
         except asyncio.TimeoutError:
-            return error(503, f"model {model!r} did not answer within {_CALL_TIMEOUT_S:.0f}s",
+            return error(503, f"model {model!r} did not answer within {CALL_TIMEOUT_S:.0f}s",
                          {"Retry-After": "1"})
         except ray.exceptions.RayTaskError as exc:
             logger.exception("model %r failed in %s", model, method)
@@ -324,133 +246,6 @@ class OipIngress:
             self._handles.pop(model, None)
             return error(503, f"model {model!r} is unavailable: {type(exc).__name__}: {exc}",
                          {"Retry-After": "1"})
-
-    # Canary discovery: pull, like the model apps, but never on a request's critical path.
-
-    def _canary(self, model: str) -> _Canary | None:
-        """The canary to route to, as last learnt; starts a look-up when that is stale."""
-        if model in self._retired:
-            return None
-        cached = self._canaries.get(model)
-        if cached is None or time.monotonic() - cached[1] >= _RECHECK_S:
-            self._look_up(model)
-        return cached[0] if cached else None
-
-    async def _first_canary(self, model: str) -> _Canary | None:
-        """Like `_canary`, but waits for the answer when this model was never looked up."""
-        if model not in self._retired and model not in self._canaries:
-            # Shielded: the look-up is shared, a cancelled request must not cancel it.
-            return await asyncio.shield(self._look_up(model))
-        return self._canary(model)
-
-    def _look_up(self, model: str, *, fresh: bool = False) -> asyncio.Task:
-        task = self._lookups.get(model)
-        if task is None or fresh:
-            task = asyncio.get_running_loop().create_task(self._look_up_canary(model))
-            self._lookups[model] = task
-
-            def done(t: asyncio.Task) -> None:
-                if self._lookups.get(model) is t:
-                    del self._lookups[model]
-
-            task.add_done_callback(done)
-        return task
-
-    async def _look_up_canary(self, model: str) -> _Canary | None:
-        generation = self._generation.get(model, 0)
-        cached = self._canaries.get(model)
-        previous = cached[0] if cached else None
-        try:
-            # get_app_handle asks the controller (a blocking ray.get): keep it off the loop.
-            fresh = await asyncio.to_thread(serve.get_app_handle, canary_app_name(model))
-        except serve.exceptions.RayServeException:
-            canary = None  # no such application
-        except Exception as exc:
-            logger.warning("could not look up model %r's canary: %r", model, exc)
-            canary = previous
-        else:
-            # Keep the old handle: its router already knows the replicas.
-            handle = previous.handle if previous else fresh
-            try:
-                info = await _ask(handle.info.remote(), _LOOKUP_TIMEOUT_S)
-                canary = _Canary(handle, info["version"], info["mode"], info["share"])
-            except Exception as exc:
-                # Most likely a replica being replaced: keep routing as before until it answers.
-                logger.info("canary of model %r did not say what it serves: %r", model, exc)
-                canary = previous
-        if model in self._retired or self._generation.get(model, 0) != generation:
-            return None
-        self._canaries[model] = (canary, time.monotonic())
-        return canary
-
-    def _bench(self, model: str, canary: _Canary) -> None:
-        """Stop routing to a canary that failed until the next look-up finds it again."""
-        cached = self._canaries.get(model)
-        if cached and cached[0] is canary:
-            self._canaries[model] = (None, cached[1])
-
-    def _canary_started(self, model: str) -> None:
-        self._canary_calls[model] = self._canary_calls.get(model, 0) + 1
-
-    def _canary_done(self, model: str) -> None:
-        left = self._canary_calls.get(model, 0) - 1
-        if left > 0:
-            self._canary_calls[model] = left
-        else:
-            self._canary_calls.pop(model, None)
-
-    async def _canary_answer(self, canary: _Canary, model: str, *args, **kwargs):
-        """The canary's answer, or None when it failed and the primary must answer instead."""
-        self._canary_started(model)
-        try:
-            reply = await _ask(canary.handle.infer.remote(*args, **kwargs), _CANARY_TIMEOUT_S)
-        except Exception as exc:
-            # Deleted a moment ago, restarting, or broken: never the client's problem.
-            logger.warning(
-                "canary %r of model %r failed (%s: %s); the primary answers",
-                canary.version,
-                model,
-                type(exc).__name__,
-                exc,
-            )
-            if not isinstance(exc, ray.exceptions.RayTaskError):
-                self._bench(model, canary)
-            return None
-        finally:
-            self._canary_done(model)
-        return reply
-
-    def _shadow(self, canary: _Canary, model: str, *args, **kwargs) -> None:
-        """Send the request to the canary too, in a background task nobody waits for."""
-        if len(self._shadows) >= _MAX_SHADOWS:
-            self._shadows_skipped += 1
-            if self._shadows_skipped & (self._shadows_skipped - 1) == 0:  # 1, 2, 4, 8, ...
-                logger.warning(
-                    "%d shadow call(s) skipped: %d already in flight",
-                    self._shadows_skipped,
-                    len(self._shadows),
-                )
-            return
-        try:
-            response = canary.handle.infer.remote(*args, shadow=True, **kwargs)
-        except Exception:
-            logger.warning("shadow call to model %r's canary failed", model, exc_info=True)
-            return
-        self._canary_started(model)
-        task = asyncio.get_running_loop().create_task(self._await_shadow(response, model))
-        self._shadows.add(task)
-        task.add_done_callback(self._shadows.discard)
-
-    async def _await_shadow(self, response, model: str) -> None:
-        # Awaited here so that its errors are seen and logged, and a hung call is cancelled.
-        try:
-            reply = await _ask(response, _CALL_TIMEOUT_S)
-            if reply.status != 200:
-                logger.info("shadow call to model %r's canary answered %d", model, reply.status)
-        except Exception:
-            logger.warning("shadow call to model %r's canary failed", model, exc_info=True)
-        finally:
-            self._canary_done(model)
 
     # Health and server metadata: open, so load balancers and probes need no token.
 
@@ -544,6 +339,15 @@ class OipIngress:
             return error(404, f"model {model!r} is not deployed")
         # The id every log row of this request carries, unique whatever the client sends.
         request_id = uuid.uuid4().hex
+        reply = await self._route(handle, model, version, body, header_length, request_id)
+        # Errors made here carry it too: a client can always tell which request it was.
+        headers = reply.headers or {}
+        if headers.get("x-appliance-request-id") != request_id:
+            reply = reply._replace(headers={**headers, "x-appliance-request-id": request_id})
+        return reply
+
+    async def _route(self, handle: DeploymentHandle, model: str, version: str | None,
+                     body: bytes, header_length: int | None, request_id: str) -> Reply:
         args = (body,)
         kwargs = {"header_length": header_length, "request_id": request_id}
         canary = await self._first_canary(model)
@@ -613,18 +417,6 @@ class OipIngress:
         self._ready = (time.monotonic(), doc)
         return doc
 
-    async def _splits_to_canary(
-        self, body: bytes, header_length: int | None, fallback_id: str, share: float | None
-    ) -> bool:
-        try:
-            if len(body) > _INLINE_PARSE_BYTES:
-                rid = await asyncio.to_thread(request_id_of, body, header_length)
-            else:
-                rid = request_id_of(body, header_length)
-        except (ValueError, RecursionError):
-            return False  # the primary answers with the proper 400
-        return share is not None and to_canary(rid or fallback_id, share)
-
     # Called by the control plane (cluster.serve._app) through a handle. All are coroutines so
     # that they run on the event loop with the routing code: Serve runs plain methods in a
     # thread pool, where they would race with it.
@@ -639,117 +431,9 @@ class OipIngress:
         handle = await self._handle(model)
         if handle is None:
             return None
-        info = await asyncio.wait_for(_result(handle.info.remote()), _CALL_TIMEOUT_S)
+        info = await _ask(handle.info.remote(), CALL_TIMEOUT_S)
         return info["version"]
 
     async def forget(self, model: str) -> None:
         """Drop the cached handle of `model` (after its app was deleted)."""
         self._handles.pop(model, None)
-
-    async def canary_info(self, model: str, adopt: bool = False) -> dict | None:
-        """Look `model`'s canary up now; its version, mode and share as routed, or None.
-
-        Args:
-            model: the model name.
-            adopt: route to the canary again if `retire_canary` stopped that (default False).
-        """
-        if adopt:
-            self._retired.discard(model)
-        elif model in self._retired:
-            return None
-        self._generation[model] = self._generation.get(model, 0) + 1
-        canary = await self._look_up(model, fresh=True)
-        return canary.public() if canary else None
-
-    async def retire_canary(self, model: str) -> int:
-        """Stop routing to `model`'s canary; return how many calls to it are still in flight."""
-        self._retired.add(model)
-        self._generation[model] = self._generation.get(model, 0) + 1
-        self._canaries.pop(model, None)
-        return self._canary_calls.get(model, 0)
-
-    async def forget_canary(self, model: str) -> None:
-        """Forget `model`'s canary (after its app was deleted); look it up anew next time."""
-        self._retired.discard(model)
-        self._generation[model] = self._generation.get(model, 0) + 1
-        self._canaries.pop(model, None)
-
-    async def shadow_stats(self) -> dict[str, int]:
-        """Shadow calls in flight now, and skipped so far because too many were."""
-        return {"in_flight": len(self._shadows), "skipped": self._shadows_skipped}
-
-    # KServe v2 over gRPC (Serve's gRPC proxy calls these by the service's method names), the
-    # same auth, routing and replies as HTTP. A method always returns its response message;
-    # an error sets the status code and details on the context and returns an empty one.
-
-    async def ServerLive(self, request, grpc_context):  # noqa: N802 (gRPC method name)
-        return _grpc.server_live_response(True)
-
-    async def ServerReady(self, request, grpc_context):  # noqa: N802
-        return _grpc.server_ready_response((await self._readiness())["ready"])
-
-    async def ServerMetadata(self, request, grpc_context):  # noqa: N802
-        return _grpc.server_metadata_response(
-            {"name": "appliance", "version": _server_version(),
-             "extensions": ["binary_tensor_data", "model_repository"]}
-        )
-
-    async def _grpc_model_call(self, grpc_context, route: str, model: str, version: str,
-                               convert, empty):
-        started = time.perf_counter()
-        reply = self._grpc_denied(grpc_context, "infer")
-        if reply is None:
-            reply = await self._primary(model, route, _grpc.version_or_none(version))
-        self._metrics.done(model, f"grpc_{route}", reply, started)
-        if reply.status != 200:
-            return _fail(grpc_context, reply, empty)
-        return convert(reply.body)
-
-    async def ModelMetadata(self, request, grpc_context):  # noqa: N802
-        return await self._grpc_model_call(
-            grpc_context, "metadata", request.name, request.version,
-            _grpc.model_metadata_response, _grpc.pb.ModelMetadataResponse(),
-        )
-
-    async def ModelReady(self, request, grpc_context):  # noqa: N802
-        return await self._grpc_model_call(
-            grpc_context, "ready", request.name, request.version,
-            _grpc.model_ready_response, _grpc.pb.ModelReadyResponse(),
-        )
-
-    async def ModelInfer(self, request, grpc_context):  # noqa: N802
-        started = time.perf_counter()
-        model = request.model_name
-        reply = self._grpc_denied(grpc_context, "infer")
-        if reply is None:
-            try:
-                body, header_length = _grpc.infer_request_to_http(request)
-            except InvalidInput as exc:
-                reply = error(400, str(exc))
-            else:
-                if len(body) > self._max_body:
-                    reply = self._too_large()
-                else:
-                    reply = await self._route_infer(
-                        model, _grpc.version_or_none(request.model_version), body, header_length
-                    )
-        self._metrics.done(model, "grpc_infer", reply, started)
-        if reply.status != 200:
-            return _fail(grpc_context, reply, _grpc.pb.ModelInferResponse())
-        response = _grpc.http_to_infer_response(model, reply.body)
-        return response
-
-    async def RepositoryIndex(self, request, grpc_context):  # noqa: N802
-        denied = self._grpc_denied(grpc_context, "admin")
-        if denied is not None:
-            return _fail(grpc_context, denied, _grpc.pb.RepositoryIndexResponse())
-        return _grpc.repository_index_response(await self._repository())
-
-    async def ModelConfig(self, request, grpc_context):  # noqa: N802
-        return _fail(grpc_context, error(501, "model configuration is not served; use "
-                                              "ModelMetadata"), _grpc.pb.ModelConfigResponse())
-
-    async def ModelStatistics(self, request, grpc_context):  # noqa: N802
-        return _fail(grpc_context, error(501, "statistics are exported as Prometheus metrics, "
-                                              "not over this API"),
-                     _grpc.pb.ModelStatisticsResponse())

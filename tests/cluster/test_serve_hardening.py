@@ -436,12 +436,14 @@ def test_served_equals_logged_with_a_replica_killed_mid_run(served):
     assert len(ok) >= 50, len(ok)
     # Every 200 is in the log, with exactly its rows (so logged once).
     assert all(logged.get(rid) == rows for rid, rows in ok), "a 200 that is not logged once"
-    # Whatever is in the log and was not answered 200 was answered with an error.
+    # Whatever is in the log and was not answered 200 was answered with an error: one naming
+    # its id, or (at most one per such failure) a connection that broke with no answer.
     answered = {rid for rid, _ in ok}
     unexplained = set(logged) - answered - {o[1] for o in failed}
-    assert not unexplained
+    assert len(unexplained) <= sum(1 for o in failed if o[1] is None), unexplained
     assert all(code in (-1, 500, 502, 503, 504) for code, _, _ in failed), failed[:5]
-    print(f"load: {len(ok)} answered 200, {len(failed)} errors, {len(logged)} logged")
+    print(f"load: {len(ok)} answered 200, {len(failed)} errors, {len(logged)} logged, "
+          f"{len(set(logged) - answered)} logged but answered with an error")
     # The replica is replaced and the endpoint recovers.
     _until(lambda: client.get("/v2/health/ready").status_code == 200, 120)
 
