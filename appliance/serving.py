@@ -89,8 +89,13 @@ def ray_runtime_env(env: dict[str, Any]) -> dict[str, Any]:
     if env.get("pip"):
         pip: dict[str, Any] = {"packages": list(env["pip"])}
         if env.get("wheelhouse"):
-            # Offline: only the wheelhouse, never an index.
-            pip["pip_install_options"] = ["--no-index", "--find-links", str(env["wheelhouse"])]
+            # Offline: only the wheelhouse, never an index, nor the find-links or indexes that
+            # the node's pip configuration and PIP_* variables add (--isolated). These options
+            # replace Ray's defaults, so those are restated.
+            pip["pip_install_options"] = [
+                "--isolated", "--disable-pip-version-check", "--no-cache-dir",
+                "--no-index", "--find-links", str(env["wheelhouse"]),
+            ]
         out["pip"] = pip
     if env.get("env_vars"):
         out["env_vars"] = dict(env["env_vars"])
@@ -128,6 +133,57 @@ def _autoscaling(doc: Any, where: str) -> dict[str, Any]:
     return out
 
 
+def _wheelhouse_versions(house: str) -> dict[str, set]:
+    """The versions of each (canonical) project name that `house` holds wheels or sdists of."""
+    # Deferred, as in _check_wheelhouse.
+    from packaging.utils import parse_sdist_filename, parse_wheel_filename
+
+    found: dict[str, set] = {}
+    for path in Path(house).iterdir():
+        try:
+            if path.name.endswith(".whl"):
+                name, version, _, _ = parse_wheel_filename(path.name)
+            elif path.name.endswith((".tar.gz", ".zip")):
+                name, version = parse_sdist_filename(path.name)
+            else:
+                continue
+        except ValueError:
+            continue  # not a distribution pip would pick either
+        found.setdefault(name, set()).add(version)
+    return found
+
+
+def _check_wheelhouse(requirements: list[str], house: str, where: str) -> None:
+    """Refuse a requirement that no distribution in `house` satisfies.
+
+    Ray would find out only on the replica's node, after copying the virtualenv, and Serve
+    then reports a generic failure: checking the folder here names the requirement at once.
+    Only the requirements themselves are checked (their dependencies are pip's business), and
+    entries that are not plain requirements (URLs, pip options) are left to pip.
+    """
+    # Deferred: only a spec naming a wheelhouse needs it (packaging comes with pip and Ray).
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    found = None
+    for text in requirements:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if requirement.url or (requirement.marker and not requirement.marker.evaluate()):
+            continue
+        if found is None:
+            found = _wheelhouse_versions(house)
+        versions = found.get(canonicalize_name(requirement.name), set())
+        if not any(requirement.specifier.contains(v, prereleases=True) for v in versions):
+            there = ", ".join(str(v) for v in sorted(versions)) or "none"
+            raise InvalidInput(
+                f"{where}.pip: {text!r} is not in wheelhouse {house!r} (versions of "
+                f"{requirement.name} there: {there}); add its wheel to the folder on every node"
+            )
+
+
 def _runtime_env(doc: Any, where: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidInput(f"{where} must be a table, got {doc!r}")
@@ -144,6 +200,7 @@ def _runtime_env(doc: Any, where: str) -> dict[str, Any]:
         if not isinstance(house, str) or not Path(house).is_dir():
             raise InvalidInput(f"{where}.wheelhouse {house!r} is not a folder")
         out["wheelhouse"] = str(Path(house).resolve())
+        _check_wheelhouse(out["pip"], out["wheelhouse"], where)
     env_vars = doc.get("env_vars", {})
     if not isinstance(env_vars, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()

@@ -40,6 +40,9 @@ def ray_session():
     """One local Ray (2 CPUs) shared by every test that asks for it."""
     import ray
 
+    # A runtime_env install that fails (tests/cluster/test_serve_envs.py) is tried once, not
+    # three times, each a copy of the venv.
+    os.environ.setdefault("RUNTIME_ENV_RETRY_TIMES", "1")
     if not ray.is_initialized():
         ray.init(
             # A Ray of this session's own, never one a stale ray_current_cluster file names.

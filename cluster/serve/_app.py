@@ -119,10 +119,30 @@ def _wait(what: str, ready, timeout_s: float) -> None:
         time.sleep(_POLL_S)
 
 
+def _failure(name: str) -> str:
+    """Why application `name` failed: its deployments' messages, their error lines first.
+
+    The application's own message is only "Failed to update the deployments [...]"; the cause
+    (a replica's exception, pip's "ERROR: Could not find a version ...") is in theirs.
+    """
+    app = serve.status().applications.get(name)
+    if app is None:
+        return "it is gone"
+    reasons = []
+    for deployment in (getattr(app, "deployments", None) or {}).values():
+        text = (getattr(deployment, "message", "") or "").strip()
+        if not text:
+            continue
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("ERROR") or "Error:" in ln]
+        reasons.append(" | ".join((errors or lines[-3:])[:3]))
+    return "; ".join(reasons) or app.message
+
+
 def _running(name: str) -> bool:
-    status, message = _app_status(name)
+    status, _ = _app_status(name)
     if status == "DEPLOY_FAILED":
-        raise DeployFailed(f"Serve could not deploy application {name!r}: {message}")
+        raise DeployFailed(f"Serve could not deploy application {name!r}: {_failure(name)}")
     return status == "RUNNING"
 
 
