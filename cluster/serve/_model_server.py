@@ -30,7 +30,7 @@ from appliance.errors import InvalidInput
 from appliance.monitor.feedback import write_feedback
 from cluster.bundle import ModelBundle
 from cluster.serve import _oip
-from cluster.serve._log_buffer import LogBackpressure, PredictionLogBuffer
+from cluster.serve._log_buffer import LogBackpressure, LogClosed, PredictionLogBuffer
 from cluster.serve._metrics import ReplicaMetrics
 from cluster.serve._oip import Reply
 from cluster.serve._prediction_log import PredictionLog
@@ -295,6 +295,14 @@ class ModelServer:
             written = self.buffer.append(
                 request_id, req.columns, predictions, scores, shadow=shadow, client_id=req.id
             )
+        except InvalidInput as exc:
+            # One request with more rows than the whole buffer holds: it could never be logged.
+            return _oip.error(413, str(exc),
+                              self._headers(**{"x-appliance-request-id": request_id}))
+        except LogClosed:
+            return _oip.error(503, "this replica is shutting down; retry",
+                              self._headers(**{"Retry-After": "1",
+                                               "x-appliance-request-id": request_id}))
         except LogBackpressure as exc:
             self._metrics.refused()
             retry = max(1, round(exc.retry_after_s))

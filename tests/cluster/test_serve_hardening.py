@@ -472,6 +472,46 @@ def test_gpu_replicas_on_a_cluster_without_gpus_are_refused(served):
                deployment="gpu-model", serving=parse_serving({"num_gpus": 0.5}))
 
 
+def test_a_full_log_answers_503_with_retry_after_and_logs_only_what_it_answered(served):
+    """A model whose log holds 5 rows and writes every 4 s: a second request while the first
+    waits for the disk is refused with 503 and Retry-After, one larger than the buffer with
+    413; only the answered request is ever logged."""
+    cfg = served["cfg"]
+    folder = cfg.artifacts / "predictions" / "tiny-log" / "pending"
+    deploy(cfg, model="tiny-log", version="1", bundle_path=served["path"], deployment="tiny-log",
+           serving=parse_serving({"log_max_rows": 5, "log_flush_s": 4.0}))
+    path = "/v2/models/tiny-log/infer"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(served["client"].post, path, json=infer_request(columns(3, 1)),
+                            headers=AUTH)
+        time.sleep(1.0)
+        assert not first.done()  # answered only once its rows are on disk
+        full = served["client"].post(path, json=infer_request(columns(3, 2)), headers=AUTH)
+        huge = served["client"].post(path, json=infer_request(columns(6, 3)), headers=AUTH)
+        first = first.result(timeout=60)
+    assert full.status_code == 503 and int(full.headers["retry-after"]) >= 1
+    assert "prediction log is full" in full.json()["error"]
+    assert huge.status_code == 413 and "max_rows" in huge.json()["error"]
+    assert first.status_code == 200
+    logged = [rid for p in folder.glob("*.parquet")
+              for rid in pq.read_table(p).column("request_id").to_pylist()]
+    assert logged == [first.json()["parameters"]["request_id"]] * 3
+
+
+def test_autoscaling_options_reach_serve(served):
+    from ray.serve.context import _get_global_client
+
+    cfg = served["cfg"]
+    scaling = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 8}
+    deploy(cfg, model="scaled", version="1", bundle_path=served["path"], deployment="scaled",
+           serving=parse_serving({"autoscaling": scaling, "max_batch_size": 8}))
+    config = (_get_global_client().get_serve_details()["applications"]["model-scaled"]
+              ["deployments"]["ModelServer"]["deployment_config"])
+    got = config["autoscaling_config"]
+    assert (got["min_replicas"], got["max_replicas"]) == (1, 3)
+    assert got["target_ongoing_requests"] == 8
+
+
 def test_prometheus_metrics(served):
     import ray
 
