@@ -1,11 +1,12 @@
 """Deploy and remove models, and their canaries, on Ray Serve.
 
-Three kinds of Serve application: ``oip`` (route ``/``), the one HTTP ingress for every model;
-``model-{name}`` (no route), one per model, holding that model's primary (champion) replica;
-and ``canary-{name}`` (no route), at most one per model, holding a challenger. Deploying a new
-version re-runs an application under the same name, which Serve updates in place: the ingress
-keeps routing to it and reaches the new version once it is up. Every function here returns
-only once the ingress routes as it says.
+Three kinds of Serve application: ``model-{name}`` (route ``/v2/models/{name}``), one per model,
+holding its primary (champion) replicas, which answer that route themselves, one hop from
+Serve's proxy, and route to the canary; ``canary-{name}`` (no route), at most one per model,
+holding a challenger; and ``oip`` (route ``/``), the front ingress for everything else (health,
+the repository, gRPC, unknown models). Deploying a new version re-runs an application under the
+same name, which Serve updates in place: its route stays, and requests reach the new version
+once it is up. Every function here returns only once serving routes as it says.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from cluster.serve._routing import MODES, canary_app_name
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 _POLL_S = 0.2
-# How long remove_canary waits for calls already sent to a canary (the ingress gives up on a
+# How long remove_canary waits for calls already sent to a canary (the primary gives up on a
 # canary call after half of this, then asks the primary).
 _DRAIN_S = 30.0
 # Bound on one call from here to the ingress or to a replica's info().
@@ -180,6 +181,11 @@ def _start_serve(cfg: Config) -> None:
     _check_http_bind(cfg)
 
 
+def _door(cfg: Config) -> dict:
+    return ingress_settings(cfg.db_url, max_body_bytes=cfg.serve_max_body_bytes,
+                            replicas=cfg.serve_ingress_replicas)
+
+
 def _spec(
     cfg: Config,
     *,
@@ -190,6 +196,7 @@ def _spec(
     serving: ServingOptions,
 ) -> dict:
     return {
+        "door": _door(cfg),
         "model": model,
         "version": version,
         "deployment": deployment,
@@ -223,11 +230,16 @@ def _ingress_current(settings: dict) -> bool:
         return False  # an ingress from before settings existed, or one that does not answer
 
 
-def _run(cfg: Config, app, name: str) -> None:
-    """Run `app` as the application `name`, and the ingress with it when it is not current."""
-    targets = [serve.RunTarget(app, name=name, route_prefix=None)]
-    settings = ingress_settings(cfg.db_url, max_body_bytes=cfg.serve_max_body_bytes,
-                                replicas=cfg.serve_ingress_replicas)
+def model_route(model: str) -> str:
+    """The HTTP route a model's primary answers on."""
+    return f"/v2/models/{model}"
+
+
+def _run(cfg: Config, app, name: str, route: str | None = None) -> None:
+    """Run `app` as the application `name` on `route` (default none), and the ingress with it
+    when it is not current."""
+    targets = [serve.RunTarget(app, name=name, route_prefix=route)]
+    settings = _door(cfg)
     # Re-running an unchanged ingress would restart it (Serve versions code per run).
     if not _ingress_current(settings):
         ingress = OipIngress.options(num_replicas=settings["replicas"]).bind(settings)
@@ -239,11 +251,26 @@ def _model_app(spec: dict, serving: ServingOptions):
     return ModelServer.options(**serving.deployment_options()).bind(spec)
 
 
-def _running_ingress():
-    """A handle on the ingress, or None when it is not running."""
-    if _app_status(APP_NAME)[0] != "RUNNING":
+def _running_primary(model: str):
+    """A handle on `model`'s primary (which routes to its canary), or None when not running."""
+    if _app_status(model_app_name(model))[0] != "RUNNING":
         return None
-    return serve.get_app_handle(APP_NAME)
+    return serve.get_app_handle(model_app_name(model))
+
+
+def _routed_version(url: str, model: str) -> str | None:
+    """The version that answers `model`'s HTTP route now (None: not the model's app yet).
+
+    Asked without a token: the model's own replicas refuse with 401 naming their version in
+    ``x-model-version``, where the front ingress (no route of the model's yet) names none.
+    """
+    try:
+        with urllib.request.urlopen(f"{url}{model_route(model)}/ready", timeout=2) as resp:
+            return resp.headers.get("x-model-version")
+    except urllib.error.HTTPError as exc:
+        return exc.headers.get("x-model-version")
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 def _wait_http(cfg: Config, deadline: float) -> str:
@@ -277,7 +304,8 @@ def deploy(
         serving: batching, replicas, resources, environment (default: ``cfg.serving``).
         timeout_s: how long to wait for the model to answer (default 180).
 
-    Callers are authenticated by the ingress against the tokens in ``cfg.db_url``.
+    Callers are authenticated at the door of every replica they reach, against the tokens in
+    ``cfg.db_url``.
 
     Raises:
         InvalidInput: a bad name or version, a file that is not a bundle, or GPUs asked of
@@ -299,7 +327,7 @@ def deploy(
         serving=serving,
     )
     app_name = model_app_name(model)
-    _run(cfg, _model_app(spec, serving), app_name)
+    _run(cfg, _model_app(spec, serving), app_name, model_route(model))
 
     what = f"model {model!r} version {version!r}"
     deadline = time.monotonic() + timeout_s
@@ -312,7 +340,10 @@ def deploy(
         ),
         max(1.0, deadline - time.monotonic()),
     )
-    return _wait_http(cfg, deadline)
+    url = _wait_http(cfg, deadline)
+    _wait(f"{what} on its HTTP route", lambda: _routed_version(url, model) == version,
+          max(1.0, deadline - time.monotonic()))
+    return url
 
 
 def _primary_deployment(model: str, timeout_s: float) -> str:
@@ -345,7 +376,7 @@ def deploy_canary(
     (``canary-{model}``), logging to the same folder. Only
     inference is routed to it; health, metadata, readiness and feedback stay with the primary.
     Deploying a canary again (another version, mode or share) updates it in place. Returns
-    once the ingress routes to the canary with these settings.
+    once the primary routes to the canary with these settings.
 
     Args:
         cfg: the appliance configuration.
@@ -406,12 +437,12 @@ def deploy_canary(
         lambda: _running(app_name) and _running(APP_NAME),
         max(1.0, deadline - time.monotonic()),
     )
-    ingress = serve.get_app_handle(APP_NAME)
+    primary = serve.get_app_handle(model_app_name(model))
     _wait(
-        f"{what} behind the ingress",
-        # adopt: a remove_canary that died half-way may have left the ingress ignoring it.
+        f"{what} behind its primary",
+        # adopt: a remove_canary that died half-way may have left the primary ignoring it.
         lambda: (
-            ingress.canary_info.remote(model, adopt=True).result(timeout_s=_CONTROL_TIMEOUT_S)
+            primary.canary_info.remote(model, adopt=True).result(timeout_s=_CONTROL_TIMEOUT_S)
             == expected
         ),
         max(1.0, deadline - time.monotonic()),
@@ -422,9 +453,10 @@ def deploy_canary(
 def remove_canary(cfg: Config, model: str) -> bool:
     """Serve `model` from its primary alone again; return whether it had a canary.
 
-    The ingress stops sending requests to the canary first, calls already sent finish (for up
-    to 30 s), and only then is the canary's application deleted, so no request is dropped.
-    Returns once the ingress no longer routes to the canary. Idempotent.
+    The primary stops sending requests to the canary first, calls already sent finish (for up
+    to 30 s), and only then is the canary's application deleted, so no request is dropped
+    (another primary replica that still routes to it falls back to answering itself). Returns
+    once the primary no longer routes to the canary. Idempotent.
 
     Args:
         cfg: the appliance configuration.
@@ -433,40 +465,40 @@ def remove_canary(cfg: Config, model: str) -> bool:
     ensure_ray(cfg)
     app_name = canary_app_name(model)
     exists = _app_status(app_name)[0] is not None
-    ingress = _running_ingress()
+    primary = _running_primary(model)
     try:
-        if exists and ingress is not None:
+        if exists and primary is not None:
             deadline = time.monotonic() + _DRAIN_S
             # retire_canary answers how many calls to the canary are still in flight.
             while (
-                ingress.retire_canary.remote(model).result(timeout_s=_CONTROL_TIMEOUT_S)
+                primary.retire_canary.remote(model).result(timeout_s=_CONTROL_TIMEOUT_S)
                 and time.monotonic() < deadline
             ):
                 time.sleep(_POLL_S)
         if exists:
             serve.delete(app_name)
     finally:
-        if ingress is not None:
+        if primary is not None:
             # Also undoes the retirement above when the delete failed: the canary still runs.
-            ingress.forget_canary.remote(model).result(timeout_s=_CONTROL_TIMEOUT_S)
+            primary.forget_canary.remote(model).result(timeout_s=_CONTROL_TIMEOUT_S)
     return exists
 
 
 def canary_info(cfg: Config, model: str) -> dict | None:
-    """The canary the ingress routes `model`'s requests to, or None when there is none.
+    """The canary `model`'s primary routes requests to, or None when there is none.
 
     Returns ``{"version": str, "mode": "split" | "shadow", "share": float | None}`` (share is
-    None in shadow mode), as the ingress sees it after looking it up afresh.
+    None in shadow mode), as the primary sees it after looking it up afresh.
 
     Args:
         cfg: the appliance configuration.
         model: the model name.
     """
     ensure_ray(cfg)
-    ingress = _running_ingress()
-    if ingress is None:
+    primary = _running_primary(model)
+    if primary is None:
         return None
-    return ingress.canary_info.remote(model).result(timeout_s=_CONTROL_TIMEOUT_S)
+    return primary.canary_info.remote(model).result(timeout_s=_CONTROL_TIMEOUT_S)
 
 
 def undeploy(cfg: Config, model: str) -> None:

@@ -1,12 +1,14 @@
-"""Canary routing inside the ingress: finding a model's challenger, splitting, shadowing.
+"""Canary routing in a model's primary replica: finding its challenger, splitting, shadowing.
 
-A mixin of `cluster.serve._ingress.OipIngress`, kept apart so each module holds one concept.
-The ingress finds a model's canary (``canary-{name}``) by pull: it asks the canary replica's
-``info()`` for its version, mode and share, in the background once the cached answer is older
-than ``RECHECK_S``, so no request waits on that look-up (only a model's first request waits
+A mixin of `cluster.serve._model_server.ModelServer`, kept apart so each module holds one
+concept. The primary finds its model's canary (``canary-{name}``) by pull: it asks the canary
+replica's ``info()`` for its version, mode and share, in the background once the cached answer
+is older than ``RECHECK_S``, so no request waits on that look-up (only the first request waits
 for the first one). A split canary that fails hands the request back to the primary; shadow
 calls run in background tasks, at most ``_MAX_SHADOWS`` at once. The control plane removes a
-canary by retiring it here first and deleting it once no call to it is in flight.
+canary by retiring it here first and deleting it once no call to it is in flight; with more
+than one primary replica, the others stop routing to it at their next look-up, and a call to
+a canary already gone falls back to the primary, so no request fails on the way.
 """
 
 from __future__ import annotations

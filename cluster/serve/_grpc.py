@@ -46,9 +46,61 @@ SERVICE = "inference.GRPCInferenceService"
 SERVICER_FUNCTION = "cluster.serve._grpc.add_inference_servicer"
 
 
+# The Serve application that answers gRPC: the front ingress (cluster.serve._ingress.APP_NAME).
+FRONT_APP = "oip"
+
+
+class _FrontContext:
+    """A gRPC servicer context whose metadata names the front ingress's application when the
+    client named none, so that Serve's proxy routes the call there (it needs the name once
+    more than one application has a route, as every model's primary does)."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def invocation_metadata(self):
+        metadata = tuple(self._context.invocation_metadata() or ())
+        if any(key == "application" for key, _ in metadata):
+            return metadata
+        return (*metadata, ("application", FRONT_APP))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+def _to_front(factory):
+    """Wrap Serve's handler factory: its unary handlers see `_FrontContext`s."""
+
+    def make(service_method, streaming_type):
+        handler = factory(service_method=service_method, streaming_type=streaming_type)
+        if getattr(streaming_type, "name", "") != "UNARY_UNARY":
+            return handler
+
+        async def unary_unary(request: Any, context: Any):
+            return await handler(request, _FrontContext(context))
+
+        return unary_unary
+
+    return make
+
+
 def add_inference_servicer(servicer: Any, server: Any) -> None:
-    """Register KServe v2's ``GRPCInferenceService`` on `server` (called by Serve's proxy)."""
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    """Register KServe v2's ``GRPCInferenceService`` on `server` (called by Serve's proxy).
+
+    Clients such as ``tritonclient.grpc`` send no ``application`` metadata; Serve's proxy
+    would answer them NOT_FOUND, so this service's calls go to the front ingress unless they
+    name another application. (Serve builds each method's handler from the server's
+    ``service_handler_factory`` when the service is added; without one, clients must send
+    ``application: oip`` themselves.)
+    """
+    factory = getattr(server, "service_handler_factory", None)
+    if callable(factory):
+        server.service_handler_factory = _to_front(factory)
+    try:
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    finally:
+        if callable(factory):
+            server.service_handler_factory = factory
 
 # Little-endian, as both the binary extension and raw_input_contents specify.
 _DTYPES = {

@@ -82,8 +82,8 @@ class GrpcFront:
             except InvalidInput as exc:
                 reply = error(400, str(exc))
             else:
-                if len(body) > self._max_body:
-                    reply = self._too_large()
+                if len(body) > self._door.max_body:
+                    reply = self._door.too_large()
                 else:
                     reply = await self._route_infer(
                         model, _grpc.version_or_none(request.model_version), body, header_length

@@ -1,26 +1,20 @@
-"""The front door: one FastAPI app speaking OIP v2 (KServe v2) for every deployed model.
+"""The front ingress (application ``oip``, route ``/``): what is not one model's own route.
 
-Each model is its own Serve application (``model-{name}``); the ingress finds it by name at
-request time, so deploying, promoting or removing a model never restarts the ingress.
+Each model's primary application serves ``/v2/models/{model}/...`` itself, one hop from Serve's
+proxy (`cluster.serve._model_server`). This ingress answers the rest: health and server
+metadata (open, for probes), the model repository (scope ``admin``), KServe v2 over gRPC
+(`cluster.serve._grpc_front`, which forwards each call to the model's primary), and the
+protocol's answers for a model that is not deployed (401 without a token, else 404).
 
-Auth happens here, before a body is read: every ``/v2/models/*`` and ``/v2/repository/*`` route
-needs ``Authorization: Bearer <token>`` with a scope (``infer`` for inference, metadata and
-readiness, ``feedback`` to post labels, ``admin`` for the repository), checked against the
-token table the ingress keeps fresh from the metadata store (`cluster.serve._auth`). Health
-and server metadata stay open for probes. Bodies above ``max_body_bytes`` are refused with
-413, by their Content-Length when they declare one and while streaming otherwise.
+Every route but health needs ``Authorization: Bearer <token>`` with its scope, checked at the
+door before a body is read (`cluster.serve._door`); bodies above ``max_body_bytes`` get 413.
 
-Every request gets a request id made here, unique per request: it is what the prediction
-log records, what feedback names (``request_id``), and what the response's
+Every inference gets a request id made at the door, unique per request: it is what the
+prediction log records, what feedback names (``request_id``), and what the response's
 ``parameters.request_id`` and its ``x-appliance-request-id`` header return (``x-request-id`` is
 Ray Serve's own, which a client may set). A client's own ``id`` is echoed as the protocol
 asks, logged beside it as ``client_id``, and decides a split canary (the same id always
 reaches the same version); it can never overwrite or alias another request's log rows.
-
-A model may have a canary, a challenger version in its own application (``canary-{name}``):
-only inference is routed to it, by `cluster.serve._canary_routing` (split by the client's id,
-or the made-up one, or shadow); health, metadata, readiness and feedback stay with the
-primary. KServe v2 over gRPC reaches the same code through `cluster.serve._grpc_front`.
 """
 
 # No `from __future__ import annotations`: Serve ships this class by value, without the module
@@ -38,10 +32,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException
 
-from appliance.store import utcnow
 from cluster.serve import _metrics
-from cluster.serve._auth import TokenPoller, TokenTable, token_hash_of
-from cluster.serve._canary_routing import CALL_TIMEOUT_S, RECHECK_S, CanaryRouting, _ask
+from cluster.serve._canary_routing import CALL_TIMEOUT_S, RECHECK_S, _ask
+from cluster.serve._door import BodyTooLarge, Door
 from cluster.serve._grpc_front import GrpcFront, _server_version
 from cluster.serve._oip import Reply, error
 
@@ -104,10 +97,6 @@ def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
-class _TooLarge(Exception):
-    """The request body is larger than the ingress accepts."""
-
-
 # Serve pickles the class when it is decorated, so everything it uses is defined above it.
 @serve.deployment(
     name="OipIngress",
@@ -116,7 +105,7 @@ class _TooLarge(Exception):
     max_ongoing_requests=INGRESS_MAX_ONGOING,
 )
 @serve.ingress(app)
-class OipIngress(CanaryRouting, GrpcFront):
+class OipIngress(GrpcFront):
     """Authenticates v2 requests and routes them to the model applications.
 
     Args:
@@ -125,67 +114,13 @@ class OipIngress(CanaryRouting, GrpcFront):
 
     def __init__(self, settings: dict) -> None:
         self.settings = dict(settings)
-        self._max_body = int(settings["max_body_bytes"])
-        self._refresh_s = float(settings["token_refresh_s"])
-        self._poller = TokenPoller(settings["db_url"])
-        self._tokens = TokenTable()
-        try:
-            self._tokens = self._poller.poll(self._tokens) or self._tokens
-        except Exception:
-            # Not fatal: requests get 503 until the store answers; the refresher keeps trying.
-            logger.warning("could not load the token set at start", exc_info=True)
-        self._refresher: asyncio.Task | None = None
-        self._refresh_failures = 0
+        self._door = Door(settings)
         self._ready: tuple[float, dict] | None = None
         self._handles: dict[str, tuple[DeploymentHandle, float]] = {}
-        self._init_canaries()
         self._metrics = _metrics.IngressMetrics()
 
-    # Tokens: a background poll, a local check per request.
-
-    def _ensure_refresher(self) -> None:
-        if self._refresher is None or self._refresher.done():
-            self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            try:
-                table = await asyncio.to_thread(self._poller.poll, self._tokens)
-            except Exception as exc:
-                self._refresh_failures += 1
-                if self._refresh_failures & (self._refresh_failures - 1) == 0:  # 1, 2, 4, ...
-                    logger.warning("token set refresh failed %d time(s): %r",
-                                   self._refresh_failures, exc)
-            else:
-                self._refresh_failures = 0
-                if table is not None:
-                    self._tokens = table
-            await asyncio.sleep(self._refresh_s)
-
     def _denied(self, authorization: str | None, scope: str) -> Reply | None:
-        self._ensure_refresher()
-        denial = self._tokens.check(token_hash_of(authorization), scope, utcnow())
-        if denial is None:
-            return None
-        headers = {"WWW-Authenticate": "Bearer"} if denial.status == 401 else None
-        return error(denial.status, denial.message, headers)
-
-    async def _read_body(self, request: Request) -> bytes:
-        """The body, refusing (`_TooLarge`) one over the limit before or while reading it."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            raise _TooLarge(int(declared))
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self._max_body:
-                raise _TooLarge(size)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self) -> Reply:
-        return error(413, f"the request body is larger than the limit of {self._max_body} "
-                          "bytes (serve_max_body_bytes); send fewer rows per request")
+        return self._door.denied(authorization, scope)
 
     def _finish(self, model: str, route: str, reply: Reply, started: float) -> Response:
         self._metrics.done(model, route, reply, started)
@@ -216,9 +151,9 @@ class OipIngress(CanaryRouting, GrpcFront):
         reply = self._denied(request.headers.get("authorization"), scope)
         if reply is None and read_body:
             try:
-                args = (*args, await self._read_body(request))
-            except _TooLarge:
-                reply = self._too_large()
+                args = (*args, await self._door.read_body(request))
+            except BodyTooLarge:
+                reply = self._door.too_large()
         if reply is None:
             reply = await self._primary(model, method, *args, **kwargs)
         return self._finish(model, method, reply, started)
@@ -325,9 +260,9 @@ class OipIngress(CanaryRouting, GrpcFront):
                     400, f"Inference-Header-Content-Length must be an integer, got {raw!r}"
                 )
         try:
-            body = await self._read_body(request)
-        except _TooLarge:
-            return self._too_large()
+            body = await self._door.read_body(request)
+        except BodyTooLarge:
+            return self._door.too_large()
         return await self._route_infer(model, version, body, header_length)
 
     async def _route_infer(
@@ -339,32 +274,14 @@ class OipIngress(CanaryRouting, GrpcFront):
             return error(404, f"model {model!r} is not deployed")
         # The id every log row of this request carries, unique whatever the client sends.
         request_id = uuid.uuid4().hex
-        reply = await self._route(handle, model, version, body, header_length, request_id)
+        # The primary routes to its canary, if it has one, as it does for HTTP.
+        reply = await self._answer(handle, model, "route_infer", body, request_id=request_id,
+                                   version=version, header_length=header_length)
         # Errors made here carry it too: a client can always tell which request it was.
         headers = reply.headers or {}
         if headers.get("x-appliance-request-id") != request_id:
             reply = reply._replace(headers={**headers, "x-appliance-request-id": request_id})
         return reply
-
-    async def _route(self, handle: DeploymentHandle, model: str, version: str | None,
-                     body: bytes, header_length: int | None, request_id: str) -> Reply:
-        args = (body,)
-        kwargs = {"header_length": header_length, "request_id": request_id}
-        canary = await self._first_canary(model)
-        if canary is not None:
-            if version is not None and version == canary.version:
-                answer = await self._canary_answer(canary, model, *args, version=version, **kwargs)
-                if answer is not None:
-                    return answer
-            elif canary.mode == "shadow":
-                self._shadow(canary, model, *args, **kwargs)
-            elif version is None and await self._splits_to_canary(
-                body, header_length, request_id, canary.share
-            ):
-                answer = await self._canary_answer(canary, model, *args, **kwargs)
-                if answer is not None:
-                    return answer
-        return await self._answer(handle, model, "infer", *args, version=version, **kwargs)
 
     # Readiness and the repository: what Serve runs, and whether its replicas answer.
 
@@ -402,7 +319,7 @@ class OipIngress(CanaryRouting, GrpcFront):
         cached = self._ready
         if cached and time.monotonic() - cached[0] < _READY_CACHE_S:
             return cached[1]
-        if not self._tokens.loaded:
+        if not self._door.loaded:
             doc = {"ready": False, "error": "the token set has not been loaded yet"}
         else:
             try:

@@ -1,8 +1,14 @@
-"""The model replica: one deployed model version, its batching and its prediction log.
+"""The model replica: one deployed model version, its HTTP routes, batching and prediction log.
 
-The ingress authenticates, then forwards the raw request body and the request id it made;
-everything that depends on the model (its features, its version, where its log goes, how it
-batches) lives here, so promoting a new version is one in-place update of this application.
+A model's primary application is served on the route ``/v2/models/{model}``: Serve's proxy
+hands its requests straight to these replicas, one hop, and the replica checks the token and
+scope at its door (`cluster.serve._door`), reads the body, makes the request id, and answers.
+A primary also routes to its model's canary (`cluster.serve._canary_routing`): the split share
+goes to the challenger's application by handle, a shadow copy in the background; the rest it
+scores itself. Everything that depends on the model (its features, its version, where its
+log goes, how it batches) lives here, so promoting a new version is one in-place update of
+this application. The front ingress (``oip``, route ``/``) keeps health, server metadata, the
+repository, gRPC, and the 404 for a model that is not deployed.
 
 Requests that arrive together are scored together (`serve.batch`: up to ``max_batch_size``
 requests, waiting at most ``batch_wait_timeout_s`` for a batch to fill), in a worker thread so
@@ -13,27 +19,33 @@ arrive while a file is being written share the next one), so a 200 always means 
 if the replica is killed a moment later. A full buffer answers 503 with ``Retry-After``.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Serve ships this class by value, without the module
+# globals FastAPI would need to resolve string annotations such as "Request".
 import asyncio
 import logging
 import os
-import re
-from importlib import metadata
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from ray import serve
+from starlette.exceptions import HTTPException
 
 from appliance.errors import InvalidInput
 from appliance.monitor.feedback import write_feedback
 from cluster.bundle import ModelBundle
 from cluster.serve import _oip
+from cluster.serve._canary_routing import CanaryRouting
+from cluster.serve._door import BodyTooLarge, Door
 from cluster.serve._log_buffer import LogBackpressure, LogClosed, PredictionLogBuffer
-from cluster.serve._metrics import ReplicaMetrics
+from cluster.serve._metrics import IngressMetrics, ReplicaMetrics
 from cluster.serve._oip import Reply
 from cluster.serve._prediction_log import PredictionLog
+from cluster.serve._scoring import TorchScorer, installed
 
 logger = logging.getLogger("ray.serve")
 
@@ -43,37 +55,37 @@ MODEL_CPUS = 0.2
 _INLINE_PARSE_BYTES = 64 * 1024
 
 
-class _Scorer:
-    """Scores a design matrix with the bundle's network, on a GPU when the replica has one."""
+class _RouteRoot:
+    """ASGI middleware: a request for the route itself (``/v2/models/{model}``, the model's
+    metadata) reaches the ``/`` route, where Starlette would redirect it (307), which not every
+    client follows."""
 
-    def __init__(self, bundle: ModelBundle, num_gpus: float) -> None:
-        import torch
+    def __init__(self, app) -> None:
+        self.app = app
 
-        # A replica gets a fraction of a CPU; more threads than that only contend.
-        torch.set_num_threads(1)
-        self._torch = torch
-        self.bundle = bundle
-        self.device = "cuda" if num_gpus and torch.cuda.is_available() else "cpu"
-        bundle.module.to(self.device).eval()
-
-    def predict(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        torch = self._torch
-        x = torch.from_numpy(self.bundle.preprocessor.transform(columns)).to(self.device)
-        with torch.no_grad():
-            scores = torch.sigmoid(self.bundle.module(x)).squeeze(-1).float().cpu().numpy()
-        return (scores >= self.bundle.threshold).astype(np.int64), scores.astype(np.float32)
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            root = scope.get("root_path", "")
+            if root and scope["path"] in (root, ""):
+                scope = {**scope, "path": root + "/", "raw_path": (root + "/").encode()}
+        await self.app(scope, receive, send)
 
 
-def _installed(requirements: list[str]) -> dict[str, str | None]:
-    """Each required package's installed version here (None when it is not installed)."""
-    out: dict[str, str | None] = {}
-    for requirement in requirements:
-        name = re.split(r"[\s<>=!~;\[@]", requirement.strip(), maxsplit=1)[0]
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+model_app = FastAPI(title="appliance model", docs_url=None, redoc_url=None, openapi_url=None)
+model_app.add_middleware(_RouteRoot)
+
+
+@model_app.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    # Unknown routes and wrong methods answer in the protocol's error shape too.
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+
+def _http(reply: Reply) -> Response:
+    if isinstance(reply.body, (bytes, bytearray)):
+        # Binary tensor extension: the body is encoded, its headers are set.
+        return Response(bytes(reply.body), status_code=reply.status, headers=reply.headers)
+    return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
 
 def _concat(parts: list[dict[str, np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
@@ -82,6 +94,7 @@ def _concat(parts: list[dict[str, np.ndarray]], names: list[str]) -> dict[str, n
     return {f: np.concatenate([p[f] for p in parts]) for f in names}
 
 
+# Serve pickles the class when it is decorated, so everything it uses is defined above it.
 @serve.deployment(
     name="ModelServer",
     num_replicas=1,
@@ -90,23 +103,28 @@ def _concat(parts: list[dict[str, np.ndarray]], names: list[str]) -> dict[str, n
     health_check_period_s=10,
     graceful_shutdown_timeout_s=20,
 )
-class ModelServer:
+@serve.ingress(model_app)
+class ModelServer(CanaryRouting):
     """Serves one model version.
 
     Args:
         spec: ``model``, ``version``, ``deployment``, ``bundle_path`` (a file every node can
             read), ``artifacts`` (the artifact root) and ``serving``
-            (`appliance.serving.ServingOptions` as a dict: batching, log buffer, GPUs); a
+            (`appliance.serving.ServingOptions` as a dict: batching, log buffer, GPUs), and
+            ``door`` (token store and body limit: `cluster.serve._ingress.ingress_settings`); a
             canary's spec also has ``canary``: ``{"mode": "split" | "shadow", "share": float |
-            None}``, which `info` reports to the ingress (the ingress routes; this replica only
-            logs what it is sent).
+            None}``, which `info` reports to the primary (the primary routes; a canary only
+            scores and logs what it is sent).
     """
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.model = spec["model"]
         self.version = spec["version"]
         self.deployment = spec["deployment"]
-        self._canary = spec.get("canary")
+        self._canary_spec = spec.get("canary")
+        self._door = Door(spec["door"])
+        self._http_metrics = IngressMetrics()
+        self._init_canaries()
         self._artifacts = Path(spec["artifacts"])
         options = spec.get("serving") or {}
         self.bundle = ModelBundle.from_bytes(Path(spec["bundle_path"]).read_bytes())
@@ -116,7 +134,7 @@ class ModelServer:
         self._score_batch.set_max_batch_size(int(options.get("max_batch_size", 32)))
         self._score_batch.set_batch_wait_timeout_s(float(options.get("batch_wait_s", 0.002)))
         self._metrics = ReplicaMetrics(self.model, self.version)
-        self._packages = _installed((options.get("runtime_env") or {}).get("pip") or [])
+        self._packages = installed((options.get("runtime_env") or {}).get("pip") or [])
         self.log = PredictionLog(
             self._artifacts,
             deployment=self.deployment,
@@ -142,7 +160,7 @@ class ModelServer:
             from cluster.serve._triton import TritonBackend
 
             return TritonBackend(self.bundle, export_bundle(bundle_path), name=self.model)
-        return _Scorer(self.bundle, float(options.get("num_gpus", 0) or 0))
+        return TorchScorer(self.bundle, float(options.get("num_gpus", 0) or 0))
 
     def __del__(self) -> None:
         # Serve calls this on graceful shutdown: whatever is buffered reaches the disk.
@@ -171,12 +189,12 @@ class ModelServer:
         mode too). The ingress learns a canary's settings from here. ``packages``: the version
         installed in this replica of each package its ``runtime_env`` asks for.
         """
-        canary = self._canary or {}
+        canary = self._canary_spec or {}
         return {
             "model": self.model,
             "version": self.version,
             "deployment": self.deployment,
-            "role": "canary" if self._canary else "primary",
+            "role": "canary" if self._canary_spec else "primary",
             "mode": canary.get("mode"),
             "share": canary.get("share"),
             "packages": self._packages,
@@ -342,6 +360,128 @@ class ModelServer:
             logger.exception("feedback write failed for request %s", fb.request_id)
             return _oip.error(503, f"feedback could not be stored ({type(exc).__name__}: {exc})")
         return Reply(200, {"request_id": fb.request_id, "rows": len(fb.rows)}, self._headers())
+
+    # HTTP: Serve's proxy sends ``/v2/models/{model}/...`` here; paths below are relative.
+
+    @model_app.get("/")
+    async def http_metadata(self, request: Request):
+        return await self._http_call(request, "metadata", None)
+
+    @model_app.get("/versions/{version}")
+    async def http_version_metadata(self, version: str, request: Request):
+        return await self._http_call(request, "metadata", version)
+
+    @model_app.get("/ready")
+    async def http_ready(self, request: Request):
+        return await self._http_call(request, "ready", None)
+
+    @model_app.get("/versions/{version}/ready")
+    async def http_version_ready(self, version: str, request: Request):
+        return await self._http_call(request, "ready", version)
+
+    @model_app.post("/infer")
+    async def http_infer(self, request: Request):
+        return await self._http_infer(request, None)
+
+    @model_app.post("/versions/{version}/infer")
+    async def http_version_infer(self, version: str, request: Request):
+        return await self._http_infer(request, version)
+
+    @model_app.post("/feedback")
+    async def http_feedback(self, request: Request):
+        started = time.perf_counter()
+        reply = self._door.denied(request.headers.get("authorization"), "feedback",
+                                  self._headers())
+        if reply is None:
+            try:
+                body = await self._door.read_body(request)
+            except BodyTooLarge:
+                reply = self._door.too_large(self._headers())
+            else:
+                # A small file write; off the loop all the same.
+                reply = await asyncio.to_thread(self.feedback, body)
+        return self._finish("feedback", reply, started)
+
+    def _finish(self, route: str, reply: Reply, started: float) -> Response:
+        self._http_metrics.done(self.model, route, reply, started)
+        return _http(reply)
+
+    async def _http_call(self, request: Request, route: str, version: str | None) -> Response:
+        started = time.perf_counter()
+        # Refusals name the version too: the control plane reads it to see the route is ours.
+        reply = self._door.denied(request.headers.get("authorization"), "infer", self._headers())
+        if reply is None:
+            reply = await (self.metadata(version) if route == "metadata" else self.ready(version))
+        return self._finish(route, reply, started)
+
+    async def _http_infer(self, request: Request, version: str | None) -> Response:
+        started = time.perf_counter()
+        reply = self._door.denied(request.headers.get("authorization"), "infer", self._headers())
+        if reply is None:
+            reply = await self._read_and_route(request, version)
+        return self._finish("infer", reply, started)
+
+    async def _read_and_route(self, request: Request, version: str | None) -> Reply:
+        raw = request.headers.get("inference-header-content-length")
+        header_length = None
+        if raw is not None:
+            try:
+                header_length = int(raw)
+            except ValueError:
+                return _oip.error(
+                    400, f"Inference-Header-Content-Length must be an integer, got {raw!r}",
+                    self._headers(),
+                )
+        try:
+            body = await self._door.read_body(request)
+        except BodyTooLarge:
+            return self._door.too_large(self._headers())
+        # The id every log row of this request carries, unique whatever the client sends.
+        request_id = uuid.uuid4().hex
+        reply = await self.route_infer(body, request_id=request_id, version=version,
+                                       header_length=header_length)
+        headers = reply.headers or {}
+        if headers.get("x-appliance-request-id") != request_id:
+            # Errors made on the way (a canary that failed, say) name the request too.
+            reply = reply._replace(headers={**headers, "x-appliance-request-id": request_id})
+        return reply
+
+    async def route_infer(
+        self,
+        body: bytes,
+        *,
+        request_id: str,
+        version: str | None = None,
+        header_length: int | None = None,
+    ) -> Reply:
+        """Answer one inference as routing says: the canary's share there, the rest here.
+
+        Called for HTTP requests by this replica's own routes, and by the front ingress for
+        gRPC. A canary replica never routes: it answers what it is sent.
+
+        Args:
+            body: the raw request body.
+            request_id: the id the rows are logged under (unique per request).
+            version: the version named in the URL (default None: any).
+            header_length: ``Inference-Header-Content-Length`` (default None).
+        """
+        kwargs = {"header_length": header_length, "request_id": request_id}
+        canary = await self._first_canary(self.model) if self._canary_spec is None else None
+        if canary is not None:
+            if version is not None and version == canary.version:
+                answer = await self._canary_answer(canary, self.model, body, version=version,
+                                                   **kwargs)
+                if answer is not None:
+                    return answer
+            elif canary.mode == "shadow":
+                self._shadow(canary, self.model, body, **kwargs)
+            elif version is None and await self._splits_to_canary(
+                body, header_length, request_id, canary.share
+            ):
+                answer = await self._canary_answer(canary, self.model, body, **kwargs)
+                if answer is not None:
+                    return answer
+        return await self.infer(body, version=version, **kwargs)
 
     async def drain(self, timeout_s: float = 30.0) -> int:
         """Write every buffered row now; return the rows still waiting (0 when drained)."""

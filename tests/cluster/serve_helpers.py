@@ -105,6 +105,14 @@ def infer_request(cols: dict[str, np.ndarray], request_id: str | None = None) ->
     return doc
 
 
+def published(folder: Path) -> list[Path]:
+    """The Parquet files published in `folder`, sorted (writers' dot-named temporaries left
+    out, as every reader does)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+
 def pending_dir(cfg: Config) -> Path:
     """The folder the model's served predictions are logged to."""
     return cfg.artifacts / "predictions" / DEPLOYMENT / "pending"

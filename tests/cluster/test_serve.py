@@ -31,6 +31,7 @@ from serve_helpers import (
     infer_request,
     make_bundle,
     pending_dir,
+    published,
     serve_config,
 )
 from tritonclient.utils import InferenceServerException
@@ -46,7 +47,7 @@ pytestmark = pytest.mark.slow
 
 
 def _log_files(cfg: Config) -> set[Path]:
-    return set(pending_dir(cfg).glob("*.parquet"))
+    return set(published(pending_dir(cfg)))
 
 
 def _logged(cfg: Config, request_id: str):
@@ -440,7 +441,7 @@ def test_feedback_writes_labels(served):
         headers=AUTH,
     )
     assert resp.status_code == 200
-    tables = [pq.read_table(p) for p in sorted(folder.glob("*.parquet"))]
+    tables = [pq.read_table(p) for p in published(folder)]
     assert [t.num_rows for t in tables] == [5, 1]
     assert tables[0].schema == FEEDBACK_SCHEMA
     assert tables[0].column("label").to_pylist() == [1, 0, 1, 1, 0]
@@ -453,7 +454,7 @@ def test_feedback_writes_labels(served):
     denied = client.post(f"/v2/models/{MODEL}/feedback",
                          json={"request_id": "req-1", "labels": [1]}, headers=viewer)
     assert denied.status_code == 403 and "lacks scope 'feedback'" in denied.json()["error"]
-    assert len(list(folder.glob("*.parquet"))) == 2
+    assert len(published(folder)) == 2
     ok = client.post(f"/v2/models/{MODEL}/infer", json=infer_request(columns(1, 3)),
                      headers=viewer)
     assert ok.status_code == 200

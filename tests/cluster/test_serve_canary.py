@@ -28,6 +28,7 @@ from serve_helpers import (
     infer_request,
     make_bundle,
     pending_dir,
+    published,
     serve_config,
 )
 
@@ -93,7 +94,7 @@ def _logged(cfg: Config, prefix: str = "") -> list[dict]:
     answer's ``id`` then carries).
     """
     rows = []
-    for path in sorted(pending_dir(cfg).glob("*.parquet")):
+    for path in published(pending_dir(cfg)):
         table = pq.read_table(path, columns=["request_id", "client_id", "version", "shadow"])
         for row in table.to_pylist():
             row["key"] = row["client_id"] or row["request_id"]
@@ -344,8 +345,8 @@ def test_shadow_scores_every_request_and_only_logs_it(served):
         time.sleep(0.2)
     assert logged() == expected
     # Nothing left behind in the ingress once the shadow calls are done.
-    ingress = serve.get_app_handle(APP_NAME)
-    while (stats := ingress.shadow_stats.remote().result(timeout_s=30))["in_flight"]:
+    primary = serve.get_app_handle(f"model-{MODEL}")
+    while (stats := primary.shadow_stats.remote().result(timeout_s=30))["in_flight"]:
         assert time.monotonic() < deadline, stats
         time.sleep(0.1)
     assert stats == {"in_flight": 0, "skipped": 0}

@@ -38,6 +38,7 @@ from serve_helpers import (
     infer_request,
     make_bundle,
     pending_dir,
+    published,
     serve_config,
 )
 from tritonclient.utils import InferenceServerException
@@ -86,7 +87,7 @@ def _until(condition, timeout_s: float) -> float:
 
 
 def _rows(cfg) -> list[dict]:
-    return [row for p in sorted(pending_dir(cfg).glob("*.parquet"))
+    return [row for p in published(pending_dir(cfg))
             for row in pq.read_table(p, columns=["request_id", "row"]).to_pylist()]
 
 
@@ -493,7 +494,7 @@ def test_a_full_log_answers_503_with_retry_after_and_logs_only_what_it_answered(
     assert "prediction log is full" in full.json()["error"]
     assert huge.status_code == 413 and "max_rows" in huge.json()["error"]
     assert first.status_code == 200
-    logged = [rid for p in folder.glob("*.parquet")
+    logged = [rid for p in published(folder)
               for rid in pq.read_table(p).column("request_id").to_pylist()]
     assert logged == [first.json()["parameters"]["request_id"]] * 3
 

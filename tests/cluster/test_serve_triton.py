@@ -21,6 +21,7 @@ from serve_helpers import (
     infer_request,
     make_bundle,
     pending_dir,
+    published,
     serve_config,
 )
 
@@ -71,7 +72,7 @@ def test_tritonclient_through_the_appliance_gets_tritons_answers(served):
     np.testing.assert_allclose(result.as_numpy("scores"), scores, atol=1e-6)
     # Logged like any other answer, under the id the appliance returned.
     logged_as = result.get_response()["parameters"]["request_id"]
-    rows = [r for p in pending_dir(cfg).glob("*.parquet")
+    rows = [r for p in published(pending_dir(cfg))
             for r in pq.read_table(p, columns=["request_id", "client_id"]).to_pylist()
             if r["request_id"] == logged_as]
     assert len(rows) == 7 and {r["client_id"] for r in rows} == {"via-triton"}

@@ -1,0 +1,44 @@
+"""What a model replica scores with: the bundle's network in torch (on a GPU when it has
+one), and what its Python environment holds."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+
+import numpy as np
+
+from cluster.bundle import ModelBundle
+
+
+class TorchScorer:
+    """Scores a design matrix with the bundle's network, on a GPU when the replica has one."""
+
+    def __init__(self, bundle: ModelBundle, num_gpus: float) -> None:
+        import torch
+
+        # A replica gets a fraction of a CPU; more threads than that only contend.
+        torch.set_num_threads(1)
+        self._torch = torch
+        self.bundle = bundle
+        self.device = "cuda" if num_gpus and torch.cuda.is_available() else "cpu"
+        bundle.module.to(self.device).eval()
+
+    def predict(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        x = torch.from_numpy(self.bundle.preprocessor.transform(columns)).to(self.device)
+        with torch.no_grad():
+            scores = torch.sigmoid(self.bundle.module(x)).squeeze(-1).float().cpu().numpy()
+        return (scores >= self.bundle.threshold).astype(np.int64), scores.astype(np.float32)
+
+
+def installed(requirements: list[str]) -> dict[str, str | None]:
+    """Each required package's installed version here (None when it is not installed)."""
+    out: dict[str, str | None] = {}
+    for requirement in requirements:
+        name = re.split(r"[\s<>=!~;\[@]", requirement.strip(), maxsplit=1)[0]
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
