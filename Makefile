@@ -45,6 +45,7 @@ lint: install
 
 bench: install
 	$(PY) bench/drift.py
+	$(PY) bench/serve.py
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache

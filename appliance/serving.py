@@ -4,7 +4,8 @@ A deployment spec (``appliance deploy MODEL --spec serving.toml``, keys under ``
 or the config file's ``[serving]`` for every model) names any of:
 
     max_batch_size = 32          # requests scored together in one model call
-    batch_wait_s = 0.002         # how long a batch waits to fill
+    batch_wait_s = 0.0           # how long a batch waits to fill (0: it takes what is queued;
+                                 # batches form while the model is busy with the last one)
     max_ongoing_requests = 64    # per replica; at least max_batch_size, so batches can fill
     replicas = 1                 # fixed replica count (without [serving.autoscaling])
     num_cpus = 0.2               # per replica
@@ -43,7 +44,7 @@ class ServingOptions:
     """A model's serving options (see the module docstring for each key and its default)."""
 
     max_batch_size: int = 32
-    batch_wait_s: float = 0.002
+    batch_wait_s: float = 0.0
     max_ongoing_requests: int = 64
     replicas: int = 1
     num_cpus: float = 0.2

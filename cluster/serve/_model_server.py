@@ -132,7 +132,7 @@ class ModelServer(CanaryRouting):
         self._categorical = set(self.bundle.categorical)
         self._scorer = self._make_scorer(Path(spec["bundle_path"]), options)
         self._score_batch.set_max_batch_size(int(options.get("max_batch_size", 32)))
-        self._score_batch.set_batch_wait_timeout_s(float(options.get("batch_wait_s", 0.002)))
+        self._score_batch.set_batch_wait_timeout_s(float(options.get("batch_wait_s", 0.0)))
         self._metrics = ReplicaMetrics(self.model, self.version)
         self._packages = installed((options.get("runtime_env") or {}).get("pip") or [])
         self.log = PredictionLog(
@@ -241,7 +241,7 @@ class ModelServer(CanaryRouting):
         body = {"name": self.model, "version": self.version, "ready": True}
         return Reply(200, body, self._headers())
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _score_batch(
         self, parts: list[dict[str, np.ndarray]]
     ) -> list[tuple[np.ndarray, np.ndarray]]:
