@@ -49,10 +49,18 @@ def env(tmp_path_factory):
         (["rollback", "ghost"], "no model named 'ghost'"),
         (["models", "set", "ghost", "--team", "x"], "no model named 'ghost'"),
         (["monitor", "--interval", "0"], "--interval must be positive"),
+        (["deploy", "ghost", "--spec", "/no/such/serving.toml"], "cannot be read"),
+        (["deploy", "ghost", "--spec", "@SPEC@"], "max_ongoing_requests 4 is below max_batch_size"),
+        (["tokens", "create", "admin", "--name", "x", "--scope", "write"], "unknown scope"),
+        (["tokens", "create", "admin", "--name", "x", "--expires", "soon"], "--expires 'soon'"),
+        (["tokens", "create", "admin", "--name", "x", "--expires", "2020-01-01T00:00:00Z"],
+         "must lie in the future"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(env, args, needle):
-    res = _cli(args, env)
+def test_bad_input_exits_2_with_one_line(env, args, needle, tmp_path):
+    spec = tmp_path / "serving.toml"
+    spec.write_text("[serving]\nmax_batch_size = 8\nmax_ongoing_requests = 4\n")
+    res = _cli([str(spec) if a == "@SPEC@" else a for a in args], env)
     assert res.returncode == 2, (res.stdout, res.stderr)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], res.stderr
