@@ -53,9 +53,8 @@ async def _ask(response, timeout_s: float):
         raise
 
 
-
 class _Canary(NamedTuple):
-    """A model's canary as the ingress routes to it."""
+    """A model's canary as its primary routes to it."""
 
     handle: DeploymentHandle
     version: str

@@ -165,8 +165,13 @@ class ModelServer(CanaryRouting):
     def __del__(self) -> None:
         # Serve calls this on graceful shutdown: whatever is buffered reaches the disk.
         buffer = getattr(self, "buffer", None)
-        if buffer is not None:
-            buffer.close()
+        try:
+            if buffer is not None:
+                buffer.close()
+        except Exception:
+            # The rows that could not be written were never answered 200 (served == logged).
+            logger.exception("prediction log of %s v%s did not drain at shutdown",
+                             self.model, self.version)
         close = getattr(getattr(self, "_scorer", None), "close", None)
         if close is not None:
             close()
@@ -186,7 +191,7 @@ class ModelServer(CanaryRouting):
 
         ``model``, ``version``, ``deployment``, ``role`` (``"primary"`` or ``"canary"``), and
         for a canary its ``mode`` and ``share`` (None otherwise; ``share`` is None in shadow
-        mode too). The ingress learns a canary's settings from here. ``packages``: the version
+        mode too). The primary learns its canary's settings from here. ``packages``: the version
         installed in this replica of each package its ``runtime_env`` asks for.
         """
         canary = self._canary_spec or {}
