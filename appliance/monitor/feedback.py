@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from appliance.names import check_name
+
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 FEEDBACK_SCHEMA = pa.schema(
     [("request_id", pa.string()), ("row", pa.int32()), ("label", pa.int64()), ("ts", TIMESTAMP)]
@@ -56,7 +58,8 @@ def write_feedback(
         ],
         schema=FEEDBACK_SCHEMA,
     )
-    folder = Path(artifacts) / "feedback" / deployment
+    # The deployment becomes a folder name: "../x" must not write outside feedback/.
+    folder = Path(artifacts) / "feedback" / check_name("deployment name", deployment)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{now:020d}-{uuid.uuid4().hex}.parquet"
     tmp = folder / f".tmp-{final.name}"

@@ -21,7 +21,6 @@ reaches the same version); it can never overwrite or alias another request's log
 # globals FastAPI would need to resolve string annotations such as "Request".
 import asyncio
 import logging
-import re
 import time
 import uuid
 
@@ -32,6 +31,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException
 
+from appliance.names import NAME_RE
 from cluster.serve import _metrics
 from cluster.serve._canary_routing import CALL_TIMEOUT_S, RECHECK_S, _ask
 from cluster.serve._door import BodyTooLarge, Door
@@ -42,7 +42,6 @@ logger = logging.getLogger("ray.serve")
 
 APP_NAME = "oip"
 MODEL_APP_PREFIX = "model-"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 INGRESS_CPUS = 0.05
 # The ingress only awaits: many requests in flight per replica cost little, and a model's
 # batches can only fill when enough requests reach it at once.

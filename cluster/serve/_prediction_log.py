@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from appliance.errors import InvalidInput
+from appliance.names import check_name
 from cluster.serve._oip import file_safe
 
 _log = logging.getLogger(__name__)
@@ -145,7 +146,9 @@ class PredictionLog:
         categorical: Collection[str] = (),
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        self.folder = Path(artifacts) / "predictions" / deployment / "pending"
+        # The deployment becomes a folder name: nothing may escape predictions/.
+        self.folder = (Path(artifacts) / "predictions" / check_name("deployment name", deployment)
+                       / "pending")
         self.schema = prediction_schema(features, categorical)
         self.clock = clock
         self._deployment = deployment

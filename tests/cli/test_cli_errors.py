@@ -55,12 +55,17 @@ def env(tmp_path_factory):
         (["tokens", "create", "admin", "--name", "x", "--expires", "soon"], "--expires 'soon'"),
         (["tokens", "create", "admin", "--name", "x", "--expires", "2020-01-01T00:00:00Z"],
          "must lie in the future"),
+        (["feedback", "add", "@LABELS@", "--deployment", "../x"],
+         "deployment name '../x' is not valid"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(env, args, needle, tmp_path):
     spec = tmp_path / "serving.toml"
     spec.write_text("[serving]\nmax_batch_size = 8\nmax_ongoing_requests = 4\n")
-    res = _cli([str(spec) if a == "@SPEC@" else a for a in args], env)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,row,label\nr1,0,1\n")
+    files = {"@SPEC@": str(spec), "@LABELS@": str(labels)}
+    res = _cli([files.get(a, a) for a in args], env)
     assert res.returncode == 2, (res.stdout, res.stderr)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], res.stderr
