@@ -9,11 +9,13 @@ remove_canary(cfg, model) -> bool          whether there was a canary; idempoten
 canary_info(cfg, model) -> {"version", "mode", "share"} | None
 serve_url(cfg) -> base URL of the HTTP endpoint
 
-Who may call is decided at the ingress, from the tokens in the metadata store (``cfg.db_url``;
-`appliance.governance.serving_tokens`), refreshed about once a second: no redeploy is needed
-when a token is issued, revoked or expires. `serving` (`appliance.serving.ServingOptions`)
-sets batching, replicas or autoscaling, CPUs and GPUs, the replica's Python environment and
-the prediction log's buffer.
+Each model's primary answers its route ``/v2/models/{model}`` itself, one hop from Serve's
+proxy; a front ingress (route ``/``) answers health, the repository, gRPC and unknown models.
+Who may call is decided at the door of whichever replica a request reaches, from the tokens in
+the metadata store (``cfg.db_url``; `appliance.governance.serving_tokens`), refreshed about once
+a second: no redeploy is needed when a token is issued, revoked or expires.
+`serving` (`appliance.serving.ServingOptions`) sets batching, replicas or autoscaling, CPUs
+and GPUs, the replica's Python environment and the prediction log's buffer.
 
 A canary is a challenger version behind the same route, ``/v2/models/{model}``. In ``split``
 mode it answers the requests whose id hashes below `share` (the same id always gets the same
