@@ -117,13 +117,17 @@ def _number(doc: dict, key: str, where: str, *, integer: bool, low: float,
         raise InvalidInput(f"{where}.{key} must be {bound} and <= {high}, got {value!r}")
 
 
+def _known_keys(doc: dict, known: set[str], where: str) -> None:
+    unknown = set(doc) - set(known)
+    if unknown:
+        raise InvalidInput(f"{where} has unknown key(s) {sorted(unknown)}; "
+                           f"known: {sorted(known)}")
+
+
 def _autoscaling(doc: Any, where: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidInput(f"{where} must be a table, got {doc!r}")
-    unknown = set(doc) - _AUTOSCALING
-    if unknown:
-        raise InvalidInput(f"{where} has unknown key(s) {sorted(unknown)}; "
-                           f"known: {sorted(_AUTOSCALING)}")
+    _known_keys(doc, _AUTOSCALING, where)
     out = {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 32, **doc}
     _number(out, "min_replicas", where, integer=True, low=0, high=1024)
     _number(out, "max_replicas", where, integer=True, low=1, high=1024)
@@ -188,10 +192,7 @@ def _check_wheelhouse(requirements: list[str], house: str, where: str) -> None:
 def _runtime_env(doc: Any, where: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidInput(f"{where} must be a table, got {doc!r}")
-    unknown = set(doc) - _RUNTIME_ENV
-    if unknown:
-        raise InvalidInput(f"{where} has unknown key(s) {sorted(unknown)}; "
-                           f"known: {sorted(_RUNTIME_ENV)}")
+    _known_keys(doc, _RUNTIME_ENV, where)
     pip = doc.get("pip", [])
     if not isinstance(pip, list) or not all(isinstance(p, str) and p.strip() for p in pip):
         raise InvalidInput(f"{where}.pip must be a list of requirement strings, got {pip!r}")
@@ -225,10 +226,7 @@ def parse_serving(doc: Any, where: str = "[serving]",
     if not isinstance(doc, dict):
         raise InvalidInput(f"{where} must be a table, got {doc!r}")
     fields = {f.name for f in dataclasses.fields(ServingOptions)}
-    unknown = set(doc) - fields
-    if unknown:
-        raise InvalidInput(f"{where} has unknown key(s) {sorted(unknown)}; known: "
-                           f"{sorted(fields)}")
+    _known_keys(doc, fields, where)
     merged = {**base.to_dict(), **doc}
     _number(merged, "max_batch_size", where, integer=True, low=1, high=65536)
     _number(merged, "batch_wait_s", where, integer=False, low=0, high=10)

@@ -33,6 +33,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 
 from appliance.errors import InvalidInput
+from cluster.serve._oip import NUMERIC_DTYPES
 
 # tritonclient's generated classes say their module is "grpc_service_pb2" (protoc's name for
 # the file), which no import finds. Ray pickles each request from its gRPC proxy to the ingress
@@ -103,20 +104,7 @@ def add_inference_servicer(servicer: Any, server: Any) -> None:
             server.service_handler_factory = factory
 
 # Little-endian, as both the binary extension and raw_input_contents specify.
-_DTYPES = {
-    "BOOL": np.dtype("?"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
+_DTYPES = NUMERIC_DTYPES
 # The InferTensorContents field each datatype's values go in; FP16 and BF16 have none and
 # must come as raw_input_contents.
 _CONTENTS_FIELD = {

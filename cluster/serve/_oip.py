@@ -51,8 +51,8 @@ from cluster.serve._oip_reply import (  # noqa: F401 (re-exported: the protocol 
 MAX_ID_LENGTH = 256
 MAX_DEPTH = 32  # arrays and objects; a valid request needs 5, parameters may add a few
 
-# Little-endian, as the binary extension specifies.
-_NUMERIC = {
+# Little-endian, as the binary extension (and gRPC's raw contents) specify.
+NUMERIC_DTYPES = {
     "BOOL": np.dtype("?"),
     "INT8": np.dtype("<i1"),
     "INT16": np.dtype("<i2"),
@@ -68,7 +68,7 @@ _NUMERIC = {
 }
 _INTEGER = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 _FLOAT = {"FP16", "FP32", "FP64"}
-DATATYPES = (*_NUMERIC, "BYTES")
+DATATYPES = (*NUMERIC_DTYPES, "BYTES")
 _UNSUPPORTED_PARAMETERS = (
     "shared_memory_region",
     "shared_memory_byte_size",
@@ -272,7 +272,7 @@ def _check_floats(
                 f"value), got {got} at index {i}; NaN, Infinity and numbers beyond float64's "
                 "range are refused"
             )
-    limit = float(np.finfo(_NUMERIC[datatype]).max)
+    limit = float(np.finfo(NUMERIC_DTYPES[datatype]).max)
     if datatype != "FP64" and (np.abs(values[finite]) > limit).any():
         raise InvalidInput(f"input {name!r}: a value is out of range for {datatype}")
 
@@ -294,14 +294,14 @@ def _json_values(flat: list[Any], datatype: str, name: str) -> np.ndarray:
             values = np.array([math.nan if v is None else v for v in flat], dtype=np.float64)
             _check_floats(values, datatype, name, flat)
             return values
-        return np.array(flat, dtype=_NUMERIC[datatype])
+        return np.array(flat, dtype=NUMERIC_DTYPES[datatype])
     except OverflowError as exc:
         raise InvalidInput(f"input {name!r}: a value is out of range for {datatype}") from exc
 
 
 def _binary_values(chunk: bytes, datatype: str, count: int, name: str) -> np.ndarray:
     if datatype != "BYTES":
-        dtype = _NUMERIC[datatype]
+        dtype = NUMERIC_DTYPES[datatype]
         if len(chunk) != count * dtype.itemsize:
             raise InvalidInput(
                 f"input {name!r}: binary_data_size {len(chunk)} does not hold {count} "
