@@ -15,7 +15,6 @@ loaded.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import NamedTuple
 from sqlmodel import Session
 
 from appliance.governance.serving_tokens import TokenGrant, load_grants, token_set_version
+from appliance.governance.users import hash_token
 from appliance.store import get_engine
 
 logger = logging.getLogger("ray.serve")
@@ -45,7 +45,7 @@ def token_hash_of(authorization: str | None) -> str | None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return None
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hash_token(token)
 
 
 class TokenTable:
