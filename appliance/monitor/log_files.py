@@ -9,15 +9,18 @@ A ``predictions/{deployment}/pending`` folder holds two kinds of published files
 
 A replica appends each answered request's rows to its open segment, ``.open-{name}``, with
 one ``write`` before it answers: once that returns the rows outlive the replica's process (a
-kill, a crash), since they are in the operating system's page cache. Every flush interval the
-replica fsyncs the segment, renames it to ``{name}`` and fsyncs the folder: from then on the
-rows also survive a power cut, and the monitor sees them. Readers skip dot files, so they
-never see an open segment.
+kill, a crash), since they are in the operating system's page cache. A thread of the replica
+then publishes the segment (fsync, rename to ``{name}``, fsync of the folder), as soon as its
+previous publish is done or on the replica's interval: from then on the rows also survive a
+power cut, and the monitor sees them. Readers skip dot files, so they never see an open
+segment.
 
-A writer holds an exclusive ``flock`` on its open segment. A segment whose lock is free was
-left by a dead writer: `recover_segments` publishes it, cut at its last complete message (a
-write torn by the kill belongs to a request that was never answered), so a row is in exactly
-one file, open or published, and never in two.
+A writer makes its segment under a ``.tmp-`` name, takes an exclusive ``flock`` on it, and only
+then renames it ``.open-{name}``; it holds the lock until the segment is published. A segment
+whose lock is free was left by a dead writer: `recover_segments` publishes it, cut at its last
+complete message (a write torn by the kill belongs to a request that was never answered), so a
+row is in exactly one file, open or published, and never in two. On a cluster the artifact root
+must therefore honour ``flock`` between the nodes that share it (one host's disk, or NFSv4, do).
 """
 
 from __future__ import annotations

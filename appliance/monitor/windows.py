@@ -5,9 +5,9 @@ segments or Parquet, `appliance.monitor.log_files`). A window is a run of those 
 first, that closes at whichever limit of the window policy comes first: `rows` served rows (a
 shadow challenger's rows, which no client saw, do not count), or `seconds` after its first row.
 Windows hold whole files, so a window closed by rows ends with the file that reached the limit
-(a replica's segment holds what it served in one flush interval, 0.1 s by default). The cut
-depends only on the files and the clock, not on how often the monitor looks: a pass closes every
-window that is due, and a partial window waits.
+(a replica's segment holds what it served while its previous segment was being published). The
+cut depends only on the files and the clock, not on how often the monitor looks: a pass closes
+every window that is due, and a partial window waits.
 
 Closing window ``k`` renames its files into ``closing-{k}`` (atomic per file), compacts them into
 ``window-{k}.parquet`` (written under a temporary name and renamed), and the caller commits the

@@ -280,17 +280,21 @@ class PredictionLogBuffer:
             self._cond.notify_all()
         name = f"{now_ns:020d}-{self.writer_id}-{self._seq:08d}{SEGMENT_SUFFIX}"
         self.log.folder.mkdir(parents=True, exist_ok=True)
-        path = self.log.folder / f"{OPEN_PREFIX}{name}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        # Made under a name recovery ignores, and renamed once locked: an unlocked open
+        # segment would look like a dead writer's, and be taken from under this one.
+        tmp = self.log.folder / f".tmp-{name}"
+        # Read-write: the rows can be read back if the file is removed before it is published.
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             # Held until the segment is published: a free lock tells recovery its writer died.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             segment = _Segment(fd, name, time.monotonic(), 0)
             self._write(segment, self._schema_bytes)
+            os.rename(tmp, self.log.folder / f"{OPEN_PREFIX}{name}")
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
-                path.unlink()
+                tmp.unlink()
             raise
         self._seq += 1
         self._open = segment
@@ -433,7 +437,12 @@ class PredictionLogBuffer:
                     opened.unlink(missing_ok=True)
                 else:
                     os.fsync(segment.fd)
-                    os.rename(opened, folder / segment.name)
+                    try:
+                        os.rename(opened, folder / segment.name)
+                    except FileNotFoundError:
+                        if (folder / segment.name).exists():
+                            raise  # never publish one segment twice
+                        self._rewrite(segment)
             except Exception as exc:  # whatever failed, the segment stays for a retry
                 self._failed(segment, exc)
                 return
@@ -451,6 +460,24 @@ class PredictionLogBuffer:
                 self._rows_written += segment.rows
                 self._last_error = None
                 self._cond.notify_all()
+
+    def _rewrite(self, segment: _Segment) -> None:
+        """Publish a segment whose open file is gone (removed by hand, say) from the rows its
+        descriptor still holds: answered rows are not lost to a stray ``rm``."""
+        _log.error("prediction log: open segment %r was removed; publishing its %d rows from "
+                   "this replica's copy", OPEN_PREFIX + segment.name, segment.rows)
+        folder = self.log.folder
+        tmp = folder / f".tmp-{segment.name}"
+        data = os.pread(segment.fd, segment.size, 0)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, folder / segment.name)
 
     def _failed(self, segment: _Segment, exc: Exception) -> None:
         _log.warning("prediction log: could not publish %d rows in %r: %s; retrying",

@@ -260,6 +260,41 @@ def test_recovery_leaves_a_live_writers_segment_alone(art):
     assert published_rows(art) == rows_of(("r0", 2), ("r1", 2))
 
 
+def test_recovery_between_a_new_segments_creation_and_its_lock_takes_nothing(art, monkeypatch):
+    """A monitor that scans the folder while a writer has created its next segment and not
+    yet locked it must not take that segment for a dead writer's (its rows would go to a
+    deleted file)."""
+    from cluster.serve import _log_buffer
+
+    real_flock = _log_buffer.fcntl.flock
+    raced = []
+
+    def flock_after_a_recovery(fd, operation):
+        raced.append(log_files.recover_segments(pending(art)))
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(_log_buffer.fcntl, "flock", flock_after_a_recovery)
+    with PredictionLogBuffer(make_log(art), flush_interval_s=60) as buf:
+        buf.append("r0", *request(2))
+        buf.append("r1", *request(3))
+        assert raced == [[]] and len(open_segments(art)) == 1
+        assert logged(art) == rows_of(("r0", 2), ("r1", 3))
+    assert published_rows(art) == rows_of(("r0", 2), ("r1", 3))
+
+
+def test_an_open_segment_removed_by_hand_is_still_published_once(art, caplog):
+    with PredictionLogBuffer(make_log(art), flush_interval_s=60) as buf:
+        buf.append("r0", *request(2))
+        buf.append("r1", *request(3))
+        (segment,) = open_segments(art)
+        segment.unlink()
+        buf.flush(timeout=5)
+        assert buf.backlog_rows == 0 and buf.write_failures == 0
+        buf.append("r2", *request(1))
+    assert published_rows(art) == rows_of(("r0", 2), ("r1", 3), ("r2", 1))
+    assert "was removed" in caplog.text and not list(pending(art).glob(".tmp-*"))
+
+
 _WRITER = """
 import os, sys
 sys.path.insert(0, {tests!r})

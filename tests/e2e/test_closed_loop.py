@@ -289,11 +289,13 @@ def story(ray_session, tmp_path_factory):
             "canary", "requesting_promotion", "awaiting_approval"))
         facts["canary_after_abort"] = canary_info(cfg, MODEL)
         # The world shifts for good; a second challenger is canaried (the monitor is killed
-        # once more, mid-canary) and proposed for promotion.
+        # once more, mid-canary) and proposed for promotion. Labels, a training, a canary
+        # deploy and two monitor restarts take their own time, while the app sends a window
+        # every 0.7 s or so: the limit only stops a loop that is stuck.
         facts["second"] = _run_until(
             app, monitor, "B", lambda r: r.id != facts["first"].id and r.state in (
                 "awaiting_approval", "gate_failed", "failed", "canary_aborted"),
-            kill_at={"deploying_canary", "canary"})
+            kill_at={"deploying_canary", "canary"}, limit=120)
         with session_scope(cfg.db_url) as session:
             # A copy: approving changes the row.
             facts["pending"] = session.get(Approval, facts["second"].approval_id).model_copy()
