@@ -441,8 +441,12 @@ class PredictionLogBuffer:
                         os.rename(opened, folder / segment.name)
                     except FileNotFoundError:
                         if (folder / segment.name).exists():
-                            raise  # never publish one segment twice
-                        self._rewrite(segment)
+                            # Published already (by a recovery): retrying would stall every
+                            # later segment behind this one.
+                            _log.warning("prediction log: segment %r was published by another "
+                                         "process", segment.name)
+                        else:
+                            self._rewrite(segment)
             except Exception as exc:  # whatever failed, the segment stays for a retry
                 self._failed(segment, exc)
                 return

@@ -295,6 +295,18 @@ def test_an_open_segment_removed_by_hand_is_still_published_once(art, caplog):
     assert "was removed" in caplog.text and not list(pending(art).glob(".tmp-*"))
 
 
+def test_a_segment_published_by_another_process_does_not_stall_the_next(art):
+    with PredictionLogBuffer(make_log(art), flush_interval_s=60) as buf:
+        buf.append("r0", *request(2))
+        (segment,) = open_segments(art)
+        segment.rename(segment.with_name(segment.name[len(log_files.OPEN_PREFIX):]))
+        buf.flush(timeout=5)
+        buf.append("r1", *request(1))
+        buf.flush(timeout=5)
+        assert buf.backlog_rows == 0 and buf.write_failures == 0
+    assert published_rows(art) == rows_of(("r0", 2), ("r1", 1))
+
+
 _WRITER = """
 import os, sys
 sys.path.insert(0, {tests!r})
