@@ -5,7 +5,7 @@ segments or Parquet, `appliance.monitor.log_files`). A window is a run of those 
 first, that closes at whichever limit of the window policy comes first: `rows` served rows (a
 shadow challenger's rows, which no client saw, do not count), or `seconds` after its first row.
 Windows hold whole files, so a window closed by rows ends with the file that reached the limit
-(a replica's segment holds what it served while its previous segment was being published). The
+(a replica's segment holds what it served in one publish interval, `log_flush_s`). The
 cut depends only on the files and the clock, not on how often the monitor looks: a pass closes
 every window that is due, and a partial window waits.
 

@@ -179,7 +179,7 @@ class ModelServer(CanaryRouting):
         self.buffer = PredictionLogBuffer(
             self.log,
             max_rows=int(options.get("log_max_rows", 200_000)),
-            flush_interval_s=float(options.get("log_flush_s", 0.0)),
+            flush_interval_s=float(options.get("log_flush_s", 0.05)),
         )
 
     def _make_scorer(self, bundle_path: Path, options: dict[str, Any]):
