@@ -292,10 +292,10 @@ class ModelServer(CanaryRouting):
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         if self._log_on:
-            self._queue_logs(jobs, scored)
+            self._log_batch(jobs, scored)
         return scored
 
-    def _queue_logs(self, jobs: list[_Job], scored: list[_Scored]) -> None:
+    def _log_batch(self, jobs: list[_Job], scored: list[_Scored]) -> None:
         """Log the batch's rows with one write, or set the error each request must get
         instead (served == logged: an unlogged prediction is never returned)."""
         fits = []
