@@ -250,16 +250,25 @@ class TritonBackend:
             raise TritonFailed(f"the Triton backend for model {self.name!r} is closed")
         code = self._proc.poll()
         if code is not None:
-            raise TritonFailed(
-                f"the Triton server for model {self.name!r} exited with code {code}; its log "
-                f"ends:\n{self._log_tail()}"
-            )
+            raise self._exited(code)
         try:
             ready = self._client().is_model_ready(self.name)
         except (InferenceServerException, OSError) as exc:
-            raise TritonFailed(f"Triton at {self.http_url} does not answer: {exc}") from exc
+            try:
+                # A killed server's sockets close a moment before it can be reaped: name the
+                # exit when that is what happened.
+                code = self._proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                raise TritonFailed(f"Triton at {self.http_url} does not answer: {exc}") from exc
+            raise self._exited(code) from exc
         if not ready:
             raise TritonFailed(f"Triton at {self.http_url} reports model {self.name!r} not ready")
+
+    def _exited(self, code: int) -> TritonFailed:
+        return TritonFailed(
+            f"the Triton server for model {self.name!r} exited with code {code}; its log "
+            f"ends:\n{self._log_tail()}"
+        )
 
     def predict_proba(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """Probability of class 1 per row, float32 of shape (n,), as `ModelBundle.predict_proba`.
