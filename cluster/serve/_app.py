@@ -22,13 +22,13 @@ from ray import serve
 
 from appliance.config import Config
 from appliance.errors import CheckFailed, ConflictError, InvalidInput, NotFound
+from appliance.names import check_name
 from appliance.serving import ServingOptions
 from cluster.bundle import ModelBundle
 from cluster.runtime import ensure_ray
 from cluster.serve._grpc import SERVICER_FUNCTION
 from cluster.serve._ingress import (
     APP_NAME,
-    NAME_RE,
     OipIngress,
     ingress_settings,
     model_app_name,
@@ -65,18 +65,14 @@ def serve_url(cfg: Config) -> str:
     return f"http://{host}:{cfg.serve_port}"
 
 
-def _check_name(kind: str, value: str, pattern: re.Pattern[str]) -> None:
-    if not isinstance(value, str) or not pattern.match(value):
-        raise InvalidInput(
-            f"{kind} {value!r} is not valid: use letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-
-
 def _validate(model: str, version: str, deployment: str, bundle_path: Path) -> None:
-    _check_name("model name", model, NAME_RE)
-    _check_name("version", version, _VERSION_RE)
-    _check_name("deployment name", deployment, NAME_RE)
+    check_name("model name", model)
+    if not isinstance(version, str) or not _VERSION_RE.match(version):
+        raise InvalidInput(
+            f"version {version!r} is not valid: use 1 to 64 letters, digits, '.', '_', '+' "
+            "or '-', starting with a letter or digit"
+        )
+    check_name("deployment name", deployment)
     path = Path(bundle_path)
     if not path.is_file():
         raise NotFound(f"model bundle {str(path)!r} does not exist or is not a file")
