@@ -11,7 +11,8 @@ Serve HTTP proxy:
 * the appliance (`cluster.serve.deploy`): the OIP ingress (bearer-token auth, routing) in front
   of three deployments of the same bundle, the demo model's shape trained in-process on
   `appliance.data.synthetic`: ``bench-log`` (the default serving options, every answered row
-  logged with fsync), ``bench-nolog`` (``log_predictions = false``) and ``bench-unbatched``
+  logged: written to the replica's journal before the answer, published with fsync on an
+  interval), ``bench-nolog`` (``log_predictions = false``) and ``bench-unbatched``
   (``max_batch_size = 1``, logging on).
 
 The same bytes, a one-applicant OIP v2 JSON request, go to every endpoint through the same

@@ -1,12 +1,13 @@
 """Prediction windows: cut a deployment's logged predictions into windows by its policy.
 
-Serving publishes Parquet files of logged rows into ``predictions/{deployment}/pending``. A
-window is a run of those files, oldest first, that closes at whichever limit of the window
-policy comes first: `rows` served rows (a shadow challenger's rows, which no client saw, do not
-count), or `seconds` after its first row. Windows hold whole files, so a window closed by rows
-ends with the request that reached the limit. The cut depends only on the files and the clock,
-not on how often the monitor looks: a pass closes every window that is due, and a partial
-window waits.
+Serving publishes files of logged rows into ``predictions/{deployment}/pending`` (Arrow IPC
+segments or Parquet, `appliance.monitor.log_files`). A window is a run of those files, oldest
+first, that closes at whichever limit of the window policy comes first: `rows` served rows (a
+shadow challenger's rows, which no client saw, do not count), or `seconds` after its first row.
+Windows hold whole files, so a window closed by rows ends with the file that reached the limit
+(a replica's segment holds what it served in one publish interval, `log_flush_s`). The
+cut depends only on the files and the clock, not on how often the monitor looks: a pass closes
+every window that is due, and a partial window waits.
 
 Closing window ``k`` renames its files into ``closing-{k}`` (atomic per file), compacts them into
 ``window-{k}.parquet`` (written under a temporary name and renamed), and the caller commits the
@@ -28,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlmodel import Session, func, select
 
+from appliance.monitor import log_files
 from appliance.store.models import PredictionWindow, RequestIndex
 
 
@@ -56,10 +58,8 @@ class CorruptLog(Exception):
 
 
 def _visible(folder: Path) -> list[Path]:
-    # Writers publish by renaming from a dot-prefixed temporary name, so skip those.
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+    # Writers publish by renaming from a dot-prefixed name (open segments, temporary files).
+    return log_files.visible(folder)
 
 
 def _shadow(table: pa.Table) -> pa.ChunkedArray | None:
@@ -77,8 +77,8 @@ def served_mask(table: pa.Table) -> pa.ChunkedArray | pa.Array:
 def _read_meta(path: Path) -> pa.Table:
     """The `ts`, `request_id` (and `shadow`) columns of a log file: all a cut needs."""
     try:
-        names = pq.read_schema(path).names
-        table = pq.read_table(
+        names = log_files.read_schema(path).names
+        table = log_files.read_log(
             path, columns=[c for c in ("ts", "request_id", "shadow") if c in names])
     except (pa.ArrowException, OSError) as exc:
         raise CorruptLog(path, exc) from exc
@@ -127,7 +127,7 @@ def _together(parts: list[_Part], count: int) -> int:
 
 def _read_whole(path: Path) -> pa.Table:
     try:
-        return pq.read_table(path)
+        return log_files.read_log(path)
     except (pa.ArrowException, OSError) as exc:
         raise CorruptLog(path, exc) from exc
 
@@ -208,6 +208,8 @@ def close_next(
             known = seen[path.name] = _part(path)
         return dataclasses.replace(known, path=path)
 
+    # Segments a stopped replica left open hold answered rows: publish them first.
+    log_files.recover_segments(base / "pending")
     staged = [part(p) for p in _visible(staging)]
     staged.sort(key=lambda p: (p.first_ts, p.path.name))
     pending = [part(p) for p in _visible(base / "pending")]

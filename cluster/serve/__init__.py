@@ -1,5 +1,6 @@
 """Serving on Ray Serve: OIP v2 over HTTP (and gRPC), scoped bearer tokens, batched models,
-every answered row logged durably to Parquet.
+every answered row logged before its answer (a journal per replica, published as Arrow IPC
+files: `cluster.serve._log_buffer`).
 
 deploy(cfg, *, model, version, bundle_path, deployment, serving=None) -> base URL
 undeploy(cfg, model)                       also removes the model's canary

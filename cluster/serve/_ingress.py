@@ -22,7 +22,6 @@ reaches the same version); it can never overwrite or alias another request's log
 import asyncio
 import logging
 import time
-import uuid
 
 import ray
 from fastapi import FastAPI, Request
@@ -37,6 +36,7 @@ from cluster.serve._canary_routing import CALL_TIMEOUT_S, RECHECK_S, _ask
 from cluster.serve._door import BodyTooLarge, Door
 from cluster.serve._grpc_front import GrpcFront, _server_version
 from cluster.serve._oip import Reply, error
+from cluster.serve._routing import new_request_id
 
 logger = logging.getLogger("ray.serve")
 
@@ -272,7 +272,7 @@ class OipIngress(GrpcFront):
         if handle is None:
             return error(404, f"model {model!r} is not deployed")
         # The id every log row of this request carries, unique whatever the client sends.
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         # The primary routes to its canary, if it has one, as it does for HTTP.
         reply = await self._answer(handle, model, "route_infer", body, request_id=request_id,
                                    version=version, header_length=header_length)

@@ -1,40 +1,48 @@
-"""A replica's prediction log buffer: many requests per file, written by a thread of its own.
+"""A replica's prediction log: a journal segment per flush interval, published by a thread.
 
-A replica logs through a `PredictionLogBuffer`: `append` queues a request's rows (no disk I/O)
-and a thread of the buffer's own writes whatever is queued as one file per flush. The buffer
-holds at most `max_rows` unwritten rows; past that `append` refuses (`LogBackpressure`), so a
-replica answers 503 rather than drop rows or grow without bound.
+`append` writes a request's rows to the replica's open journal segment (an Arrow IPC stream,
+``pending/.open-{name}.arrows``) with one ``write`` and returns: no fsync on the request's
+path. From then on the rows outlive the replica's process: if it is killed, the segment is
+recovered and published (`appliance.monitor.log_files.recover_segments`) by the next replica
+of the deployment or by the monitor. A thread of the buffer's own publishes the segment once
+its oldest row has waited `flush_interval_s` (or it holds `max_file_rows` rows): fsync, rename
+to ``{name}.arrows``, fsync of the folder. Only a power cut within that interval can lose
+answered rows; the page cache holds them until then.
+
+The buffer counts rows appended and not yet published (`backlog_rows`, in the open segment or
+in segments whose publishing failed); past `max_rows` `append` refuses (`LogBackpressure`),
+so a replica answers 503 rather than let a failing disk's backlog grow without bound.
 
 Errors the buffer raises:
 
     PredictionLogError      base of the errors below
-    ├── LogBackpressure     append refused, nothing queued: too many rows wait to be written
+    ├── LogBackpressure     append refused, nothing written: too many rows wait to be published
     ├── LogClosed           append after close
-    ├── LogWriteFailed      rows could not be written (the OS error is its ``__cause__``)
+    ├── LogWriteFailed      rows could not be written or published (the OS error is its cause)
     └── LogFlushTimeout     flush or close ran out of time (also a ``TimeoutError``)
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
+import os
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Mapping
-from concurrent.futures import Future
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from appliance.errors import InvalidInput
+from appliance.monitor.log_files import OPEN_PREFIX, SEGMENT_SUFFIX, fsync_dir
 from cluster.serve._prediction_log import PredictionLog
 
 _log = logging.getLogger(__name__)
-# The wait before a failed write is tried again when rows are written at once (no interval):
-# a broken disk must not spin the thread.
+# The wait before a failed publish is tried again: a broken disk must not spin the thread.
 _MIN_RETRY_S = 0.5
 
 
@@ -43,11 +51,11 @@ class PredictionLogError(Exception):
 
 
 class LogBackpressure(PredictionLogError):
-    """Too many rows wait to be written: the request was refused and nothing of it queued."""
+    """Too many rows wait to be published: the request was refused and nothing of it written."""
 
     def __init__(self, retry_after_s: float, backlog_rows: int, max_rows: int) -> None:
         super().__init__(
-            f"the prediction log has {backlog_rows} rows waiting to be written "
+            f"the prediction log has {backlog_rows} rows waiting to be published "
             f"(max_rows={max_rows}); retry in {retry_after_s:.1f} s. The disk may be slow or "
             "failing (see the buffer's write_failures and last_error)"
         )
@@ -59,12 +67,14 @@ class LogClosed(PredictionLogError):
 
 
 class LogWriteFailed(PredictionLogError):
-    """Rows could not be written; `kept` says whether they stay queued for a retry."""
+    """Rows could not be written (`kept` false: they are not logged) or not yet published
+    (`kept` true: they stay in the journal and are published later)."""
 
     def __init__(self, folder: Path, rows: int, kept: bool) -> None:
-        then = "they stay queued and the write is retried" if kept else "they are lost: not logged"
+        then = ("they stay in the journal and are published later" if kept
+                else "they are not logged")
         super().__init__(
-            f"could not write {rows} prediction log rows into {str(folder)!r}; {then}. "
+            f"could not log {rows} prediction rows into {str(folder)!r}; {then}. "
             "Check the disk's free space and the folder's permissions"
         )
         self.rows = rows
@@ -72,56 +82,48 @@ class LogWriteFailed(PredictionLogError):
 
 
 class LogFlushTimeout(PredictionLogError, TimeoutError):
-    """Queued rows were not all written in the time allowed (they stay queued)."""
+    """Appended rows were not all published in the time allowed (they stay in the journal)."""
 
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LoggedRequest:
+    """One answered request's rows, as `PredictionLogBuffer.append_many` takes them
+    (fields as the arguments of `PredictionLog.batch`)."""
+
+    request_id: str
+    columns: Mapping[str, np.ndarray]
+    predictions: np.ndarray
+    scores: np.ndarray
+    shadow: bool = False
+    client_id: str | None = None
 
 
 @dataclasses.dataclass(eq=False)
-class _Entry:
-    seq: int
-    batch: pa.RecordBatch
-    ts_ns: int
-    queued_at: float
-    future: Future[Path | None] | None
+class _Segment:
+    fd: int
+    name: str  # the published name; open, it is OPEN_PREFIX + name
+    opened_at: float
+    size: int  # bytes of whole messages
+    rows: int = 0
+    broken: bool = False  # a failed write could not be cut off: take no more appends
 
 
 class PredictionLogBuffer:
-    """Queues the rows of served requests and writes them, many requests per file, from a
-    thread of its own; one per model replica.
+    """Writes the rows of served requests to a journal segment and publishes it on an
+    interval; one per model replica.
 
-    `append` converts a request's rows to Arrow and queues them: no disk I/O on the request's
-    path. The thread writes everything queued as files of at most `max_file_rows` rows (whole
-    requests; a larger request gets a file of its own) once the oldest queued row has waited
-    `flush_interval_s`, or as soon as `max_file_rows` rows are queued.
-
-    Acknowledging a request: `append` returns a future that resolves to the file's path once
-    that file is fsynced and renamed into place (and its folder fsynced). A replica awaits it,
-    ``await asyncio.wrap_future(future)``, before it answers 200: the answer then promises the
-    rows are on disk, and all the requests queued during one interval share one file and one
-    fsync (group commit), at the cost of up to `flush_interval_s` of latency: a replica that
-    awaits sets it to the latency it can afford (say 0.05 s; a file per interval under load).
-    A replica may instead answer once `append` returns: the rows will still be written
-    unless the disk stays broken until `close` gives up on them (which is loud, see `close`).
-
-    A failed write (disk full, permissions) fails the futures of all the rows it took, with
-    `LogWriteFailed` (``kept`` true; the OS error is the cause), and puts those rows back at
-    the head of the queue: rows being written still count toward `max_rows`, so there is
-    always room for them. The write is retried `flush_interval_s` later (or at `flush`), and
-    once it succeeds the rows are in exactly one file; meanwhile new appends queue behind
-    them until `max_rows` refuses more. So every future resolves, to a path or to an error,
-    and a row is never dropped without an error: a replica that answered 503 after a failed
-    future may still find that request's rows logged later.
+    A replica calls `append` (or `append_many` for a scored batch) before it answers 200:
+    when it returns the rows are logged, and the answer may go out. Appends of one process
+    are serialised by a lock (one ``write`` each); publishing runs in the buffer's thread and
+    never holds that lock while it waits for the disk.
 
     Args:
-        log: turns requests into rows and writes files.
-        flush_interval_s: the longest a queued row waits to be written (default 1.0 s); also
-            the wait before retrying a failed write.
-        max_file_rows: write as soon as this many rows are queued; the most rows in a file,
-            except for one request larger than it (default 20_000).
-        max_rows: the most rows appended and not yet written (default 100_000).
-        retry_failed: keep the rows of a failed write queued and retry them (default True).
-            A replica passes False: it answers those requests with an error, so their rows
-            must never be logged later (served == logged); they are counted in `rows_failed`.
+        log: turns requests into rows; its ``folder`` is where segments go.
+        flush_interval_s: the longest an appended row waits to be published (default 1.0 s);
+            also the wait before retrying a failed publish.
+        max_file_rows: publish as soon as the open segment holds this many rows; the most
+            rows in a file, except for one request larger than it (default 20_000).
+        max_rows: the most rows appended and not yet published (default 100_000).
     """
 
     def __init__(
@@ -131,35 +133,33 @@ class PredictionLogBuffer:
         flush_interval_s: float = 1.0,
         max_file_rows: int = 20_000,
         max_rows: int = 100_000,
-        retry_failed: bool = True,
     ) -> None:
         if not flush_interval_s >= 0 or max_file_rows < 1 or max_rows < 1:
             raise InvalidInput(
                 f"prediction log buffer: flush_interval_s ({flush_interval_s!r}) must be >= 0, "
                 f"max_file_rows ({max_file_rows!r}) and max_rows ({max_rows!r}) positive"
             )
-        self.retry_failed = bool(retry_failed)
         self.log = log
         self.flush_interval_s = float(flush_interval_s)
         self.max_file_rows = int(max_file_rows)
         self.max_rows = int(max_rows)
         self.writer_id = uuid.uuid4().hex[:16]
+        self._schema_bytes = log.schema.serialize().to_pybytes()
         self._cond = threading.Condition()
-        self._queue: deque[_Entry] = deque()
-        self._inflight: deque[_Entry] = deque()  # taken by the writer, in order
-        self._queued_rows = 0
-        self._backlog = 0  # queued + in flight
-        self._next_seq = 0
-        self._file_seq = 0  # the writer thread's own
-        self._passes = 0
-        self._failed_pass = 0
+        self._open: _Segment | None = None
+        self._sealed: list[_Segment] = []  # taken from appends, not yet published, in order
+        self._seq = 0
+        self._backlog = 0
+        self._rows_in = 0  # appended, ever
+        self._rows_out = 0  # published, ever
+        self._failed_passes = 0
         self._last_error: BaseException | None = None
         self._retry_at = 0.0
         self._flush_wanted = False
         self._closing = False
         self._abandon = False
         self._files_written = self._rows_written = self._rows_refused = 0
-        self._write_failures = self._rows_lost = self._rows_failed = 0
+        self._write_failures = 0
         self._thread = threading.Thread(
             target=self._run, name=f"prediction-log-{self.writer_id}", daemon=True)
         self._thread.start()
@@ -171,24 +171,18 @@ class PredictionLogBuffer:
         self.close()
 
     @property
-    def rows_failed(self) -> int:
-        """Rows whose write failed and which were dropped (retry_failed False), their
-        requests having been told so through their futures."""
-        return self._rows_failed
-
-    @property
     def backlog_rows(self) -> int:
-        """Rows appended and not yet written (queued or being written)."""
+        """Rows appended and not yet published."""
         return self._backlog
 
     @property
     def files_written(self) -> int:
-        """Files published so far."""
+        """Segments published so far."""
         return self._files_written
 
     @property
     def rows_written(self) -> int:
-        """Rows in the files published so far."""
+        """Rows in the segments published so far."""
         return self._rows_written
 
     @property
@@ -198,17 +192,12 @@ class PredictionLogBuffer:
 
     @property
     def write_failures(self) -> int:
-        """Writes that failed (each retried, except at `close`)."""
+        """Appends and publishes that failed."""
         return self._write_failures
 
     @property
-    def rows_lost(self) -> int:
-        """Rows that `close` gave up on (each reported by an error)."""
-        return self._rows_lost
-
-    @property
     def last_error(self) -> BaseException | None:
-        """The error of the latest write if it failed, else None (a replica's health)."""
+        """The error of the latest write or publish if it failed, else None."""
         return self._last_error
 
     def append(
@@ -220,33 +209,39 @@ class PredictionLogBuffer:
         *,
         shadow: bool = False,
         client_id: str | None = None,
-    ) -> Future[Path | None]:
-        """Queue the rows of one request; return a future of the file that will hold them.
+    ) -> None:
+        """Log the rows of one request; arguments as for `PredictionLog.batch`.
 
-        The future resolves to the file's path once it is durably in place, or fails with
-        `LogWriteFailed`; it cannot be cancelled. A request with no rows is not logged: its
-        future is already resolved, to None. Arguments as for `PredictionLog.batch`.
+        Raises as `append_many`.
+        """
+        self.append_many([LoggedRequest(request_id, columns, predictions, scores,
+                                        shadow=shadow, client_id=client_id)])
+
+    def append_many(self, requests: Sequence[LoggedRequest]) -> None:
+        """Log the rows of several requests, all or none, with one write; a request with no
+        rows is not logged.
 
         Raises:
-            LogBackpressure: `max_rows` would be exceeded; nothing was queued.
-            LogClosed: `close` was called.
-            InvalidInput: the request alone has more than `max_rows` rows.
+            LogBackpressure: `max_rows` would be exceeded; nothing was written.
+            LogClosed: `close` was called; nothing was written.
+            LogWriteFailed: the write failed (``kept`` false); nothing was logged.
+            InvalidInput: one request alone has more than `max_rows` rows; nothing was written.
         """
-        n = len(predictions)
-        if n > self.max_rows:
-            raise InvalidInput(
-                f"request {request_id!r} has {n} rows, more than the prediction log buffer "
-                f"holds (max_rows={self.max_rows}); send smaller batches"
-            )
+        for r in requests:
+            if len(r.predictions) > self.max_rows:
+                raise InvalidInput(
+                    f"request {r.request_id!r} has {len(r.predictions)} rows, more than the "
+                    f"prediction log buffer holds (max_rows={self.max_rows}); send smaller "
+                    "batches"
+                )
         now = self.log.clock()
-        rows = self.log.batch(request_id, columns, predictions, scores, shadow=shadow,
-                              client_id=client_id, now=now)
-        future: Future[Path | None] = Future()
-        # Running futures cannot be cancelled: a cancelled awaiter must not undo the logging.
-        future.set_running_or_notify_cancel()
+        batches = [self.log.batch(r.request_id, r.columns, r.predictions, r.scores,
+                                  shadow=r.shadow, client_id=r.client_id, now=now)
+                   for r in requests if len(r.predictions)]
+        n = sum(b.num_rows for b in batches)
         if n == 0:
-            future.set_result(None)
-            return future
+            return
+        data = b"".join(b.serialize().to_pybytes() for b in batches)
         with self._cond:
             if self._closing:
                 raise LogClosed(f"the prediction log of {str(self.log.folder)!r} is closed")
@@ -254,57 +249,111 @@ class PredictionLogBuffer:
                 self._rows_refused += n
                 retry = max(self.flush_interval_s, self._retry_at - time.monotonic())
                 raise LogBackpressure(retry, self._backlog, self.max_rows)
-            wake = not self._queue or self._queued_rows + n >= self.max_file_rows
-            self._queue.append(_Entry(self._next_seq, rows, now, time.monotonic(), future))
-            self._next_seq += 1
-            self._queued_rows += n
+            try:
+                segment = self._segment(now, n)
+                self._write(segment, data)
+            except OSError as exc:
+                self._write_failures += 1
+                self._last_error = exc
+                _log.warning("prediction log: could not write %d rows into %r: %s",
+                             n, str(self.log.folder), exc)
+                raise LogWriteFailed(self.log.folder, n, kept=False) from exc
+            segment.rows += n
             self._backlog += n
-            if wake:
+            self._rows_in += n
+            if segment.rows >= self.max_file_rows or segment.rows == n:
+                # Wake the thread for a full segment, and for a new one: its interval starts.
                 self._cond.notify_all()
-        return future
+
+    def _segment(self, now_ns: int, rows: int) -> _Segment:
+        """The segment `rows` more rows go to: the open one, or a new one when there is none,
+        it is broken, or they would take it past `max_file_rows` (lock held)."""
+        current = self._open
+        if current is not None and not current.broken and (
+                current.rows == 0 or current.rows + rows <= self.max_file_rows):
+            return current
+        if current is not None:
+            self._seal()
+            if current.rows == 0:  # broken before it held a row
+                self._sealed.append(current)
+                self._open = None
+            self._cond.notify_all()
+        name = f"{now_ns:020d}-{self.writer_id}-{self._seq:08d}{SEGMENT_SUFFIX}"
+        self.log.folder.mkdir(parents=True, exist_ok=True)
+        # Made under a name recovery ignores, and renamed once locked: an unlocked open
+        # segment would look like a dead writer's, and be taken from under this one.
+        tmp = self.log.folder / f".tmp-{name}"
+        # Read-write: the rows can be read back if the file is removed before it is published.
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            # Held until the segment is published: a free lock tells recovery its writer died.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            segment = _Segment(fd, name, time.monotonic(), 0)
+            self._write(segment, self._schema_bytes)
+            os.rename(tmp, self.log.folder / f"{OPEN_PREFIX}{name}")
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self._seq += 1
+        self._open = segment
+        return segment
+
+    def _write(self, segment: _Segment, data: bytes) -> None:
+        """Append whole messages, or cut the segment back to what it held (lock held)."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.pwrite(segment.fd, view, segment.size + len(data) - len(view)):]
+        except OSError:
+            try:
+                os.ftruncate(segment.fd, segment.size)
+            except OSError:
+                # Part of a message stays at the end: recovery would cut it, but no reader
+                # could see past it, so the segment takes no more.
+                segment.broken = True
+            raise
+        segment.size += len(data)
 
     def flush(self, timeout: float | None = 10.0) -> None:
-        """Write every row queued now (and retry rows a failed write kept) before returning.
+        """Publish every row appended before the call, now.
 
         Args:
             timeout: seconds to wait at most (default 10; None waits as long as it takes).
 
         Raises:
-            LogWriteFailed: a write started by this flush failed (the rows stay queued).
-            LogFlushTimeout: the rows were not all written in time (they stay queued).
+            LogWriteFailed: a publish failed (``kept``: the rows stay in the journal).
+            LogFlushTimeout: the rows were not all published in time (they stay in the journal).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            target, start, lost = self._next_seq, self._passes, self._rows_lost
+            target, failed = self._rows_in, self._failed_passes
             self._flush_wanted = True
             self._cond.notify_all()
-            while self._oldest_unwritten() < target:
-                if self._failed_pass > start:
-                    rows = sum(e.batch.num_rows for e in self._queue if e.seq < target)
-                    raise LogWriteFailed(self.log.folder, rows, True) from self._last_error
+            while self._rows_out < target:
+                if self._failed_passes > failed:
+                    raise LogWriteFailed(self.log.folder, target - self._rows_out,
+                                         kept=True) from self._last_error
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise LogFlushTimeout(
-                        f"the prediction log did not write its {self._backlog} queued rows "
-                        f"into {str(self.log.folder)!r} within {timeout} s; the disk may be slow"
+                        f"the prediction log did not publish its {target - self._rows_out} "
+                        f"rows into {str(self.log.folder)!r} within {timeout} s; the disk may "
+                        "be slow"
                     )
                 self._cond.wait(left)
-            if self._rows_lost > lost:
-                raise LogWriteFailed(self.log.folder, self._rows_lost - lost, False)
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Write everything queued, then stop the writer thread; idempotent.
+        """Publish everything appended, then stop the thread; idempotent.
 
-        Appends are refused from the start of the call. A failed write is retried every
-        `flush_interval_s` until `timeout`; then the rows still queued are given up on: their
-        futures fail (``kept`` false), `rows_lost` counts them, and close raises.
-
-        Args:
-            timeout: seconds to wait at most (default 10; None waits as long as it takes).
+        Appends are refused from the start of the call. A failed publish is retried every
+        `flush_interval_s` until `timeout`; segments still unpublished then are left in the
+        journal, unlocked, for `recover_segments` (the next replica's, or the monitor's).
 
         Raises:
-            LogWriteFailed: rows were given up on.
-            LogFlushTimeout: a write still in progress at `timeout` may not finish.
+            LogWriteFailed: segments were left in the journal (``kept``).
+            LogFlushTimeout: a publish was still in progress at `timeout`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -314,138 +363,132 @@ class PredictionLogBuffer:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-            lost_before = self._rows_lost
-            while (self._queue or self._inflight) and left() != 0:
+            while self._backlog and self._thread.is_alive() and left() != 0:
                 self._cond.wait(left())
-            dropped = self._queued_rows
-            if self._queue or self._inflight:
-                # Whatever is being written now is lost too if that write fails.
-                self._abandon = True
-                self._fail(list(self._queue), kept=False)
-                self._queue.clear()
-                self._queued_rows = 0
-                self._backlog -= dropped
-                self._rows_lost += dropped
-                self._cond.notify_all()
-        self._thread.join(left())
-        lost = self._rows_lost - lost_before
-        if lost:
-            raise LogWriteFailed(self.log.folder, lost, False) from self._last_error
-        if self._backlog and self._thread.is_alive():
+            # Out of time: stop retrying; what is left stays in the journal.
+            self._abandon = True
+            self._cond.notify_all()
+        self._thread.join(left() if self._backlog == 0 else 1.0)
+        if self._thread.is_alive():
             raise LogFlushTimeout(
                 f"closing the prediction log of {str(self.log.folder)!r}: {self._backlog} rows "
-                f"were still being written after {timeout} s; the disk may be hung"
+                f"were still being published after {timeout} s; the disk may be hung"
             )
+        left_open = self._backlog
+        for segment in [*self._sealed, *([self._open] if self._open else [])]:
+            with contextlib.suppress(OSError):
+                os.close(segment.fd)  # lets go of the lock: recovery may publish it
+        self._sealed, self._open = [], None
+        if left_open:
+            raise LogWriteFailed(self.log.folder, left_open, kept=True) from self._last_error
 
-    def _oldest_unwritten(self) -> int:
-        if self._inflight:
-            return self._inflight[0].seq
-        return self._queue[0].seq if self._queue else self._next_seq
+    # ------------------------------------------------------------------ the publishing thread
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                taken = self._take()
-                if taken is None:
+                due = self._take()
+                if due is None:
                     return
-                pass_no = self._passes
-            self._write(taken, pass_no)
+            self._publish(due)
 
-    def _take(self) -> list[_Entry] | None:
-        """Wait until a write is due and take the queue; None once closed and empty."""
+    def _take(self) -> list[_Segment] | None:
+        """Wait until a publish is due and seal the open segment; None once closed (lock
+        held)."""
         while True:
-            if not self._queue:
-                self._flush_wanted = False
-                if self._closing:
-                    return None
-                self._cond.wait()
-                continue
+            if self._abandon:
+                return None
             now = time.monotonic()
-            if self._flush_wanted:
-                due = now
-            elif self._closing or self._queued_rows >= self.max_file_rows:
-                due = self._retry_at
-            else:
-                due = max(self._queue[0].queued_at + self.flush_interval_s, self._retry_at)
-            if now >= due:
+            segment = self._open if self._open is not None and self._open.rows else None
+            if self._closing and not (self._sealed or segment):
+                return None
+            urgent = self._closing or self._flush_wanted
+            retry_due = self._sealed and now >= self._retry_at
+            new_due = segment is not None and (
+                urgent or segment.rows >= self.max_file_rows
+                or now >= segment.opened_at + self.flush_interval_s)
+            # A failed segment waits for its retry even when closing, so a broken disk does
+            # not spin the thread; a new segment need not wait behind it.
+            if retry_due or (new_due and not self._sealed) or (urgent and not self._sealed):
                 break
-            self._cond.wait(due - now)
-        taken = list(self._queue)
-        self._queue.clear()
-        self._queued_rows = 0
-        self._inflight.extend(taken)
+            if new_due and self._sealed and not retry_due:
+                # Seal it now so that it is published right after the one being retried.
+                self._seal()
+            waits = [self._retry_at - now] if self._sealed else []
+            if segment is not None and self._open is segment:
+                waits.append(segment.opened_at + self.flush_interval_s - now)
+            self._cond.wait(max(0.0, min(waits)) if waits else None)
         self._flush_wanted = False
-        self._passes += 1
-        return taken
+        self._seal()
+        return list(self._sealed)
 
-    def _files(self, entries: list[_Entry]) -> list[list[_Entry]]:
-        """Consecutive whole requests, at most `max_file_rows` rows per file."""
-        files: list[list[_Entry]] = []
-        rows = 0
-        for entry in entries:
-            n = entry.batch.num_rows
-            if not files or rows + n > self.max_file_rows:
-                files.append([])
-                rows = 0
-            files[-1].append(entry)
-            rows += n
-        return files
+    def _seal(self) -> None:
+        if self._open is not None and self._open.rows:
+            self._sealed.append(self._open)
+            self._open = None
 
-    def _write(self, taken: list[_Entry], pass_no: int) -> None:
-        done = 0
-        for group in self._files(taken):
-            rows = sum(e.batch.num_rows for e in group)
-            first = min(e.ts_ns for e in group)
-            name = f"{first:020d}-{self.writer_id}-{self._file_seq:08d}.parquet"
-            self._file_seq += 1
+    def _publish(self, segments: list[_Segment]) -> None:
+        folder = self.log.folder
+        for segment in segments:
+            opened = folder / f"{OPEN_PREFIX}{segment.name}"
             try:
-                path = self.log.write_batches([e.batch for e in group], name)
-            except Exception as exc:  # whatever failed, the rows are kept for a retry
-                self._failed(taken[done:], exc, pass_no)
+                if segment.rows == 0:
+                    # Every write to it failed: nothing to publish (a reader would find no rows).
+                    opened.unlink(missing_ok=True)
+                else:
+                    os.fsync(segment.fd)
+                    try:
+                        os.rename(opened, folder / segment.name)
+                    except FileNotFoundError:
+                        if (folder / segment.name).exists():
+                            # Published already (by a recovery): retrying would stall every
+                            # later segment behind this one.
+                            _log.warning("prediction log: segment %r was published by another "
+                                         "process", segment.name)
+                        else:
+                            self._rewrite(segment)
+            except Exception as exc:  # whatever failed, the segment stays for a retry
+                self._failed(segment, exc)
                 return
+            try:
+                fsync_dir(folder)
+            except OSError as exc:  # published already: a retry would publish it twice
+                _log.warning("prediction log: could not fsync %r: %s", str(folder), exc)
+            with contextlib.suppress(OSError):
+                os.close(segment.fd)
             with self._cond:
-                for _ in group:
-                    self._inflight.popleft()
-                self._backlog -= rows
+                self._sealed.remove(segment)
+                self._backlog -= segment.rows
+                self._rows_out += segment.rows
                 self._files_written += 1
-                self._rows_written += rows
+                self._rows_written += segment.rows
                 self._last_error = None
                 self._cond.notify_all()
-            for entry in group:
-                if entry.future is not None:
-                    entry.future.set_result(path)
-            done += len(group)
 
-    def _failed(self, entries: list[_Entry], exc: Exception, pass_no: int) -> None:
-        rows = sum(e.batch.num_rows for e in entries)
-        _log.warning("prediction log: could not write %d rows into %r: %s",
-                     rows, str(self.log.folder), exc)
+    def _rewrite(self, segment: _Segment) -> None:
+        """Publish a segment whose open file is gone (removed by hand, say) from the rows its
+        descriptor still holds: answered rows are not lost to a stray ``rm``."""
+        _log.error("prediction log: open segment %r was removed; publishing its %d rows from "
+                   "this replica's copy", OPEN_PREFIX + segment.name, segment.rows)
+        folder = self.log.folder
+        tmp = folder / f".tmp-{segment.name}"
+        data = os.pread(segment.fd, segment.size, 0)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, folder / segment.name)
+
+    def _failed(self, segment: _Segment, exc: Exception) -> None:
+        _log.warning("prediction log: could not publish %d rows in %r: %s; retrying",
+                     segment.rows, str(self.log.folder / segment.name), exc)
         with self._cond:
             self._write_failures += 1
+            self._failed_passes += 1
             self._last_error = exc
-            self._failed_pass = pass_no
-            self._retry_at = time.monotonic() + (self.flush_interval_s or _MIN_RETRY_S)
-            self._inflight.clear()
-            kept = not self._abandon and self.retry_failed
-            self._fail(entries, kept=kept, cause=exc)
-            if kept:
-                self._queue.extendleft(reversed(entries))
-                self._queued_rows += rows
-            elif self._abandon:
-                self._backlog -= rows
-                self._rows_lost += rows
-            else:
-                self._backlog -= rows
-                self._rows_failed += rows
+            self._retry_at = time.monotonic() + max(self.flush_interval_s, _MIN_RETRY_S)
             self._cond.notify_all()
-
-    def _fail(self, entries: list[_Entry], *, kept: bool,
-              cause: BaseException | None = None) -> None:
-        """Fail the futures of `entries` that are still pending (lock held)."""
-        for entry in entries:
-            if entry.future is None:
-                continue
-            error = LogWriteFailed(self.log.folder, entry.batch.num_rows, kept)
-            error.__cause__ = cause or self._last_error
-            entry.future.set_exception(error)
-            entry.future = None

@@ -11,21 +11,22 @@ this application. The front ingress (``oip``, route ``/``) keeps health, server 
 repository, gRPC, and the 404 for a model that is not deployed.
 
 Requests that arrive together are scored together (`serve.batch`: up to ``max_batch_size``
-requests, waiting at most ``batch_wait_timeout_s`` for a batch to fill), in a worker thread so
-that the event loop keeps parsing the next ones. Each answered request's rows go to the
-replica's `PredictionLogBuffer`, which writes many requests per Parquet file with fsync before
-the rename; the answer waits for its rows' file to be in place (group commit: requests that
-arrive while a file is being written share the next one), so a 200 always means logged, even
-if the replica is killed a moment later. A full buffer answers 503 with ``Retry-After``.
+requests, waiting at most ``batch_wait_timeout_s`` for a batch to fill): a large batch in a
+worker thread, so that the event loop keeps parsing the next ones, a small one on the CPU
+inline (`TorchScorer.inline_rows`). A scored batch's rows go to the replica's
+`PredictionLogBuffer` with one write to its journal segment before any of its requests is
+answered, so a 200 always means logged, even if the replica is killed a moment later (the
+next replica publishes what a killed one left); the segment is fsynced and published on an
+interval, off the request's path. A full buffer answers 503 with ``Retry-After``.
 """
 
 # No `from __future__ import annotations`: Serve ships this class by value, without the module
 # globals FastAPI would need to resolve string annotations such as "Request".
 import asyncio
+import dataclasses
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,22 @@ from starlette.exceptions import HTTPException
 
 from appliance.errors import InvalidInput
 from appliance.monitor.feedback import write_feedback
+from appliance.monitor.log_files import recover_segments
 from cluster.bundle import ModelBundle
 from cluster.serve import _oip
 from cluster.serve._canary_routing import CanaryRouting
 from cluster.serve._door import BodyTooLarge, Door
-from cluster.serve._log_buffer import LogBackpressure, LogClosed, PredictionLogBuffer
+from cluster.serve._log_buffer import (
+    LogBackpressure,
+    LogClosed,
+    LoggedRequest,
+    LogWriteFailed,
+    PredictionLogBuffer,
+)
 from cluster.serve._metrics import IngressMetrics, ReplicaMetrics
 from cluster.serve._oip import Reply
 from cluster.serve._prediction_log import PredictionLog
+from cluster.serve._routing import new_request_id
 from cluster.serve._scoring import TorchScorer, installed
 
 logger = logging.getLogger("ray.serve")
@@ -86,6 +95,26 @@ def _http(reply: Reply) -> Response:
         # Binary tensor extension: the body is encoded, its headers are set.
         return Response(bytes(reply.body), status_code=reply.status, headers=reply.headers)
     return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One parsed request, as the batch scores and logs it."""
+
+    columns: dict[str, np.ndarray]
+    request_id: str
+    client_id: str | None
+    shadow: bool
+
+
+@dataclasses.dataclass
+class _Scored:
+    """One request's share of a scored batch: its answer, and the error it must get instead
+    when its rows could not be logged (None otherwise)."""
+
+    predictions: np.ndarray
+    scores: np.ndarray
+    refusal: Reply | None = None
 
 
 def _concat(parts: list[dict[str, np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
@@ -144,13 +173,13 @@ class ModelServer(CanaryRouting):
             categorical=self._categorical,
         )
         self.log.folder.mkdir(parents=True, exist_ok=True)
+        # The rows a killed replica of this deployment answered reach the monitor now.
+        recover_segments(self.log.folder)
         self._log_on = bool(options.get("log_predictions", True))
         self.buffer = PredictionLogBuffer(
             self.log,
             max_rows=int(options.get("log_max_rows", 200_000)),
-            flush_interval_s=float(options.get("log_flush_s", 0.0)),
-            # A failed write is answered with 503: those rows must never be logged later.
-            retry_failed=False,
+            flush_interval_s=float(options.get("log_flush_s", 0.05)),
         )
 
     def _make_scorer(self, bundle_path: Path, options: dict[str, Any]):
@@ -169,7 +198,7 @@ class ModelServer(CanaryRouting):
             if buffer is not None:
                 buffer.close()
         except Exception:
-            # The rows that could not be written were never answered 200 (served == logged).
+            # What could not be published stays in the journal for the next replica.
             logger.exception("prediction log of %s v%s did not drain at shutdown",
                              self.model, self.version)
         close = getattr(getattr(self, "_scorer", None), "close", None)
@@ -247,19 +276,69 @@ class ModelServer(CanaryRouting):
         return Reply(200, body, self._headers())
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def _score_batch(
-        self, parts: list[dict[str, np.ndarray]]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        sizes = [len(next(iter(p.values()))) for p in parts]
-        # The network runs in a thread: the loop meanwhile parses and queues the next batch.
-        predictions, scores = await asyncio.to_thread(
-            self._scorer.predict, _concat(parts, self._features)
-        )
-        self._metrics.batch(len(parts), sum(sizes))
+    async def _score_batch(self, jobs: list[_Job]) -> list[_Scored]:
+        sizes = [len(next(iter(job.columns.values()))) for job in jobs]
+        columns = _concat([job.columns for job in jobs], self._features)
+        if sum(sizes) <= getattr(self._scorer, "inline_rows", 0):
+            # A small batch on the CPU scores faster than a hand-off to a thread costs.
+            predictions, scores = self._scorer.predict(columns)
+        else:
+            # The network runs in a thread: the loop meanwhile parses and queues the next batch.
+            predictions, scores = await asyncio.to_thread(self._scorer.predict, columns)
+        self._metrics.batch(len(jobs), sum(sizes))
         bounds = np.cumsum([0, *sizes])
-        return [
-            (predictions[a:b], scores[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        scored = [
+            _Scored(predictions[a:b], scores[a:b])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
+        if self._log_on:
+            self._log_batch(jobs, scored)
+        return scored
+
+    def _log_batch(self, jobs: list[_Job], scored: list[_Scored]) -> None:
+        """Log the batch's rows with one write, or set the error each request must get
+        instead (served == logged: an unlogged prediction is never returned)."""
+        fits = []
+        for job, out in zip(jobs, scored, strict=True):
+            if len(out.predictions) > self.buffer.max_rows:
+                # One request with more rows than the whole buffer holds: it could never be
+                # logged.
+                out.refusal = _oip.error(
+                    413,
+                    f"request {job.request_id!r} has {len(out.predictions)} rows, more than "
+                    f"the prediction log buffer holds (max_rows={self.buffer.max_rows}); send "
+                    "smaller batches",
+                    self._headers(**{"x-appliance-request-id": job.request_id}))
+            else:
+                fits.append((job, out))
+        if not fits:
+            return
+        try:
+            self.buffer.append_many([
+                LoggedRequest(job.request_id, job.columns, out.predictions, out.scores,
+                              shadow=job.shadow, client_id=job.client_id)
+                for job, out in fits
+            ])
+        except LogClosed:
+            status, message, retry = 503, "this replica is shutting down; retry", 1
+        except LogBackpressure as exc:
+            retry = max(1, round(exc.retry_after_s))
+            status, message = 503, (
+                f"the prediction log is full ({self.buffer.backlog_rows} rows waiting for the "
+                f"disk); retry in {retry}s")
+            for _ in fits:
+                self._metrics.refused()
+        except LogWriteFailed as exc:
+            logger.error("prediction log write failed for %d requests: %s", len(fits),
+                         exc.__cause__)
+            status, retry = 503, 1
+            message = (f"prediction could not be logged ({exc.__cause__}); check the artifact "
+                       "store's free space and permissions")
+        else:
+            return
+        for job, out in fits:
+            out.refusal = _oip.error(status, message, self._headers(
+                **{"Retry-After": str(retry), "x-appliance-request-id": job.request_id}))
 
     async def infer(
         self,
@@ -295,58 +374,20 @@ class ModelServer(CanaryRouting):
                 req = parse(body, **args)
         except InvalidInput as exc:
             return _oip.error(400, str(exc), self._headers())
-        predictions, scores = await self._score_batch(req.columns)
-        if self._log_on:
-            refused = await self._log(request_id, req, predictions, scores, shadow)
-            if refused is not None:
-                return refused
+        out = await self._score_batch(_Job(req.columns, request_id, req.id, shadow))
+        if out.refusal is not None:
+            return out.refusal
         return _oip.infer_reply(
             model=self.model,
             version=self.version,
             request=req,
             # The protocol echoes the client's id; the logged id comes back beside it.
             request_id=req.id or request_id,
-            predictions=predictions,
-            scores=scores,
+            predictions=out.predictions,
+            scores=out.scores,
             headers=self._headers(**{"x-appliance-request-id": request_id}),
             parameters={"request_id": request_id},
         )
-
-    async def _log(self, request_id, req, predictions, scores, shadow) -> Reply | None:
-        """Log one request's rows and wait until they are on disk; a Reply when that failed."""
-        try:
-            written = self.buffer.append(
-                request_id, req.columns, predictions, scores, shadow=shadow, client_id=req.id
-            )
-        except InvalidInput as exc:
-            # One request with more rows than the whole buffer holds: it could never be logged.
-            return _oip.error(413, str(exc),
-                              self._headers(**{"x-appliance-request-id": request_id}))
-        except LogClosed:
-            return _oip.error(503, "this replica is shutting down; retry",
-                              self._headers(**{"Retry-After": "1",
-                                               "x-appliance-request-id": request_id}))
-        except LogBackpressure as exc:
-            self._metrics.refused()
-            retry = max(1, round(exc.retry_after_s))
-            return _oip.error(
-                503,
-                f"the prediction log is full ({self.buffer.backlog_rows} rows waiting for the "
-                f"disk); retry in {retry}s",
-                self._headers(**{"Retry-After": str(retry), "x-appliance-request-id": request_id}),
-            )
-        try:
-            await asyncio.wrap_future(written)
-        except Exception as exc:
-            # Served must equal logged: an unlogged prediction is never returned.
-            logger.exception("prediction log write failed for request %s", request_id)
-            return _oip.error(
-                503,
-                f"prediction could not be logged ({type(exc).__name__}: {exc}); "
-                "check the artifact store's free space and permissions",
-                self._headers(**{"Retry-After": "1", "x-appliance-request-id": request_id}),
-            )
-        return None
 
     def feedback(self, body: bytes) -> Reply:
         """Record ground-truth labels for a served request.
@@ -442,7 +483,7 @@ class ModelServer(CanaryRouting):
         except BodyTooLarge:
             return self._door.too_large(self._headers())
         # The id every log row of this request carries, unique whatever the client sends.
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         reply = await self.route_infer(body, request_id=request_id, version=version,
                                        header_length=header_length)
         headers = reply.headers or {}

@@ -12,14 +12,27 @@ the canary's share: the bucket is the first 8 bytes of the id's sha256, read big
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
+import secrets
 
 CANARY_APP_PREFIX = "canary-"
 MODES = ("split", "shadow")
 
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
+
+
+# A random half per process and a counter: unique across replicas and restarts without a
+# system call per request (uuid4 reads the OS's random source each time).
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    """A request id unique across the cluster: 32 hex digits, as a uuid's."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
 def canary_app_name(model: str) -> str:

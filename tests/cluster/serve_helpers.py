@@ -6,9 +6,12 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
 import torch
 
 from appliance.config import Config
+from appliance.monitor import log_files
 from cluster.bundle import ModelBundle, Preprocessor, build_mlp
 
 MODEL = "credit"
@@ -106,11 +109,50 @@ def infer_request(cols: dict[str, np.ndarray], request_id: str | None = None) ->
 
 
 def published(folder: Path) -> list[Path]:
-    """The Parquet files published in `folder`, sorted (writers' dot-named temporaries left
-    out, as every reader does)."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+    """The log files published in `folder`, sorted (open journal segments and writers'
+    dot-named temporaries left out, as every reader does)."""
+    return log_files.visible(folder)
+
+
+def logged_tables(folder: Path, columns: list[str] | None = None) -> list[pa.Table]:
+    """Every logged row in `folder`, one table per file: the published files, and each open
+    journal segment up to its last whole message. A 200 promises that its rows are here (they
+    outlive the replica's process; publishing them is the replica's, or recovery's, job).
+
+    A segment published while this reads is counted once: open ones are listed first, and
+    one that is published by the time it is read is read under its published name.
+    """
+    prefix = log_files.OPEN_PREFIX
+    opened = sorted(folder.glob(f"{prefix}*")) if folder.is_dir() else []
+    done = published(folder)
+    tables = [log_files.read_log(p, columns) for p in done]
+    names = {p.name for p in done}
+    for path in opened:
+        final = path.with_name(path.name[len(prefix):])
+        if final.name in names:
+            continue
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # published since the listing
+            tables.append(log_files.read_log(final, columns))
+            continue
+        end, batches = log_files.complete_prefix(data)
+        if batches:
+            table = ipc.open_stream(pa.py_buffer(data[:end])).read_all()
+            tables.append(table.select(columns) if columns is not None else table)
+    return tables
+
+
+def logged_rows(folder: Path, columns: list[str]) -> list[dict]:
+    """`columns` of every logged row in `folder` (see `logged_tables`), as dicts."""
+    return [row for t in logged_tables(folder, columns) for row in t.to_pylist()]
+
+
+def drain(model: str) -> int:
+    """Have the model's primary replica publish its journal now; the rows still waiting."""
+    from ray import serve
+
+    return serve.get_app_handle(f"model-{model}").drain.remote().result(timeout_s=60)
 
 
 def pending_dir(cfg: Config) -> Path:

@@ -6,6 +6,7 @@ order and the last ones promote version 2 and undeploy.
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import shutil
@@ -28,7 +29,10 @@ from serve_helpers import (
     TOKEN,
     VIEWER_TOKEN,
     columns,
+    drain,
     infer_request,
+    logged_rows,
+    logged_tables,
     make_bundle,
     pending_dir,
     published,
@@ -38,6 +42,7 @@ from tritonclient.utils import InferenceServerException
 
 from appliance.config import Config
 from appliance.errors import ConflictError, InvalidInput, NotFound
+from appliance.monitor import log_files
 from appliance.monitor.feedback import FEEDBACK_SCHEMA, write_feedback
 from cluster.bundle import ModelBundle
 from cluster.serve import deploy, serve_url, undeploy
@@ -46,20 +51,16 @@ from cluster.serve._prediction_log import PredictionLog
 pytestmark = pytest.mark.slow
 
 
-def _log_files(cfg: Config) -> set[Path]:
-    return set(published(pending_dir(cfg)))
-
-
 def _logged(cfg: Config, request_id: str):
-    """Every logged row of the request logged as `request_id`, across the pending files."""
-    tables = [pq.read_table(p) for p in sorted(_log_files(cfg))]
+    """Every logged row of the request logged as `request_id` (published or in a journal)."""
+    tables = logged_tables(pending_dir(cfg))
     rows = [t.filter(pc.equal(t.column("request_id"), request_id)) for t in tables]
     rows = [t for t in rows if t.num_rows]
     return pa.concat_tables(rows) if rows else None
 
 
-def _logged_ids(cfg: Config, files) -> list[str]:
-    return [rid for p in files for rid in pq.read_table(p).column("request_id").to_pylist()]
+def _logged_ids(cfg: Config) -> list[str]:
+    return [r["request_id"] for r in logged_rows(pending_dir(cfg), ["request_id"])]
 
 
 @pytest.fixture(scope="module")
@@ -273,9 +274,8 @@ def test_a_client_id_used_twice_never_overwrites_or_aliases(served):
 
 def test_served_rows_equal_logged_rows(served):
     client, cfg = served["client"], served["cfg"]
-    before = _log_files(cfg)
     sizes = [1, 3, 7, 2, 4, 1, 9, 5]
-    timings = []
+    timings, ids = [], []
     for i, n in enumerate(sizes):
         start = time.monotonic()
         resp = client.post(
@@ -283,10 +283,19 @@ def test_served_rows_equal_logged_rows(served):
         )
         timings.append(time.monotonic() - start)
         assert resp.status_code == 200
-    new = _log_files(cfg) - before
-    # Many requests per file (the replica's buffer), every served row exactly once.
-    assert 1 <= len(new) <= len(sizes)
-    assert sum(pq.read_metadata(p).num_rows for p in new) == sum(sizes)
+        ids.append(resp.headers["x-appliance-request-id"])
+    # Logged once the 200 is out (in the replica's journal), every served row exactly once.
+    logged = _logged_ids(cfg)
+    assert [logged.count(rid) for rid in ids] == sizes
+    # Published (fsync, rename) by a drain, or within the flush interval; many requests per
+    # file.
+    remaining = drain(MODEL)
+    assert remaining == 0
+    in_files = {p: log_files.read_log(p, ["request_id"]).column(0).to_pylist()
+                for p in published(pending_dir(cfg))}
+    counts = collections.Counter(rid for rids in in_files.values() for rid in rids)
+    assert [counts[rid] for rid in ids] == sizes
+    assert 1 <= sum(1 for rids in in_files.values() if set(rids) & set(ids)) <= len(sizes)
     print(f"infer latency median {sorted(timings)[len(timings) // 2] * 1000:.0f} ms")
 
 
@@ -356,13 +365,13 @@ def test_model_routes_need_a_valid_token(served, headers, path):
 
 def test_wrong_token_cannot_infer_or_log(served):
     client, cfg = served["client"], served["cfg"]
-    before = _log_files(cfg)
+    before = len(_logged_ids(cfg))
     for headers in [{}, {"Authorization": "Bearer nope"}]:
         resp = client.post(
             f"/v2/models/{MODEL}/infer", json=infer_request(columns(2, 4)), headers=headers
         )
         assert resp.status_code == 401
-    assert _log_files(cfg) == before
+    assert len(_logged_ids(cfg)) == before
 
 
 BAD_BODIES = [
@@ -389,14 +398,14 @@ def _bad_body(kind):
 @pytest.mark.parametrize(("case", "body", "message"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
 def test_bad_requests_are_400_and_not_logged(served, case, body, message):
     client, cfg = served["client"], served["cfg"]
-    before = _log_files(cfg)
+    before = len(_logged_ids(cfg))
     if isinstance(body, str):
         body = _bad_body(body)
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     resp = client.post(f"/v2/models/{MODEL}/infer", content=content, headers=AUTH)
     assert resp.status_code == 400, case
     assert message in resp.json()["error"], case
-    assert _log_files(cfg) == before
+    assert len(_logged_ids(cfg)) == before
 
 
 def test_bad_binary_header_is_400(served):
@@ -463,9 +472,11 @@ def test_feedback_writes_labels(served):
 def test_unloggable_prediction_is_503_not_served(served):
     client, cfg = served["client"], served["cfg"]
     pending = pending_dir(cfg)
+    # Published: the next request opens a new journal segment.
+    assert drain(MODEL) == 0
     moved = pending.with_name("pending-moved")
     pending.rename(moved)
-    # A file where the folder should be: every log write fails, even for root.
+    # A file where the folder should be: opening the segment fails, even for root.
     pending.write_text("in the way")
     try:
         resp = client.post(

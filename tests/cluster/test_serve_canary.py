@@ -17,7 +17,6 @@ import threading
 import time
 
 import httpx
-import pyarrow.parquet as pq
 import pytest
 import tritonclient.http as httpclient
 from serve_helpers import (
@@ -26,9 +25,9 @@ from serve_helpers import (
     MODEL,
     columns,
     infer_request,
+    logged_rows,
     make_bundle,
     pending_dir,
-    published,
     serve_config,
 )
 
@@ -94,12 +93,10 @@ def _logged(cfg: Config, prefix: str = "") -> list[dict]:
     answer's ``id`` then carries).
     """
     rows = []
-    for path in published(pending_dir(cfg)):
-        table = pq.read_table(path, columns=["request_id", "client_id", "version", "shadow"])
-        for row in table.to_pylist():
-            row["key"] = row["client_id"] or row["request_id"]
-            if row["key"].startswith(prefix):
-                rows.append(row)
+    for row in logged_rows(pending_dir(cfg), ["request_id", "client_id", "version", "shadow"]):
+        row["key"] = row["client_id"] or row["request_id"]
+        if row["key"].startswith(prefix):
+            rows.append(row)
     return rows
 
 

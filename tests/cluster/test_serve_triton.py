@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import tritonclient.http as httpclient
 from serve_helpers import (
@@ -19,9 +18,9 @@ from serve_helpers import (
     NUMERICAL,
     columns,
     infer_request,
+    logged_rows,
     make_bundle,
     pending_dir,
-    published,
     serve_config,
 )
 
@@ -72,8 +71,7 @@ def test_tritonclient_through_the_appliance_gets_tritons_answers(served):
     np.testing.assert_allclose(result.as_numpy("scores"), scores, atol=1e-6)
     # Logged like any other answer, under the id the appliance returned.
     logged_as = result.get_response()["parameters"]["request_id"]
-    rows = [r for p in published(pending_dir(cfg))
-            for r in pq.read_table(p, columns=["request_id", "client_id"]).to_pylist()
+    rows = [r for r in logged_rows(pending_dir(cfg), ["request_id", "client_id"])
             if r["request_id"] == logged_as]
     assert len(rows) == 7 and {r["client_id"] for r in rows} == {"via-triton"}
 

@@ -43,6 +43,7 @@ from appliance.monitor.policy_store import set_policy
 from appliance.pipelines import deployment, promotion, training
 from appliance.pipelines.spec import TrainSpec
 from appliance.registry import datasets, models
+from appliance.serving import parse_serving
 from appliance.store import migrate, session_scope
 from appliance.store.models import (
     Alert,
@@ -248,9 +249,12 @@ def story(ray_session, tmp_path_factory):
     serve.shutdown()
     home = tmp_path_factory.mktemp("closed-loop")
     hooks = Hooks()
-    (home / "appliance.toml").write_text(f'alert_webhook = "{hooks.url}"\n{RULES}')
+    # Exact windows (a log segment per request at this pace), which the story counts on.
+    (home / "appliance.toml").write_text(
+        f'alert_webhook = "{hooks.url}"\n{RULES}\n[serving]\nlog_flush_s = 0.0\n')
     cfg = Config(home=home, db_url=f"sqlite:///{home / 'appliance.db'}",
-                 artifacts=home / "artifacts", serve_port=_free_port(), alert_webhook=hooks.url)
+                 artifacts=home / "artifacts", serve_port=_free_port(), alert_webhook=hooks.url,
+                 serving=parse_serving({"log_flush_s": 0.0}))
     migrate(cfg.db_url)
     with session_scope(cfg.db_url) as session:
         create_user(session, "admin", "admin", actor="admin")
@@ -289,11 +293,13 @@ def story(ray_session, tmp_path_factory):
             "canary", "requesting_promotion", "awaiting_approval"))
         facts["canary_after_abort"] = canary_info(cfg, MODEL)
         # The world shifts for good; a second challenger is canaried (the monitor is killed
-        # once more, mid-canary) and proposed for promotion.
+        # once more, mid-canary) and proposed for promotion. Labels, a training, a canary
+        # deploy and two monitor restarts take their own time, while the app sends a window
+        # every 0.7 s or so: the limit only stops a loop that is stuck.
         facts["second"] = _run_until(
             app, monitor, "B", lambda r: r.id != facts["first"].id and r.state in (
                 "awaiting_approval", "gate_failed", "failed", "canary_aborted"),
-            kill_at={"deploying_canary", "canary"})
+            kill_at={"deploying_canary", "canary"}, limit=120)
         with session_scope(cfg.db_url) as session:
             # A copy: approving changes the row.
             facts["pending"] = session.get(Approval, facts["second"].approval_id).model_copy()
