@@ -45,7 +45,6 @@ from appliance.monitor.policy_store import set_policy
 from appliance.pipelines import deployment, promotion, training
 from appliance.pipelines.spec import TrainSpec
 from appliance.registry import datasets, models
-from appliance.serving import parse_serving
 from appliance.store import migrate, session_scope
 from appliance.store.models import (
     Alert,
@@ -127,11 +126,8 @@ def _free_port() -> int:
 def demo_config(home: Path, port: int | None = None) -> Config:
     """An embedded configuration rooted at `home` (SQLite and artifacts inside it)."""
     home = Path(home)
-    # Windows that end exactly at window_rows (a log segment per request at the app's pace):
-    # the story's windows each hold one drift strength.
     return Config(home=home, db_url=f"sqlite:///{home / 'appliance.db'}",
-                  artifacts=home / "artifacts", serve_port=port or _free_port(),
-                  serving=parse_serving({"log_flush_s": 0.0}))
+                  artifacts=home / "artifacts", serve_port=port or _free_port())
 
 
 def _tensor(name: str, values: np.ndarray) -> dict[str, Any]:

@@ -13,7 +13,7 @@ or the config file's ``[serving]`` for every model) names any of:
     log_predictions = true       # log every answered row (the monitor needs it)
     log_max_rows = 200000        # rows logged and not yet published before answering 503
     log_flush_s = 0.05           # the most a logged row waits to be published (0: as soon
-                                 # as the last publish is done: windows end exactly)
+                                 # as the last publish is done)
     backend = "torch"            # or "triton": the network runs in a Triton server
 
     [serving.autoscaling]        # Ray Serve autoscaling instead of a fixed count

@@ -169,6 +169,26 @@ def log_rows(artifacts: Path, deployment: str, request_id: str, n: int, *, at: d
     return rows
 
 
+def log_segment(artifacts: Path, deployment: str, requests: list[tuple[str, int, bool]], *,
+                at: dt.datetime, version: int | str = 1, seed: int = 0,
+                model: str = "scorer") -> None:
+    """Log `requests`, (request id, rows, shadow) each, through a real replica buffer into one
+    journal segment, as a replica does between two publishes (each a millisecond after the
+    last, from `at`)."""
+    from cluster.serve._log_buffer import PredictionLogBuffer
+    from cluster.serve._prediction_log import PredictionLog
+
+    start = int(at.timestamp() * 1e9)
+    ticks = iter(range(start, start + 10**6 * (len(requests) + 1), 10**6))
+    log = PredictionLog(artifacts, deployment=deployment, model=model, version=str(version),
+                        features=FEATURES, categorical=CATEGORICAL, clock=lambda: next(ticks))
+    with PredictionLogBuffer(log, flush_interval_s=3600.0, max_file_rows=10**6) as buffer:
+        for i, (request_id, n, shadow) in enumerate(requests):
+            rows = draw(n, seed + i)
+            buffer.append(request_id, {f: rows[f] for f in FEATURES},
+                          (rows["score"] >= 0.5).astype(np.int64), rows["score"], shadow=shadow)
+
+
 def add_version(world: World, *, shift: float = 0.0, seed: int = 3) -> ModelVersion:
     """Register the next version of the world's model, with a reference profile of its own
     fitted on inputs shifted by `shift` (the same rule, metrics and calibration as v1)."""

@@ -4,16 +4,22 @@ Serving publishes files of logged rows into ``predictions/{deployment}/pending``
 segments or Parquet, `appliance.monitor.log_files`). A window is a run of those files, oldest
 first, that closes at whichever limit of the window policy comes first: `rows` served rows (a
 shadow challenger's rows, which no client saw, do not count), or `seconds` after its first row.
-Windows hold whole files, so a window closed by rows ends with the file that reached the limit
-(a replica's segment holds what it served in one publish interval, `log_flush_s`). The
-cut depends only on the files and the clock, not on how often the monitor looks: a pass closes
-every window that is due, and a partial window waits.
+A window closed by rows ends with the request that reached the limit: a replica's segment holds
+every request it answered in one publish interval (`log_flush_s`), so the file that reaches
+the limit is split between requests, the window takes its head and the tail goes back to
+pending as a file of its own. A request is never split, and its shadow rows go with it. The
+cut depends only on the files and the clock, not on how often the monitor looks or how
+requests were grouped into files: a pass closes every window that is due, and a partial
+window waits.
 
 Closing window ``k`` renames its files into ``closing-{k}`` (atomic per file), compacts them into
 ``window-{k}.parquet`` (written under a temporary name and renamed), and the caller commits the
-index row; only then is the staging folder deleted. A crash at any point leaves either the
-pending files or a staging folder that the next close completes (staged files first, so the
-same rows land in the same window), so no logged prediction is lost or counted twice.
+index row; only then is the staging folder deleted. A split writes the head into the staging
+folder under the file's name, then the tail into pending, and only then removes the file; a
+staged file whose name is still in pending is therefore an unfinished split, which the next
+close undoes and does again. A crash at any point leaves either the pending files or a staging
+folder that the next close completes (staged files first, so the same rows land in the same
+window), so no logged prediction is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from sqlmodel import Session, func, select
 
@@ -92,14 +100,25 @@ def _served_count(table: pa.Table) -> int:
     return table.num_rows - (int(pc.sum(shadow).as_py() or 0) if shadow is not None else 0)
 
 
-def _part(path: Path) -> _Part:
-    table = _read_meta(path)
+def _part_of(path: Path, table: pa.Table) -> _Part:
     return _Part(path, _served_count(table), pc.min(table.column("ts")).as_py(),
                  frozenset(pc.unique(table.column("request_id")).to_pylist()))
 
 
-def _cut(parts: list[_Part], policy: WindowPolicy, now: dt.datetime) -> tuple[int, str] | None:
-    """(how many of `parts` form the next window, what closed it), or None if not due."""
+def _part(path: Path) -> _Part:
+    return _part_of(path, _read_meta(path))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cut:
+    count: int  # how many of the parts form the next window
+    closed_by: str  # "rows" or "seconds"
+    last: int | None = None  # closed by rows: the part whose rows reached the limit
+    need: int = 0  # ... and how many of its served rows the window needs
+
+
+def _cut(parts: list[_Part], policy: WindowPolicy, now: dt.datetime) -> _Cut | None:
+    """Which of `parts` form the next window, or None if it is not due."""
     if not parts:
         return None
     start = parts[0].first_ts
@@ -107,13 +126,17 @@ def _cut(parts: list[_Part], policy: WindowPolicy, now: dt.datetime) -> tuple[in
     served = 0
     for i, part in enumerate(parts):
         if end is not None and i > 0 and part.first_ts >= end:
-            return _together(parts, i), "seconds"
+            return _Cut(_together(parts, i), "seconds")
+        if policy.rows is not None and served + part.served >= policy.rows:
+            return _Cut(_together(parts, i + 1), "rows", last=i, need=policy.rows - served)
         served += part.served
-        if policy.rows is not None and served >= policy.rows:
-            return _together(parts, i + 1), "rows"
     if end is not None and now >= end:
-        return len(parts), "seconds"
+        return _Cut(len(parts), "seconds")
     return None
+
+
+def _order(part: _Part) -> tuple[dt.datetime, str]:
+    return part.first_ts, part.path.name
 
 
 def _together(parts: list[_Part], count: int) -> int:
@@ -153,6 +176,94 @@ def _compact(paths: list[Path]) -> pa.Table:
             t = t.set_column(i, name, t.column(name).cast(pa.string()))
         unified.append(t)
     return pa.concat_tables(unified, promote_options="permissive")
+
+
+def _head_requests(path: Path, need: int, held: set[str]) -> set[str] | None:
+    """The requests of log file `path` that a window needing `need` more served rows takes,
+    or None when it takes them all: requests in the order they were logged, up to the one that
+    reaches `need`, and the shadow rows of requests the window holds (`held`)."""
+    table = _read_meta(path)
+    ids = table.column("request_id").to_numpy(zero_copy_only=False)
+    served = np.asarray(served_mask(table), dtype=bool)
+    names, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    counts = np.bincount(inverse.ravel(), weights=served, minlength=len(names))
+    order = np.argsort(first, kind="stable")
+    reached = int(np.searchsorted(np.cumsum(counts[order]), need))
+    if reached >= len(names) - 1:
+        return None
+    head = {str(n) for n in names[order[: reached + 1]]}
+    head |= {str(n) for n, c in zip(names, counts, strict=True) if c == 0 and n in held}
+    return head if len(head) < len(names) else None
+
+
+def _tail_name(name: str, head_rows: int) -> str:
+    """The name of the tail of a split file: ``{stem}~{rows before it}{suffix}``, the count
+    taken over every split of the same published file, so names stay unique and short."""
+    path = Path(name)
+    stem, _, before = path.stem.rpartition("~")
+    if not (stem and before.isdigit()):
+        stem, before = path.stem, "0"
+    return f"{stem}~{int(before) + head_rows:010d}{path.suffix}"
+
+
+def _write_log_file(table: pa.Table, final: Path) -> None:
+    """Write `table` as a log file of `final`'s kind, durably, under a temporary name first."""
+    tmp = final.with_name(f"{_SPLIT_TMP}{final.name}")
+    if final.suffix == log_files.SEGMENT_SUFFIX:
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    else:
+        pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    log_files.fsync_dir(final.parent)
+
+
+_SPLIT_TMP = ".split-"
+
+
+def _split(part: _Part, head_ids: set[str], staging: Path) -> tuple[_Part, _Part]:
+    """Split pending file `part` into its `head_ids` requests, written into `staging` under its
+    name, and the rest, written into pending as its tail; remove it. Returns (head, tail)."""
+    table = _read_whole(part.path)
+    mask = pc.is_in(table.column("request_id"), value_set=pa.array(sorted(head_ids), pa.string()))
+    head, tail = table.filter(mask), table.filter(pc.invert(mask))
+    head_path = staging / part.path.name
+    tail_path = part.path.with_name(_tail_name(part.path.name, head.num_rows))
+    _write_log_file(head, head_path)
+    _write_log_file(tail, tail_path)
+    os.unlink(part.path)
+    log_files.fsync_dir(part.path.parent)
+    return _part_of(head_path, head), _part_of(tail_path, tail)
+
+
+def _unfinished_splits(staging: Path, pending: Path) -> list[Path]:
+    """What splits that did not finish wrote: their heads (staged files whose names are still
+    in pending) and their tails (files named as that file's tails, in pending)."""
+    found = []
+    for head in _visible(staging):
+        if not (pending / head.name).exists():
+            continue
+        stem, _, before = head.stem.rpartition("~")
+        if not (stem and before.isdigit()):
+            stem, before = head.stem, "0"
+        for tail in pending.glob(f"{stem}~*{head.suffix}"):
+            after = tail.stem.rpartition("~")[2]
+            if after.isdigit() and int(after) > int(before):
+                found.append(tail)
+        found.append(head)  # last: while it is there, the split is known to be unfinished
+    return found
+
+
+def _undo_unfinished_splits(staging: Path, pending: Path) -> None:
+    """Remove what splits that did not finish wrote; the files they split are whole, and are
+    split again."""
+    for folder in (staging, pending):
+        for tmp in folder.glob(f"{_SPLIT_TMP}*") if folder.is_dir() else []:
+            tmp.unlink(missing_ok=True)
+    for path in _unfinished_splits(staging, pending):
+        path.unlink()
 
 
 def _write_atomic(table: pa.Table, final: Path) -> None:
@@ -210,19 +321,30 @@ def close_next(
 
     # Segments a stopped replica left open hold answered rows: publish them first.
     log_files.recover_segments(base / "pending")
-    staged = [part(p) for p in _visible(staging)]
-    staged.sort(key=lambda p: (p.first_ts, p.path.name))
-    pending = [part(p) for p in _visible(base / "pending")]
-    pending.sort(key=lambda p: (p.first_ts, p.path.name))
-    cut = _cut(staged + pending, policy, now)
+    _undo_unfinished_splits(staging, base / "pending")
+    staged = sorted((part(p) for p in _visible(staging)), key=_order)
+    pending = sorted((part(p) for p in _visible(base / "pending")), key=_order)
+    parts = staged + pending
+    cut = _cut(parts, policy, now)
     if cut is None:
         return None
-    count, closed_by = cut
-    chosen = (staged + pending)[:count]
+    chosen, closed_by = parts[: cut.count], cut.closed_by
     if len(chosen) < len(staged):
         # Staged files are a window already decided (a crash after the renames): keep them.
         chosen, closed_by = staged, "rows" if policy.rows else "seconds"
     staging.mkdir(parents=True, exist_ok=True)
+    if cut.last is not None and cut.last >= len(staged):
+        before = parts[: cut.last]
+        held = set().union(*(p.requests for p in before))
+        head_ids = _head_requests(parts[cut.last].path, cut.need, held)
+        if head_ids is not None:
+            # The file that reached the limit holds requests of the next window.
+            head, tail = _split(parts[cut.last], head_ids, staging)
+            seen.pop(parts[cut.last].path.name, None)
+            seen[tail.path.name] = tail
+            rest = sorted([*parts[cut.last + 1:], tail], key=_order)
+            parts = [*before, head, *rest]
+            chosen = parts[: _together(parts, len(before) + 1)]
     for part in chosen:
         if part.path.parent != staging:
             os.replace(part.path, staging / part.path.name)
@@ -286,7 +408,9 @@ def pending_rows(session: Session, predictions_root: Path, deployment: str) -> i
     for staging in sorted(base.glob("closing-*")) if base.is_dir() else []:
         # Folders of committed windows are leftovers whose rows a window already holds.
         if int(staging.name.split("-")[1]) >= nxt:
-            files += _visible(staging)
+            # An unfinished split's rows are all still in the file it was splitting.
+            undone = set(_unfinished_splits(staging, base / "pending"))
+            files = [p for p in [*files, *_visible(staging)] if p not in undone]
     return sum(_served_count(_read_meta(p)) for p in files)
 
 

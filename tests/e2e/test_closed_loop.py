@@ -43,7 +43,6 @@ from appliance.monitor.policy_store import set_policy
 from appliance.pipelines import deployment, promotion, training
 from appliance.pipelines.spec import TrainSpec
 from appliance.registry import datasets, models
-from appliance.serving import parse_serving
 from appliance.store import migrate, session_scope
 from appliance.store.models import (
     Alert,
@@ -249,12 +248,9 @@ def story(ray_session, tmp_path_factory):
     serve.shutdown()
     home = tmp_path_factory.mktemp("closed-loop")
     hooks = Hooks()
-    # Exact windows (a log segment per request at this pace), which the story counts on.
-    (home / "appliance.toml").write_text(
-        f'alert_webhook = "{hooks.url}"\n{RULES}\n[serving]\nlog_flush_s = 0.0\n')
+    (home / "appliance.toml").write_text(f'alert_webhook = "{hooks.url}"\n{RULES}')
     cfg = Config(home=home, db_url=f"sqlite:///{home / 'appliance.db'}",
-                 artifacts=home / "artifacts", serve_port=_free_port(), alert_webhook=hooks.url,
-                 serving=parse_serving({"log_flush_s": 0.0}))
+                 artifacts=home / "artifacts", serve_port=_free_port(), alert_webhook=hooks.url)
     migrate(cfg.db_url)
     with session_scope(cfg.db_url) as session:
         create_user(session, "admin", "admin", actor="admin")
