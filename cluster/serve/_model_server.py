@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException
 from appliance.errors import InvalidInput
 from appliance.monitor.feedback import write_feedback
 from appliance.monitor.log_files import recover_segments
+from appliance.serving import ServingOptions
 from cluster.bundle import ModelBundle
 from cluster.serve import _oip
 from cluster.serve._canary_routing import CanaryRouting
@@ -179,7 +180,7 @@ class ModelServer(CanaryRouting):
         self.buffer = PredictionLogBuffer(
             self.log,
             max_rows=int(options.get("log_max_rows", 200_000)),
-            flush_interval_s=float(options.get("log_flush_s", 0.05)),
+            flush_interval_s=float(options.get("log_flush_s", ServingOptions.log_flush_s)),
         )
 
     def _make_scorer(self, bundle_path: Path, options: dict[str, Any]):
