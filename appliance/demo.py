@@ -45,6 +45,7 @@ from appliance.monitor.policy_store import set_policy
 from appliance.pipelines import deployment, promotion, training
 from appliance.pipelines.spec import TrainSpec
 from appliance.registry import datasets, models
+from appliance.serving import parse_serving
 from appliance.store import migrate, session_scope
 from appliance.store.models import (
     Alert,
@@ -126,8 +127,11 @@ def _free_port() -> int:
 def demo_config(home: Path, port: int | None = None) -> Config:
     """An embedded configuration rooted at `home` (SQLite and artifacts inside it)."""
     home = Path(home)
+    # The story's time runs fast (windows seconds apart): its replicas publish their logs
+    # every 50 ms, not every second, so that the monitor sees rows as soon as labels.
     return Config(home=home, db_url=f"sqlite:///{home / 'appliance.db'}",
-                  artifacts=home / "artifacts", serve_port=port or _free_port())
+                  artifacts=home / "artifacts", serve_port=port or _free_port(),
+                  serving=parse_serving({"log_flush_s": 0.05}))
 
 
 def _tensor(name: str, values: np.ndarray) -> dict[str, Any]:

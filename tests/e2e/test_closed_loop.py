@@ -43,6 +43,7 @@ from appliance.monitor.policy_store import set_policy
 from appliance.pipelines import deployment, promotion, training
 from appliance.pipelines.spec import TrainSpec
 from appliance.registry import datasets, models
+from appliance.serving import parse_serving
 from appliance.store import migrate, session_scope
 from appliance.store.models import (
     Alert,
@@ -239,6 +240,9 @@ def _run_until(app: App, monitor: Monitor, world: str, done, *, limit: int = 60,
     raise AssertionError(f"gave up after {limit} windows; latest request: {latest}")
 
 
+FLUSH_S = 0.05
+
+
 @pytest.fixture(scope="module")
 def story(ray_session, tmp_path_factory):
     from ray import serve
@@ -248,9 +252,14 @@ def story(ray_session, tmp_path_factory):
     serve.shutdown()
     home = tmp_path_factory.mktemp("closed-loop")
     hooks = Hooks()
-    (home / "appliance.toml").write_text(f'alert_webhook = "{hooks.url}"\n{RULES}')
+    # The story's time runs fast (a window every 0.7 s, its labels two windows later): the
+    # replicas publish their logs every 50 ms, not every second, so that the monitor sees a
+    # window's rows before the labels of an earlier one arrive, as it would in real time.
+    (home / "appliance.toml").write_text(
+        f'alert_webhook = "{hooks.url}"\n{RULES}\n[serving]\nlog_flush_s = {FLUSH_S}\n')
     cfg = Config(home=home, db_url=f"sqlite:///{home / 'appliance.db'}",
-                 artifacts=home / "artifacts", serve_port=_free_port(), alert_webhook=hooks.url)
+                 artifacts=home / "artifacts", serve_port=_free_port(), alert_webhook=hooks.url,
+                 serving=parse_serving({"log_flush_s": FLUSH_S}))
     migrate(cfg.db_url)
     with session_scope(cfg.db_url) as session:
         create_user(session, "admin", "admin", actor="admin")
