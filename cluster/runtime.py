@@ -115,7 +115,7 @@ def ensure_ray(cfg: Config, num_cpus: int | None = None, *, persistent: bool = F
         _join_cluster(cfg, **quiet)
         return
     network.keep_local()
-    local = {"runtime_env": network.local_runtime_env(), **quiet}
+    local = {"runtime_env": network.local_runtime_env(cfg.serve_host, cfg.serve_grpc_port), **quiet}
     recorded = _address_file(cfg)
     address = None
     if recorded.is_file() and _reachable(recorded.read_text().strip()):
@@ -160,7 +160,7 @@ def _join_head(cfg: Config, address: str) -> bool:
     os.environ.update(_auth_env(cfg))
     network.keep_local()
     ray.init(address=address, logging_level="ERROR", log_to_driver=False,
-             runtime_env=network.local_runtime_env())
+             runtime_env=network.local_runtime_env(cfg.serve_host, cfg.serve_grpc_port))
     return True
 
 

@@ -173,10 +173,22 @@ def test_ray_settings_default_closed_and_validated(tmp_path):
             parse_ray_settings(bad, "[ray]")
 
 
-@pytest.mark.parametrize(("given", "bound"), [
-    ("[::]:8001", "127.0.0.1:8001"), ("0.0.0.0:9", "127.0.0.1:9"), (":7", "127.0.0.1:7"),
-    ("[::]:0", "127.0.0.1:0"), ("10.0.0.5:8001", "10.0.0.5:8001"),
-    ("127.0.0.1:5", "127.0.0.1:5"), ("unix:/tmp/s", "unix:/tmp/s"),
+@pytest.mark.parametrize(("given", "public", "bound"), [
+    ("[::]:8001", None, "127.0.0.1:8001"), ("0.0.0.0:9", None, "127.0.0.1:9"),
+    (":7", None, "127.0.0.1:7"), ("[::]:0", "0.0.0.0:8001", "127.0.0.1:0"),
+    ("10.0.0.5:8001", None, "10.0.0.5:8001"), ("127.0.0.1:5", None, "127.0.0.1:5"),
+    ("unix:/tmp/s", None, "unix:/tmp/s"),
+    # The gRPC endpoint follows serve_host, as the HTTP endpoint does.
+    ("[::]:8001", "127.0.0.1:8001", "127.0.0.1:8001"),
+    ("[::]:8001", "0.0.0.0:8001", "0.0.0.0:8001"),
+    ("[::]:8001", "[::]:8001", "[::]:8001"), ("[::]:9000", "0.0.0.0:8001", "127.0.0.1:9000"),
 ])
-def test_any_interface_grpc_addresses_become_loopback(given, bound):
-    assert network.loopback_address(given) == bound
+def test_any_interface_grpc_addresses_become_loopback_but_the_endpoint(given, public, bound):
+    assert network.loopback_address(given, public) == bound
+
+
+def test_the_runtime_env_names_the_endpoint_s_interface():
+    assert network.local_runtime_env("127.0.0.1", 0) == {
+        "worker_process_setup_hook": network.SETUP_HOOK}
+    assert network.local_runtime_env("::", 8001)["env_vars"] == {
+        network.PUBLIC_GRPC_ENV: "[::]:8001"}
