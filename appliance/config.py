@@ -18,12 +18,13 @@ import tomllib
 from appliance.errors import InvalidInput
 from appliance.monitor.policy import build, parse_settings
 from appliance.monitor.rules import DEFAULT_RULES, AlertRule, parse_rules
+from appliance.ray_settings import RaySettings, parse_ray_settings
 from appliance.serving import ServingOptions, parse_serving
 
 _KEYS = {
     "db_url", "artifacts", "ray_address", "ray_num_cpus", "serve_port", "serve_host",
     "alert_webhook", "policy", "alert_rules", "serving", "serve_max_body_bytes",
-    "serve_ingress_replicas", "serve_grpc_port",
+    "serve_ingress_replicas", "serve_grpc_port", "ray",
 }
 
 
@@ -49,6 +50,8 @@ class Config:
         serve_ingress_replicas: replicas of the authenticating front door (default 1).
         serve_grpc_port: port of the KServe v2 gRPC endpoint (default 8001, as Triton's;
             0 turns gRPC off).
+        ray: the ``[ray]`` table: what of Ray is reachable (see `appliance.ray_settings`;
+            default: an embedded Ray on loopback, no client server, no dashboard).
     """
 
     home: Path
@@ -65,6 +68,7 @@ class Config:
     serve_max_body_bytes: int = 32 * 1024 * 1024
     serve_ingress_replicas: int = 1
     serve_grpc_port: int = 8001
+    ray: RaySettings = RaySettings()
 
     @property
     def predictions_dir(self) -> Path:
@@ -135,6 +139,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         serve_ingress_replicas=_positive_int(values, "serve_ingress_replicas", 1, file_path),
         serve_grpc_port=_port(env.get("APPLIANCE_SERVE_GRPC_PORT"),
                               values.get("serve_grpc_port", 8001), file_path),
+        ray=parse_ray_settings(values.get("ray"), f"config file {str(file_path)!r} [ray]"),
     )
 
 

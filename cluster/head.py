@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import os
 import re
 import signal
@@ -198,6 +199,49 @@ def head_processes(address: str, *, proc: Path = Path("/proc")) -> list[Proc]:
                 todo.append(child)
     found -= _ancestors(os.getpid(), parents)
     return sorted((procs[pid] for pid in found), key=lambda p: p.pid)
+
+
+@dataclasses.dataclass(frozen=True)
+class Listener:
+    """A TCP socket in the LISTEN state, and a process that holds it."""
+
+    pid: int
+    host: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        address = ipaddress.ip_address(self.host)
+        mapped = getattr(address, "ipv4_mapped", None)
+        return (mapped or address).is_loopback
+
+
+def _proc_net_host(hex_host: str) -> str:
+    raw = bytes.fromhex(hex_host)
+    # /proc/net/tcp{,6} print each 32-bit word of the address in host (little-endian) order.
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def listening(pids: Iterable[int], *, proc: Path = Path("/proc")) -> list[Listener]:
+    """The TCP sockets that processes `pids` listen on (IPv4 and IPv6), by pid and port."""
+    owner: dict[str, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):  # gone, or not ours to read
+            for fd in (proc / str(pid) / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        owner[target[8:-1]] = pid
+    found = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in (proc / "net" / table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[3] == "0A" and fields[9] in owner:
+                    host, port = fields[1].split(":")
+                    found.add(Listener(owner[fields[9]], _proc_net_host(host), int(port, 16)))
+    return sorted(found, key=lambda s: (s.pid, s.port, s.host))
 
 
 def alive(p: Proc, *, proc: Path = Path("/proc")) -> bool:

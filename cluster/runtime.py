@@ -10,6 +10,12 @@ local Ray. Work that must outlive the command (a deployment) needs a Ray that ou
 so `ensure_ray(persistent=True)` starts a detached local head once (``ray start --head``) and
 records its address under the home; later commands join it, and `stop_head` (``appliance
 down``) stops it: Serve first, gracefully, then the head's processes (see `cluster.head`).
+
+Either way the embedded Ray listens on loopback only, with no client server or dashboard
+unless ``[ray]`` asks for them (`cluster.network`), and token authentication is on whatever
+the environment says. The appliance never joins a Ray it did not choose: the configured
+cluster, its own recorded head, or a new local one; never the one Ray's own
+``ray_current_cluster`` file names.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import ray
 
 from appliance.config import Config
 from appliance.errors import CheckFailed, ConflictError
-from cluster import head
+from cluster import head, network
 
 
 def auth_token(cfg: Config) -> str:
@@ -56,22 +62,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _auth_env(cfg: Config) -> dict[str, str]:
+    # Forced, not defaulted: RAY_AUTH_MODE=disabled in the environment must not open the head.
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": auth_token(cfg)}
+
+
 def start_head(cfg: Config, num_cpus: int | None = None) -> str:
     """Start a detached local Ray head (loopback only) and return its address."""
     address = f"127.0.0.1:{_free_port()}"
+    # `ray start --head` always starts a Ray client server (port 0 is refused): give it a
+    # port of its own, and stop it below unless [ray] asks for one.
+    client_port = cfg.ray.client_server_port or _free_port()
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head",
-           f"--port={address.rpartition(':')[2]}", "--node-ip-address=127.0.0.1",
-           "--include-dashboard=false", "--disable-usage-stats"]
+           f"--port={address.rpartition(':')[2]}", f"--node-ip-address={network.LOOPBACK}",
+           f"--include-dashboard={str(cfg.ray.dashboard).lower()}",
+           f"--dashboard-host={network.LOOPBACK}", f"--ray-client-server-port={client_port}",
+           "--disable-usage-stats"]
     cpus = num_cpus or cfg.ray_num_cpus
     if cpus:
         cmd.append(f"--num-cpus={cpus}")
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": auth_token(cfg)}
+    env = {**os.environ, **network.NODE_ENV, **_auth_env(cfg)}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
         raise CheckFailed(f"could not start a local Ray head: {tail[0]}")
     _address_file(cfg).write_text(address)
+    if not cfg.ray.client_server_port:
+        servers = [p for p in head.head_processes(address) if _CLIENT_SERVER in p.argv]
+        head.terminate(servers, grace_s=5.0)
     return address
+
+
+# How the Ray client server shows in its process's argv (``python -m ray.util.client.server``).
+_CLIENT_SERVER = "ray.util.client.server"
 
 
 def ensure_ray(cfg: Config, num_cpus: int | None = None, *, persistent: bool = False) -> None:
@@ -86,22 +109,34 @@ def ensure_ray(cfg: Config, num_cpus: int | None = None, *, persistent: bool = F
     """
     if ray.is_initialized():
         return
-    os.environ["RAY_AUTH_TOKEN"] = auth_token(cfg)
+    os.environ.update(_auth_env(cfg))
     quiet = {"logging_level": "ERROR", "log_to_driver": False}
-    address = cfg.ray_address
-    if not address:
-        recorded = _address_file(cfg)
-        if recorded.is_file() and _reachable(recorded.read_text().strip()):
-            address = recorded.read_text().strip()
-        elif persistent:
-            address = start_head(cfg, num_cpus)
+    if cfg.ray_address:
+        _join_cluster(cfg, **quiet)
+        return
+    network.keep_local()
+    local = {"runtime_env": network.local_runtime_env(cfg.serve_host, cfg.serve_grpc_port), **quiet}
+    recorded = _address_file(cfg)
+    address = None
+    if recorded.is_file() and _reachable(recorded.read_text().strip()):
+        address = recorded.read_text().strip()
+    elif persistent:
+        address = start_head(cfg, num_cpus)
     if address:
-        ray.init(address=address, **quiet)
+        ray.init(address=address, **local)
         return
     # "local": a new Ray of our own. Without it, ray.init joins whatever cluster
     # /tmp/ray/ray_current_cluster names, and hangs or fails if that cluster has died.
-    ray.init(address="local", num_cpus=num_cpus or cfg.ray_num_cpus, include_dashboard=False,
-             **quiet)
+    ray.init(address="local", num_cpus=num_cpus or cfg.ray_num_cpus,
+             include_dashboard=cfg.ray.dashboard, dashboard_host=network.LOOPBACK, **local)
+
+
+def _join_cluster(cfg: Config, **kwargs) -> None:
+    """Join the configured cluster, reached and secured as ``[ray]`` says."""
+    os.environ.update(cfg.ray.tls_env())
+    if cfg.ray.node_ip_address:
+        kwargs["_node_ip_address"] = cfg.ray.node_ip_address
+    ray.init(address=cfg.ray_address, **kwargs)
 
 
 def _gcs_port(address: str) -> int:
@@ -122,8 +157,10 @@ def _join_head(cfg: Config, address: str) -> bool:
                 f"at {address}; call this from a process of its own"
             )
         return False
-    os.environ["RAY_AUTH_TOKEN"] = auth_token(cfg)
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    os.environ.update(_auth_env(cfg))
+    network.keep_local()
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False,
+             runtime_env=network.local_runtime_env(cfg.serve_host, cfg.serve_grpc_port))
     return True
 
 

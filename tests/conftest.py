@@ -40,6 +40,11 @@ def ray_session():
     """One local Ray (2 CPUs) shared by every test that asks for it."""
     import ray
 
+    from cluster import network
+
+    # Loopback only, as the appliance's own Ray (cluster.runtime): nothing of the suite's Ray
+    # is reachable from the network.
+    network.keep_local()
     # A runtime_env install that fails (tests/cluster/test_serve_envs.py) is tried once, not
     # three times, each a copy of the venv.
     os.environ.setdefault("RUNTIME_ENV_RETRY_TIMES", "1")
@@ -51,6 +56,7 @@ def ray_session():
             include_dashboard=False,
             logging_level="ERROR",
             log_to_driver=False,
+            runtime_env=network.local_runtime_env(),
         )
     yield ray
     ray.shutdown()

@@ -13,6 +13,7 @@ def register(app: typer.Typer) -> None:
         data,
         demo,
         deploy,
+        doctor,
         down,
         drift,
         init,
@@ -39,6 +40,7 @@ def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy.deploy)
     app.command("undeploy")(deploy.undeploy)
     app.command("down")(down.down)
+    app.command("doctor")(doctor.doctor)
     app.add_typer(monitor.feedback_app, name="feedback")
     app.command("monitor")(monitor.monitor)
     app.add_typer(alerts.app, name="alerts")
