@@ -3,7 +3,7 @@
 Precedence, lowest first: built-in defaults (everything under ``~/.appliance``), the file
 ``appliance.toml`` (``$APPLIANCE_HOME/appliance.toml``, or the path in ``APPLIANCE_CONFIG``),
 then the environment (``APPLIANCE_HOME``, ``APPLIANCE_DB_URL``, ``APPLIANCE_ARTIFACTS``,
-``RAY_ADDRESS``).
+``RAY_ADDRESS``, ``APPLIANCE_REQUIRE_TOKEN_FOR_READS``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from appliance.serving import ServingOptions, parse_serving
 _KEYS = {
     "db_url", "artifacts", "ray_address", "ray_num_cpus", "serve_port", "serve_host",
     "alert_webhook", "policy", "alert_rules", "serving", "serve_max_body_bytes",
-    "serve_ingress_replicas", "serve_grpc_port", "ray",
+    "serve_ingress_replicas", "serve_grpc_port", "ray", "require_token_for_reads",
 }
 
 
@@ -52,6 +52,9 @@ class Config:
             0 turns gRPC off).
         ray: the ``[ray]`` table: what of Ray is reachable (see `appliance.ray_settings`;
             default: an embedded Ray on loopback, no client server, no dashboard).
+        require_token_for_reads: read commands need a token whose user holds "read" (default:
+            True on a cluster, i.e. a non-SQLite store or a ``ray_address``; False for the
+            embedded appliance, where a read without any token is still allowed).
     """
 
     home: Path
@@ -69,6 +72,7 @@ class Config:
     serve_ingress_replicas: int = 1
     serve_grpc_port: int = 8001
     ray: RaySettings = RaySettings()
+    require_token_for_reads: bool = False
 
     @property
     def predictions_dir(self) -> Path:
@@ -140,7 +144,32 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         serve_grpc_port=_port(env.get("APPLIANCE_SERVE_GRPC_PORT"),
                               values.get("serve_grpc_port", 8001), file_path),
         ray=parse_ray_settings(values.get("ray"), f"config file {str(file_path)!r} [ray]"),
+        require_token_for_reads=_reads_need_token(
+            env.get("APPLIANCE_REQUIRE_TOKEN_FOR_READS"), values.get("require_token_for_reads"),
+            cluster=not str(db_url).startswith("sqlite") or bool(ray_address),
+            file_path=file_path),
     )
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _reads_need_token(from_env: str | None, value: object, *, cluster: bool,
+                      file_path: Path) -> bool:
+    # A cluster's store is shared by many people, so reads are least-privilege there too;
+    # the embedded appliance keeps reads open to whoever can open its SQLite file anyway.
+    if from_env is not None and from_env.strip():
+        text = from_env.strip().lower()
+        if text not in _TRUE + _FALSE:
+            raise InvalidInput(f"APPLIANCE_REQUIRE_TOKEN_FOR_READS must be true or false, "
+                               f"got {from_env!r}")
+        return text in _TRUE
+    if value is None:
+        return cluster
+    if not isinstance(value, bool):
+        raise InvalidInput(f"config file {str(file_path)!r}: require_token_for_reads must be "
+                           f"true or false, got {value!r}")
+    return value
 
 
 def _port(from_env: str | None, value: object, file_path: Path) -> int:

@@ -54,3 +54,28 @@ def test_bad_config_names_the_problem(tmp_path, text, needle):
     with pytest.raises(InvalidInput) as info:
         load_config({"APPLIANCE_HOME": str(tmp_path)})
     assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(("env", "toml", "expected"), [
+    ({}, "", False),  # embedded: SQLite, local Ray
+    ({"APPLIANCE_DB_URL": "postgresql://db/appl"}, "", True),
+    ({"RAY_ADDRESS": "head:6379"}, "", True),
+    ({}, 'db_url = "postgresql://db/appl"\n', True),
+    ({"APPLIANCE_DB_URL": "postgresql://db/appl"}, "require_token_for_reads = false\n", False),
+    ({}, "require_token_for_reads = true\n", True),
+    ({"APPLIANCE_REQUIRE_TOKEN_FOR_READS": "0", "RAY_ADDRESS": "head:6379"}, "", False),
+    ({"APPLIANCE_REQUIRE_TOKEN_FOR_READS": "yes"}, "require_token_for_reads = false\n", True),
+])
+def test_reads_need_a_token_on_a_cluster_by_default(tmp_path, env, toml, expected):
+    (tmp_path / "appliance.toml").write_text(toml)
+    cfg = load_config({"APPLIANCE_HOME": str(tmp_path), **env})
+    assert cfg.require_token_for_reads is expected
+
+
+def test_require_token_for_reads_must_be_a_boolean(tmp_path):
+    (tmp_path / "appliance.toml").write_text('require_token_for_reads = "sometimes"\n')
+    with pytest.raises(InvalidInput, match="require_token_for_reads must be true or false"):
+        load_config({"APPLIANCE_HOME": str(tmp_path)})
+    with pytest.raises(InvalidInput, match="APPLIANCE_REQUIRE_TOKEN_FOR_READS must be true"):
+        load_config({"APPLIANCE_HOME": str(tmp_path / "x"),
+                     "APPLIANCE_REQUIRE_TOKEN_FOR_READS": "maybe"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -57,6 +58,17 @@ def emit_json(document: Any, *, line: bool = False) -> None:
     out.flush()
 
 
+# What must never reach stderr even when a third-party error quotes it: a URL's password and
+# an API token's secret (our own messages mask both already; these catch the ones we relay).
+_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@\s]*):\S*@")
+_TOKEN_SECRET = re.compile(r"apl_[A-Za-z0-9_-]{8,}")
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with URL passwords and API token secrets masked."""
+    return _TOKEN_SECRET.sub("apl_***", _URL_PASSWORD.sub(r"\1:***@", text))
+
+
 def fail(message: str) -> None:
-    """Write a one-line error on stderr (the caller chooses the exit code)."""
-    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+    """Write a one-line error on stderr (the caller chooses the exit code), secrets masked."""
+    sys.stderr.write(f"error: {redact_secrets(' '.join(str(message).split()))}\n")

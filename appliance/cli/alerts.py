@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from appliance.cli._context import acting, config
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.monitor import alerts
@@ -18,10 +18,12 @@ def list_(
     status: str = typer.Option("active", help="active (open or acknowledged), open, "
                                "acknowledged, resolved or all."),
     model: str = typer.Option(None, help="Only this model's alerts."),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """List alerts, oldest first."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         rows = alerts.list_alerts(session, status=status, model=model)
     if json_out:
@@ -40,11 +42,12 @@ def _channels(cfg) -> alerts.Channels:
 @app.command("ack")
 def ack(
     alert_id: int = typer.Argument(..., help="Alert number (see `appliance alerts list`)."),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Acknowledge an open alert: you are on it."""
-    cfg, user = acting(token, "operate")
+    cfg, user = acting(token or token_file, "operate")
     with session_scope(cfg.db_url) as session:
         doc = alerts.to_public(session, alerts.acknowledge(session, user, alert_id))
     if json_out:
@@ -57,11 +60,12 @@ def ack(
 def resolve(
     alert_id: int = typer.Argument(..., help="Alert number (see `appliance alerts list`)."),
     comment: str = typer.Option(None, "--comment", help="What was done about it."),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Resolve an alert; its owner's channels hear of it."""
-    cfg, user = acting(token, "operate")
+    cfg, user = acting(token or token_file, "operate")
     with session_scope(cfg.db_url) as session:
         doc = alerts.to_public(session, alerts.resolve(session, user, alert_id, comment,
                                                        _channels(cfg)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from sqlmodel import select
 
-from appliance.cli._context import config
+from appliance.cli._context import TOKEN, TOKEN_FILE, reading
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import CheckFailed
@@ -17,9 +17,13 @@ app = typer.Typer(help="The append-only, hash-chained audit log.")
 
 
 @app.command("verify")
-def verify(json_out: bool = typer.Option(False, "--json")) -> None:
+def verify(
+    json_out: bool = typer.Option(False, "--json"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
+) -> None:
     """Check every event's hash and link; exit 1 naming the first broken event."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         result = audit.verify(session)
     doc = {"ok": result.ok, "events": result.events, "head": result.head,
@@ -37,9 +41,11 @@ def list_(
     limit: int = typer.Option(50, help="Newest N events."),
     action: str = typer.Option(None, help="Only events whose action starts with this."),
     json_out: bool = typer.Option(False, "--json"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
 ) -> None:
     """List audit events, newest last."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
         if action:

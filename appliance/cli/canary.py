@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from appliance.cli._context import config
+from appliance.cli._context import TOKEN, TOKEN_FILE, reading
 from appliance.cli._output import emit_json
 from appliance.cli._table import print_table
 from appliance.monitor import canary
@@ -17,9 +17,11 @@ app = typer.Typer(help="Challengers behind a model's route: canary or shadow.")
 def status(
     model: str = typer.Argument(..., help="Model name."),
     json_out: bool = typer.Option(False, "--json"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
 ) -> None:
     """Show the versions serving MODEL and its latest retrain request's state."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         doc = canary.status(session, model)
     if json_out:

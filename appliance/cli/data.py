@@ -8,7 +8,7 @@ import typer
 from sqlmodel import select
 
 from appliance.artifacts import ArtifactStore
-from appliance.cli._context import acting, config
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
 from appliance.cli._output import emit_json
 from appliance.cli._table import print_table
 from appliance.registry import datasets
@@ -28,11 +28,12 @@ def _public(ds: Dataset) -> dict:
 def add(
     file: Path = typer.Argument(..., help="Parquet or CSV file."),
     name: str = typer.Option(..., "--name", help="Dataset name."),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Register FILE as the next version of dataset NAME (identical content is not re-added)."""
-    cfg, user = acting(token, "operate")
+    cfg, user = acting(token or token_file, "operate")
     with session_scope(cfg.db_url) as session:
         ds = datasets.add_file(session, ArtifactStore(cfg.artifacts), file, name, actor=user.name)
     if json_out:
@@ -43,9 +44,13 @@ def add(
 
 
 @app.command("list")
-def list_(json_out: bool = typer.Option(False, "--json")) -> None:
+def list_(
+    json_out: bool = typer.Option(False, "--json"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
+) -> None:
     """List dataset versions."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         rows = session.exec(select(Dataset).order_by(Dataset.name, Dataset.version)).all()
     if json_out:

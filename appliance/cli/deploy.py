@@ -8,7 +8,7 @@ from pathlib import Path
 import tomllib
 import typer
 
-from appliance.cli._context import acting_user, config
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting
 from appliance.cli._output import emit_json, err_console
 from appliance.errors import InvalidInput
 from appliance.pipelines import deployment
@@ -39,12 +39,12 @@ def deploy(
         help="TOML or JSON serving spec ([serving]: batching, replicas, autoscaling, GPUs, "
              "runtime_env); default: as the model is served now, else the config's.",
     ),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Serve MODEL@ALIAS over the Open Inference Protocol v2 on Ray Serve."""
-    cfg = config()
-    user = acting_user(cfg, token)
+    cfg, user = acting(token or token_file, "operate")
     serving = _serving(cfg, spec)
     with err_console.status(f"deploying {model}@{alias} on Ray Serve..."):
         dep = deployment.deploy(cfg, user, model, alias, serving)
@@ -58,8 +58,9 @@ def deploy(
 
 def undeploy(
     model: str = typer.Argument(...),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
 ) -> None:
     """Stop serving MODEL."""
-    cfg = config()
-    deployment.undeploy(cfg, acting_user(cfg, token), model)
+    cfg, user = acting(token or token_file, "operate")
+    deployment.undeploy(cfg, user, model)

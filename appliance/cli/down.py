@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from appliance.cli._context import acting
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting
 from appliance.cli._output import emit_json, err_console
 from appliance.pipelines import lifecycle
 
@@ -15,7 +15,8 @@ def _say(text: str) -> None:
 
 
 def down(
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Shut Serve down, stop the local Ray head's processes, and close the deployment ledger.
@@ -23,7 +24,7 @@ def down(
     Never touches a cluster set by ray_address / RAY_ADDRESS. With no head running, says so
     and exits 0.
     """
-    cfg, user = acting(token, "operate")
+    cfg, user = acting(token or token_file, "operate")
     with err_console.status("stopping the local Ray head..."):
         done = lifecycle.down(cfg, user)
     if json_out:

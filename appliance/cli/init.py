@@ -12,6 +12,7 @@ from appliance.cli._output import emit_json, err_console
 from appliance.errors import ConflictError
 from appliance.governance.users import create_user, issue_token
 from appliance.store import session_scope
+from appliance.store.database import redact
 from appliance.store.models import User
 
 
@@ -26,7 +27,7 @@ def init(
     with session_scope(cfg.db_url) as session:
         if session.exec(select(User)).first() is not None:
             raise ConflictError(
-                f"the store at {cfg.db_url!r} already has users; create more with "
+                f"the store at {redact(cfg.db_url)!r} already has users; create more with "
                 "`appliance users create`"
             )
         create_user(session, admin, "admin", actor=admin, team=team)
@@ -35,7 +36,7 @@ def init(
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(secret)
-    doc = {"home": str(cfg.home), "db_url": cfg.db_url, "artifacts": str(cfg.artifacts),
+    doc = {"home": str(cfg.home), "db_url": redact(cfg.db_url), "artifacts": str(cfg.artifacts),
            "admin": admin, "token_file": str(path)}
     if json_out:
         emit_json(doc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from sqlmodel import select
 
-from appliance.cli._context import acting, config
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
 from appliance.cli._output import emit_json
 from appliance.cli._table import print_table
 from appliance.registry import lineage as lineage_mod
@@ -26,9 +26,11 @@ def _public(session, mv: ModelVersion) -> dict:
 def list_(
     model: str = typer.Argument(None, help="Only this model's versions."),
     json_out: bool = typer.Option(False, "--json"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
 ) -> None:
     """List model versions with their aliases."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         query = select(ModelVersion).order_by(ModelVersion.model_name, ModelVersion.version)
         if model:
@@ -47,9 +49,11 @@ def list_(
 def show(
     ref: str = typer.Argument(..., help="MODEL, MODEL:VERSION or MODEL@ALIAS."),
     json_out: bool = typer.Option(False, "--json"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
 ) -> None:
     """Show one model version."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         doc = _public(session, registry.resolve(session, ref))
     if json_out:
@@ -67,11 +71,12 @@ def set_(
     runbook: str = typer.Option(None, help="Runbook URL every alert carries ('' clears)."),
     risk_tier: str = typer.Option(None, help="low, medium or high (needs an approver)."),
     description: str = typer.Option(None),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Change a model's owner, team, runbook, risk tier or description (audited)."""
-    cfg, user = acting(token, "read")
+    cfg, user = acting(token or token_file, "read")
     with session_scope(cfg.db_url) as session:
         row = registry.update_model(session, user, model, owner=owner, team=team,
                                     runbook_url=runbook, risk_tier=risk_tier,
@@ -86,9 +91,11 @@ def set_(
 def lineage(
     ref: str = typer.Argument(..., help="MODEL, MODEL:VERSION or MODEL@ALIAS."),
     json_out: bool = typer.Option(False, "--json"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
 ) -> None:
     """Where a model version came from: dataset, run, params, code, and who approved it."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         doc = lineage_mod.lineage(session, ref)
     if json_out:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 
-from appliance.cli._context import acting
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import InvalidInput
@@ -52,7 +52,8 @@ def monitor(
     once: bool = typer.Option(False, "--once", help="One round, then exit."),
     interval: float = typer.Option(60.0, help="Seconds between monitor passes."),
     deployment: str = typer.Option(None, help="Only this deployment."),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json", help="JSON: one document with --once, "
                                   "else one line per round."),
 ) -> None:
@@ -63,7 +64,7 @@ def monitor(
     """
     if not interval > 0:
         raise InvalidInput(f"--interval must be positive, got {interval}")
-    cfg, user = acting(token, "read")
+    cfg, user = acting(token or token_file, "read")
     if once:
         _print_round(daemon.run_round(cfg, user, deployment=deployment), json_out)
         return
@@ -75,11 +76,12 @@ def monitor(
 def feedback_add(
     file: Path = typer.Argument(..., help="Parquet or CSV with request_id, row, label."),
     deployment: str = typer.Option(..., "--deployment", help="Deployment the labels are for."),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Add ground-truth labels, joined to served predictions by request id and row."""
-    cfg, user = acting(token, "operate")
+    cfg, user = acting(token or token_file, "operate")
     table = read_table(file)
     missing = [c for c in ("request_id", "label") if c not in table.column_names]
     if missing:

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from appliance.cli._context import acting, config
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import InvalidInput
@@ -38,9 +38,11 @@ def _print(doc: PolicyPublic) -> None:
 def show(
     model: str = typer.Argument(..., help="Model name."),
     json_out: bool = typer.Option(False, "--json"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
 ) -> None:
     """Show MODEL's effective policy and where each value comes from."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         doc = public(effective(session, model, cfg.policy, must_exist=True))
     if json_out:
@@ -56,7 +58,8 @@ def set_(
                                       "triggers=drift,accuracy max_rows=none"),
     reset: list[str] = typer.Option(None, "--reset", help="Return KEY to its default "
                                     "(repeatable)."),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Change keys of MODEL's policy (audited)."""
@@ -66,7 +69,7 @@ def set_(
         if not sep or not key:
             raise InvalidInput(f"expected KEY=VALUE, got {pair!r}; keys: {', '.join(KEYS)}")
         changes[key.strip()] = _value(text.strip())
-    cfg, user = acting(token, "operate")
+    cfg, user = acting(token or token_file, "operate")
     with session_scope(cfg.db_url) as session:
         doc = public(set_policy(session, user, model, changes, reset or [], cfg.policy))
     if json_out:

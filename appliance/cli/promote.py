@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from sqlmodel import select
 
-from appliance.cli._context import acting, acting_user, config
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting, acting_user, config, reading
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.governance import approvals
@@ -18,12 +18,12 @@ def promote(
     model: str = typer.Argument(..., help="Model name."),
     version: int = typer.Argument(..., help="Version to promote."),
     to: str = typer.Option("champion", "--to", help="Alias to move (champion, challenger)."),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Gate MODEL:VERSION against the alias holder and request approval to move the alias."""
-    cfg = config()
-    user = acting_user(cfg, token)
+    cfg, user = acting(token or token_file, "operate")
     with err_console.status("evaluating candidate and incumbent on the same holdout..."):
         approval, gate = promotion.request(cfg, user, f"{model}:{version}", to)
     doc = {"approval": approval.id, "model": model, "version": version, "alias": to,
@@ -38,12 +38,13 @@ def promote(
 def approve(
     approval_id: int = typer.Argument(..., help="Approval request number."),
     comment: str = typer.Option(None, "--comment"),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Approve a promotion request (not your own) and move the alias."""
     cfg = config()
-    user = acting_user(cfg, token)
+    user = acting_user(cfg, token or token_file, "approve")
     with session_scope(cfg.db_url) as session:
         alias = approvals.approve(session, user, approval_id, comment)
         mv = session.get(ModelVersion, alias.version_id)
@@ -58,11 +59,12 @@ def approve(
 def reject(
     approval_id: int = typer.Argument(...),
     comment: str = typer.Option(None, "--comment"),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
 ) -> None:
     """Reject a promotion request."""
     cfg = config()
-    user = acting_user(cfg, token)
+    user = acting_user(cfg, token or token_file, "approve")
     with session_scope(cfg.db_url) as session:
         approvals.reject(session, user, approval_id, comment)
 
@@ -70,9 +72,11 @@ def reject(
 def approvals_list(
     status: str = typer.Option("pending", help="pending, approved, rejected or all."),
     json_out: bool = typer.Option(False, "--json"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
 ) -> None:
     """List approval requests."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         query = select(Approval).order_by(Approval.id)
         if status != "all":
@@ -95,14 +99,15 @@ def rollback(
     to_version: int = typer.Option(None, "--to-version",
                                    help="An earlier champion to restore (default: the last "
                                         "one before the current)."),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Put MODEL's previous champion back: alias and serving in one step.
 
     A running canary and retrain request are stopped. Audited; no gate.
     """
-    cfg, user = acting(token, "approve")
+    cfg, user = acting(token or token_file, "approve")
     with err_console.status(f"rolling {model} back..."):
         done = deployment.rollback(cfg, user, model, to_version)
     doc = {"model": done.model, "from_version": done.from_version,

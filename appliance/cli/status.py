@@ -5,11 +5,12 @@ from __future__ import annotations
 import typer
 from sqlmodel import func, select
 
-from appliance.cli._context import config
+from appliance.cli._context import TOKEN, TOKEN_FILE, reading
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.pipelines import lifecycle
 from appliance.store import session_scope
+from appliance.store.database import redact
 from appliance.store.models import (
     Alert,
     Approval,
@@ -20,17 +21,21 @@ from appliance.store.models import (
 )
 
 
-def status(json_out: bool = typer.Option(False, "--json")) -> None:
+def status(
+    json_out: bool = typer.Option(False, "--json"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
+) -> None:
     """Counts of datasets, models and versions, open approvals and alerts, deployments, and
     the local Ray head with its Serve applications."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         def count(model, *where):
             return session.exec(select(func.count()).select_from(model).where(*where)).one()
 
         deps = session.exec(select(Deployment).where(Deployment.status == "active")).all()
         doc = {
-            "home": str(cfg.home), "db_url": cfg.db_url.split("@")[-1],
+            "home": str(cfg.home), "db_url": redact(cfg.db_url),
             "datasets": count(Dataset), "models": count(RegisteredModel),
             "versions": count(ModelVersion),
             "pending_approvals": count(Approval, Approval.status == "pending"),

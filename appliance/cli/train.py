@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from appliance.cli._context import acting_user, config
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.pipelines import training
@@ -15,13 +15,14 @@ from appliance.pipelines.spec import load_spec
 
 def train(
     spec_file: Path = typer.Argument(..., metavar="SPEC", help="Training spec (TOML or JSON)."),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train the model SPEC describes on Ray Train and register it as a new version."""
+    # Who asks is settled before anything is read: an outsider learns nothing from the errors.
+    cfg, user = acting(token or token_file, "operate")
     spec = load_spec(spec_file)
-    cfg = config()
-    user = acting_user(cfg, token)
     with err_console.status(f"training {spec.model} on {spec.dataset} with Ray Train..."):
         out = training.train(cfg, user, spec)
     doc = {"model": out.version.model_name, "version": out.version.version, "run": out.run_id,

@@ -5,18 +5,16 @@ from __future__ import annotations
 import datetime as dt
 
 import typer
-from sqlmodel import select
 
-from appliance.cli._context import acting, config
-from appliance.cli._output import data_stream, emit_json
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
+from appliance.cli._output import data_stream, emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import InvalidInput
 from appliance.governance import users as gov
 from appliance.store import session_scope, utcnow
-from appliance.store.models import User
 
 users_app = typer.Typer(help="Manage users and roles (viewer, operator, approver, admin).")
-tokens_app = typer.Typer(help="Issue and revoke API tokens.")
+tokens_app = typer.Typer(help="Issue, list and revoke API tokens.")
 
 
 @users_app.command("create")
@@ -24,11 +22,12 @@ def create(
     name: str = typer.Argument(..., help="User name."),
     role: str = typer.Option("viewer", help="viewer, operator, approver or admin."),
     team: str = typer.Option("default", help="Team the user's costs and models belong to."),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN", help="Acting admin's token."),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create a user and issue a first token (printed once)."""
-    cfg, actor = acting(token, "admin")
+    cfg, actor = acting(token or token_file, "admin")
     with session_scope(cfg.db_url) as session:
         user = gov.create_user(session, name, role, actor=actor.name, team=team)
         secret = gov.issue_token(session, name, "default", actor=actor.name)
@@ -40,18 +39,52 @@ def create(
 
 
 @users_app.command("list")
-def list_users(json_out: bool = typer.Option(False, "--json")) -> None:
+def list_users(
+    json_out: bool = typer.Option(False, "--json"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
+) -> None:
     """List users."""
-    cfg = config()
+    cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
-        rows = session.exec(select(User).order_by(User.name)).all()
-    docs = [{"name": u.name, "role": u.role, "team": u.team, "created_at": u.created_at}
-            for u in rows]
+        docs = gov.list_users(session)
     if json_out:
         emit_json(docs)
     else:
-        print_table(["name", "role", "team", "age"],
-                    [[d["name"], d["role"], d["team"], d["created_at"]] for d in docs])
+        print_table(["name", "role", "team", "disabled", "age"],
+                    [[d.name, d.role, d.team, d.disabled_at, d.created_at] for d in docs])
+
+
+def _set_disabled(name: str, token: str | None, json_out: bool, disabled: bool) -> None:
+    cfg, actor = acting(token, "admin")
+    with session_scope(cfg.db_url) as session:
+        doc = gov.set_disabled(session, actor, name, disabled)
+    if json_out:
+        emit_json(doc)
+    else:
+        err_console.print(f"user {name} {'disabled' if disabled else 'enabled'}", markup=False)
+
+
+@users_app.command("disable")
+def disable(
+    name: str = typer.Argument(..., help="User name."),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Disable NAME: every token of theirs is refused, in the CLI and at serving (audited)."""
+    _set_disabled(name, token or token_file, json_out, True)
+
+
+@users_app.command("enable")
+def enable(
+    name: str = typer.Argument(..., help="User name."),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Enable NAME again: their tokens that are neither revoked nor expired work again."""
+    _set_disabled(name, token or token_file, json_out, False)
 
 
 def _expiry(value: str | None) -> dt.datetime | None:
@@ -83,11 +116,12 @@ def token_create(
     expires: str = typer.Option(
         None, "--expires", help="Expiry: a duration (30m, 12h, 90d) or an ISO 8601 time."
     ),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN", help="Acting admin's token."),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Issue a token for USER (printed once; stored hashed)."""
-    cfg, actor = acting(token, "admin")
+    cfg, actor = acting(token or token_file, "admin")
     expires_at = _expiry(expires)
     with session_scope(cfg.db_url) as session:
         secret = gov.issue_token(session, user, name, actor=actor.name,
@@ -99,13 +133,33 @@ def token_create(
         data_stream().write(secret + "\n")
 
 
+@tokens_app.command("list")
+def token_list(
+    user: str = typer.Option(None, "--user", help="Only this user's tokens."),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """List tokens: name, user, scopes, created, expires, revoked (never a secret or hash)."""
+    cfg, actor = acting(token or token_file, "admin")
+    with session_scope(cfg.db_url) as session:
+        docs = gov.list_tokens(session, actor, user)
+    if json_out:
+        emit_json(docs)
+    else:
+        print_table(["name", "user", "scopes", "state", "expires", "revoked", "age"],
+                    [[d.name, d.user, ",".join(d.scopes), d.state, d.expires_at, d.revoked_at,
+                      d.created_at] for d in docs])
+
+
 @tokens_app.command("revoke")
 def token_revoke(
     user: str = typer.Argument(...),
     name: str = typer.Option(..., "--name"),
-    token: str = typer.Option(None, envvar="APPLIANCE_TOKEN"),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
 ) -> None:
     """Revoke USER's token NAME."""
-    cfg, actor = acting(token, "admin")
+    cfg, actor = acting(token or token_file, "admin")
     with session_scope(cfg.db_url) as session:
         gov.revoke_token(session, user, name, actor=actor.name)

@@ -8,7 +8,8 @@ can only be held by an admin.
 Serving never queries the database per request. Every change to a token bumps
 ``TokenSet.version`` in the same transaction; each replica polls that one number about once a
 second and reloads the grants when it moved, and checks expiry itself on every request. A
-revocation or a lapsed expiry is therefore refused everywhere within a poll interval.
+revocation, a disabled user (whose tokens drop out of the set) or a lapsed expiry is therefore
+refused everywhere within a poll interval.
 """
 
 from __future__ import annotations
@@ -97,10 +98,12 @@ def token_set_version(session: Session) -> int:
 
 
 def load_grants(session: Session, now: dt.datetime | None = None) -> list[TokenGrant]:
-    """Every token that is neither revoked nor expired at `now` (default: now)."""
+    """Every token that is neither revoked nor expired at `now` (default: now), of a user who
+    is not disabled."""
     now = now or utcnow()
     rows = session.exec(
-        select(ApiToken, User).where(ApiToken.user_id == User.id, ApiToken.revoked_at.is_(None))
+        select(ApiToken, User).where(ApiToken.user_id == User.id, ApiToken.revoked_at.is_(None),
+                                     User.disabled_at.is_(None))
     ).all()
     grants = []
     for token, user in rows:

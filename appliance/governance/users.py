@@ -1,4 +1,9 @@
-"""Users, roles, API tokens and what each role may do."""
+"""Users, roles, API tokens and what each role may do.
+
+A token is refused everywhere (CLI and serving) once it is revoked, past its expiry, or its
+user is disabled. Revoking and disabling bump the serving token set in the same transaction,
+so serving replicas drop the token within a poll interval (see `serving_tokens`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import hmac
 import secrets
 from collections.abc import Iterable
 
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from appliance.errors import ConflictError, InvalidInput, NotFound, PermissionDenied
 from appliance.governance import audit, serving_tokens
@@ -56,6 +61,32 @@ def create_user(
     return user
 
 
+class UserPublic(SQLModel):
+    """A user as the faces show it."""
+
+    name: str
+    role: str
+    team: str
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None
+
+
+class TokenPublic(SQLModel):
+    """A token as the faces show it: never its secret nor its hash.
+
+    `scopes` are the effective ones (the role's defaults when none were given); `state` is
+    active, revoked, expired or disabled (its user is).
+    """
+
+    name: str
+    user: str
+    scopes: list[str]
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    state: str
+
+
 def get_user(session: Session, name: str) -> User:
     user = session.exec(select(User).where(User.name == name)).first()
     if user is None:
@@ -78,6 +109,8 @@ def issue_token(
         expires_at: when it stops working, timezone-aware (default None: never).
     """
     user = get_user(session, user_name)
+    if user.disabled_at is not None:
+        raise ConflictError(f"user {user_name!r} is disabled; `appliance users enable` first")
     stored = None if scopes is None else serving_tokens.check_scopes(scopes, user.role)
     if expires_at is not None:
         if expires_at.tzinfo is None:
@@ -113,14 +146,99 @@ def revoke_token(session: Session, user_name: str, token_name: str, *, actor: st
 
 
 def authenticate(session: Session, token: str) -> User:
-    """The user owning `token`; PermissionDenied for an unknown, revoked or expired token."""
+    """The user owning `token`.
+
+    Raises:
+        PermissionDenied: the token is unknown, revoked or expired, or its user is disabled.
+    """
     digest = hash_token(token)
     row = session.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
     if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:
         raise PermissionDenied("the API token is unknown or revoked")
     if row.expires_at is not None and row.expires_at <= utcnow():
         raise PermissionDenied(f"the API token {row.name!r} expired at {row.expires_at}")
-    return session.get(User, row.user_id)
+    user = session.get(User, row.user_id)
+    if user.disabled_at is not None:
+        raise PermissionDenied(f"user {user.name!r} is disabled; their tokens are refused")
+    return user
+
+
+def _token_state(token: ApiToken, user: User, now: dt.datetime) -> str:
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at is not None and token.expires_at <= now:
+        return "expired"
+    return "disabled" if user.disabled_at is not None else "active"
+
+
+def list_users(session: Session) -> list[UserPublic]:
+    """Every user, by name (like every read, checked by the face: see `cli._context.reading`)."""
+    rows = session.exec(select(User).order_by(User.name)).all()
+    return [UserPublic(name=u.name, role=u.role, team=u.team, created_at=u.created_at,
+                       disabled_at=u.disabled_at) for u in rows]
+
+
+def list_tokens(session: Session, actor: User, user_name: str | None = None) -> list[TokenPublic]:
+    """Tokens with their state, by user then creation (needs "admin").
+
+    Args:
+        session: the open transaction.
+        actor: who asks; must be an admin (token names and scopes tell an attacker what to
+            steal).
+        user_name: only this user's tokens (default None: everyone's).
+
+    Raises:
+        PermissionDenied: `actor` is not an admin. NotFound: no user named `user_name`.
+    """
+    require(actor, "admin")
+    query = select(ApiToken, User).where(ApiToken.user_id == User.id)
+    if user_name is not None:
+        query = query.where(User.id == get_user(session, user_name).id)
+    now = utcnow()
+    rows = session.exec(query.order_by(User.name, ApiToken.created_at, ApiToken.id)).all()
+    return [
+        TokenPublic(
+            name=t.name, user=u.name,
+            scopes=list(t.scopes if t.scopes is not None
+                        else serving_tokens.default_scopes(u.role)),
+            created_at=t.created_at, expires_at=t.expires_at, revoked_at=t.revoked_at,
+            state=_token_state(t, u, now),
+        )
+        for t, u in rows
+    ]
+
+
+def set_disabled(session: Session, actor: User, name: str, disabled: bool) -> UserPublic:
+    """Disable user `name` (every token of theirs refused, CLI and serving) or enable them.
+
+    Serving replicas drop a disabled user's tokens when they next poll the token set, whose
+    version this bumps in the same transaction.
+
+    Args:
+        session: the open transaction.
+        actor: who does it; must be an admin.
+        name: the user to disable or enable.
+        disabled: True to disable, False to enable again.
+
+    Raises:
+        PermissionDenied: `actor` is not an admin. NotFound: no such user.
+        ConflictError: the user already is in that state, or an admin disables themselves
+            (which could leave no one able to enable them).
+    """
+    require(actor, "admin")
+    user = get_user(session, name)
+    if disabled and user.id == actor.id:
+        raise ConflictError(f"user {name!r} cannot disable themselves; ask another admin")
+    if (user.disabled_at is not None) == disabled:
+        raise ConflictError(f"user {name!r} is already {'disabled' if disabled else 'enabled'}")
+    user.disabled_at = utcnow() if disabled else None
+    session.add(user)
+    session.flush()
+    serving_tokens.bump(session)
+    audit.record(session, actor.name, "user.disabled" if disabled else "user.enabled", "user",
+                 name, {})
+    return UserPublic(name=user.name, role=user.role, team=user.team,
+                      created_at=user.created_at, disabled_at=user.disabled_at)
 
 
 def require(user: User, permission: str) -> None:

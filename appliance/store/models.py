@@ -37,6 +37,8 @@ class User(SQLModel, table=True):
     team: str = Field(default="default")
     email: str | None = None
     created_at: dt.datetime = Field(default_factory=utcnow)
+    # Set while the user is disabled: every token of theirs is refused, in the CLI and serving.
+    disabled_at: dt.datetime | None = None
 
 
 class ApiToken(SQLModel, table=True):

@@ -39,7 +39,7 @@ SHAPES = {
     ("canary", "status", "credit"): {"model", "serving", "canary", "retrain"},
     ("audit", "list"): {"id", "ts", "actor", "action", "object", "details", "hash"},
     ("audit", "verify"): {"ok", "events", "head", "broken_at", "reason"},
-    ("users", "list"): {"name", "role", "team", "created_at"},
+    ("users", "list"): {"name", "role", "team", "created_at", "disabled_at"},
 }
 LINEAGE_PARTS = {
     "dataset": {"name", "version", "digest", "rows", "source", "lineage"},

@@ -448,7 +448,7 @@ def test_cli_shows_canary_status_and_rolls_back_in_one_step(story, monkeypatch):
     assert [s["version"] for s in doc["serving"]] == [3]
     with session_scope(cfg.db_url) as session:
         token = issue_token(session, "risk", "cli", actor="admin")
-    res = runner.invoke(cli, ["rollback", MODEL, "--json", "--token", token])
+    res = runner.invoke(cli, ["rollback", MODEL, "--json"], env={"APPLIANCE_TOKEN": token})
     assert res.exit_code == 0, (res.output, res.exception)
     assert json.loads(res.stdout)["to_version"] == 1
     resp = story["app"].client.post(f"/v2/models/{MODEL}/infer", json={"inputs": [
