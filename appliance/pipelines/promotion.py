@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlmodel import select
 
 from appliance.artifacts import ArtifactStore
@@ -34,8 +36,21 @@ def evaluate_on_holdout(cfg: Config, candidate: ModelVersion, others: list[Model
     return results
 
 
-def request(cfg: Config, user: User, ref: str, alias: str) -> tuple[Approval, dict]:
-    """Run the gate for the version `ref` names and open an approval to move `alias`."""
+def request(
+    cfg: Config, user: User, ref: str, alias: str, *, expires_at: dt.datetime | None = None,
+) -> tuple[Approval, dict]:
+    """Run the gate for the version `ref` names and open an approval to move `alias`.
+
+    The request is bound to the alias holder the gate measured against: if the alias moves
+    while the gate runs, ConflictError asks for a new gate.
+
+    Args:
+        cfg: the configuration.
+        user: the requester (needs "operate").
+        ref: the candidate, e.g. "credit:3".
+        alias: the alias to move.
+        expires_at: when the request lapses (default: `approvals.DEFAULT_TTL` from now).
+    """
     with session_scope(cfg.db_url) as session:
         candidate = models.resolve(session, ref)
         holder = session.exec(select(Alias).where(
@@ -46,5 +61,6 @@ def request(cfg: Config, user: User, ref: str, alias: str) -> tuple[Approval, di
     metrics = evaluate_on_holdout(cfg, candidate, [incumbent] if incumbent else [])
     result = approvals.gate(metrics[0], metrics[1] if incumbent else None)
     with session_scope(cfg.db_url) as session:
-        approval = approvals.request_promotion(session, user, candidate, alias, result)
+        approval = approvals.request_promotion(session, user, candidate, alias, result,
+                                               incumbent=incumbent, expires_at=expires_at)
     return approval, result.to_dict()
