@@ -10,6 +10,7 @@ from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.errors import ConflictError
 from appliance.governance import approvals
+from appliance.monitor import integrity
 from appliance.pipelines.split import holdout_split
 from appliance.registry import datasets, models
 from appliance.store import session_scope
@@ -26,14 +27,14 @@ def evaluate_on_holdout(cfg: Config, candidate: ModelVersion, others: list[Model
     with session_scope(cfg.db_url) as session:
         run = session.get(Run, candidate.run_id)
         ds = session.get(Dataset, run.dataset_id)
-    table = datasets.load(store, ds)
+    with integrity.alerting(cfg):
+        table = datasets.load(store, ds)
+        bundles = [ModelBundle.from_bytes(store.get_bytes(
+            mv.digest, what=f"model bundle {mv.model_name}:{mv.version}", model=mv.model_name))
+            for mv in [candidate, *others]]
     _, holdout = holdout_split(table, run.seed, float(run.spec.get("holdout", 0.2)),
                                run.spec.get("split", "random"))
-    results = []
-    for mv in [candidate, *others]:
-        bundle = ModelBundle.from_bytes(store.get_bytes(mv.digest))
-        results.append(ray_train.evaluate(bundle, holdout, candidate.label))
-    return results
+    return [ray_train.evaluate(bundle, holdout, candidate.label) for bundle in bundles]
 
 
 def request(

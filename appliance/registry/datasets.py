@@ -16,7 +16,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from sqlmodel import Session, func, select
 
-from appliance.artifacts import ArtifactStore, sha256_bytes
+from appliance.artifacts import ArtifactStore, check_digest, sha256_bytes
 from appliance.errors import InvalidInput, NotFound
 from appliance.governance import audit
 from appliance.store.models import Dataset
@@ -98,6 +98,15 @@ def resolve(session: Session, ref: str) -> Dataset:
 
 
 def load(store: ArtifactStore, ds: Dataset) -> pa.Table:
-    """The dataset's rows, memory-mapped from the artifact store."""
-    with pa.memory_map(str(store.path(ds.digest))) as source:
-        return ipc.open_file(source).read_all()
+    """The dataset's rows, memory-mapped from the artifact store and re-hashed first.
+
+    Raises:
+        NotFound: the store lacks the dataset's object.
+        ArtifactIntegrityError: its bytes no longer hash to the dataset's digest.
+    """
+    path = store.path(ds.digest)
+    with pa.memory_map(str(path)) as source:
+        # The mapped bytes are the ones checked and then read: no window to swap the file.
+        buffer = source.read_buffer()
+    check_digest(buffer, ds.digest, f"dataset {ds.name}:{ds.version}", path=path)
+    return ipc.open_file(pa.BufferReader(buffer)).read_all()
