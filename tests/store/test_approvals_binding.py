@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 import threading
 
 import pyarrow as pa
@@ -16,7 +20,7 @@ from appliance.errors import ConflictError, PermissionDenied
 from appliance.governance import approvals, audit
 from appliance.governance.users import authenticate_token, create_user, get_user, issue_token
 from appliance.registry import datasets, models
-from appliance.store import session_scope, utcnow
+from appliance.store import dispose_all, migrate, session_scope, utcnow
 from appliance.store.models import Approval, ApprovalVote, AuditEvent
 
 PASSED = approvals.gate({"accuracy": 0.9, "auc": 0.9})
@@ -242,3 +246,35 @@ def test_a_token_issued_by_the_requester_cannot_approve_their_request(db_url, tm
         # A token an uninvolved admin issued is the normal case: risk2's own vote counts.
         assert approvals.approve(s, get_user(s, "risk2"), req2.id,
                                  token=authenticate_token(s, own)).status == "approved"
+
+
+def test_the_cli_approves_with_the_acting_token_and_refuses_the_requesters(tmp_path):
+    """`appliance approve` through the real CLI: a token the requester minted is refused."""
+    def cli(args, token):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        env.update(APPLIANCE_HOME=str(tmp_path), APPLIANCE_TOKEN=token)
+        return subprocess.run([sys.executable, "-m", "appliance.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    url = f"sqlite:///{tmp_path / 'appliance.db'}"
+    migrate(url)
+    _people(url)
+    (v1,) = _versions(url, tmp_path, 1)
+    with session_scope(url) as s:
+        req = approvals.request_promotion(s, get_user(s, "root"), v1, "champion", PASSED)
+        minted = issue_token(s, "risk", "minted", actor="root")
+        own = issue_token(s, "risk2", "own", actor="ops")
+    dispose_all()
+    refused = cli(["approve", str(req.id)], minted)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("\n") == 1 and "issued by 'root'" in refused.stderr
+    listed = cli(["approvals", "--json"], own)
+    assert listed.returncode == 0, listed.stderr
+    (doc,) = json.loads(listed.stdout)
+    assert (doc["id"], doc["status"], doc["approved_by"], doc["incumbent_version"]) == (
+        req.id, "pending", [], None)
+    done = cli(["approve", str(req.id), "--json"], own)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert (doc["status"], doc["approved_by"], doc["decided_by"]) == ("approved", ["risk2"],
+                                                                       "risk2")
