@@ -5,6 +5,7 @@
     │   └── NotFound                a named thing (model, version, user) is absent -> exit 2
     ├── PermissionDenied            the actor's role or identity forbids the action -> exit 2
     ├── CheckFailed                 a check ran and said no (gate, audit verify)    -> exit 1
+    │   └── ArtifactIntegrityError  an artifact's bytes no longer match its digest   -> exit 1
     └── ConflictError               the action clashes with current state           -> exit 2
 
 The CLI maps these in one place (`exit_code_for`); HTTP maps them to 4xx.
@@ -50,6 +51,20 @@ class CheckFailed(ApplianceError):
     """A check ran to completion and its answer was no."""
 
     exit_code = ExitCode.CHECK_FAILED
+
+
+class ArtifactIntegrityError(CheckFailed):
+    """An artifact's bytes no longer hash to the digest it was recorded under."""
+
+    def __init__(self, what: str, expected: str, actual: str, path: object = None,
+                 model: str | None = None) -> None:
+        self.what, self.expected, self.actual = what, expected, actual
+        self.path, self.model = path, model
+        where = f" at {str(path)!r}" if path is not None else ""
+        super().__init__(
+            f"{what}{where} is corrupt or was altered: recorded sha256 {expected}, its bytes "
+            f"hash to {actual}; refusing to load it (restore it from a backup or re-create it)"
+        )
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:

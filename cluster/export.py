@@ -44,6 +44,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from torch import nn
 
+from appliance.artifacts import read_artifact_file
 from appliance.errors import CheckFailed, InvalidInput, NotFound
 from cluster.bundle import ModelBundle
 
@@ -197,7 +198,7 @@ def export_bundle(bundle_path: Path) -> OnnxExport:
         CheckFailed: the graph does not reproduce the bundle's scores.
     """
     bundle_path = Path(bundle_path)
-    raw = _read(bundle_path)
+    raw = read_artifact_file(bundle_path, "model bundle")
     bundle_sha = hashlib.sha256(raw).hexdigest()
     try:
         existing = read_export(bundle_path)

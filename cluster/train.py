@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 
 from appliance.errors import InvalidInput
 from appliance.monitor.metrics import binary_metrics, roc_auc
+from appliance.names import check_name
 from cluster.bundle import ModelBundle, Preprocessor, build_mlp
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -54,7 +54,6 @@ _PARAM_RULES: dict[str, tuple[type, float, float, bool]] = {
     "valid_fraction": (float, 0.0, 0.5, False),
 }
 _MIN_ROWS = 10
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _CHECKPOINT_FILE = "model.pt"
 _POLL_ENV, _POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
 
@@ -352,8 +351,7 @@ def fit(
 
     started = time.perf_counter()
     resolved = resolve_params(params)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidInput(f"run name must match {_NAME.pattern}, got {name!r}")
+    check_name("run name", name)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:

@@ -21,9 +21,15 @@ import typer
 
 from appliance.config import Config, load_config
 from appliance.errors import InvalidInput, PermissionDenied
-from appliance.governance.users import PERMISSIONS, TOKEN_PREFIX, authenticate, require
+from appliance.governance.users import (
+    PERMISSIONS,
+    TOKEN_PREFIX,
+    authenticate,
+    authenticate_token,
+    require,
+)
 from appliance.store import migrate, session_scope
-from appliance.store.models import User
+from appliance.store.models import ApiToken, User
 
 _migrated: set[str] = set()
 
@@ -125,6 +131,17 @@ def acting_user(cfg: Config, token: str | None = None, permission: str = "read")
         raise _no_token(permission)
     with session_scope(cfg.db_url) as session:
         return authenticate(session, token)
+
+
+def acting_token(cfg: Config, token: str | None, permission: str) -> tuple[User, ApiToken]:
+    """The acting user and the token row they act with (approvals check who issued it);
+    arguments and errors as for `acting_user`."""
+    token = _find_token(cfg, token)
+    if not token:
+        raise _no_token(permission)
+    with session_scope(cfg.db_url) as session:
+        row = authenticate_token(session, token)
+        return session.get(User, row.user_id), row
 
 
 def acting(token: str | None, permission: str) -> tuple[Config, User]:

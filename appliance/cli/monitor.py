@@ -15,6 +15,7 @@ from appliance.cli._table import print_table
 from appliance.errors import InvalidInput
 from appliance.governance import audit
 from appliance.monitor.feedback import write_feedback
+from appliance.names import check_name
 from appliance.pipelines import daemon
 from appliance.registry.datasets import read_table
 from appliance.store import session_scope
@@ -64,6 +65,8 @@ def monitor(
     """
     if not interval > 0:
         raise InvalidInput(f"--interval must be positive, got {interval}")
+    if deployment is not None:
+        check_name("deployment name", deployment)
     cfg, user = acting(token or token_file, "read")
     if once:
         _print_round(daemon.run_round(cfg, user, deployment=deployment), json_out)
@@ -81,6 +84,7 @@ def feedback_add(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Add ground-truth labels, joined to served predictions by request id and row."""
+    check_name("deployment name", deployment)
     cfg, user = acting(token or token_file, "operate")
     table = read_table(file)
     missing = [c for c in ("request_id", "label") if c not in table.column_names]

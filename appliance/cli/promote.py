@@ -2,36 +2,58 @@
 
 from __future__ import annotations
 
-import typer
-from sqlmodel import select
+import datetime as dt
 
-from appliance.cli._context import TOKEN, TOKEN_FILE, acting, acting_user, config, reading
+import typer
+
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting, acting_token, config, reading
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
+from appliance.errors import InvalidInput
 from appliance.governance import approvals
+from appliance.names import check_name
 from appliance.pipelines import deployment, promotion
 from appliance.store import session_scope
-from appliance.store.models import Approval, ModelVersion
+from appliance.store.models import utcnow
+
+
+def _ttl(value: str | None) -> dt.datetime | None:
+    """`--expires-in`: a duration from now, in hours or days (48h, 7d); None: the default."""
+    if value is None:
+        return None
+    units = {"h": 3600, "d": 86400}
+    if value[-1:] not in units or not value[:-1].isdigit() or int(value[:-1]) == 0:
+        raise InvalidInput(f"--expires-in {value!r} must be a positive number of hours or days, "
+                           "e.g. 48h or 7d")
+    return utcnow() + dt.timedelta(seconds=int(value[:-1]) * units[value[-1]])
 
 
 def promote(
     model: str = typer.Argument(..., help="Model name."),
     version: int = typer.Argument(..., help="Version to promote."),
     to: str = typer.Option("champion", "--to", help="Alias to move (champion, challenger)."),
+    expires_in: str = typer.Option(None, "--expires-in",
+                                   help="How long the request waits for approvers, e.g. 48h or "
+                                        "7d (default 7d)."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Gate MODEL:VERSION against the alias holder and request approval to move the alias."""
+    check_name("model name", model)
+    check_name("alias", to)
+    expires_at = _ttl(expires_in)
     cfg, user = acting(token or token_file, "operate")
     with err_console.status("evaluating candidate and incumbent on the same holdout..."):
-        approval, gate = promotion.request(cfg, user, f"{model}:{version}", to)
+        approval, gate = promotion.request(cfg, user, f"{model}:{version}", to,
+                                           expires_at=expires_at)
     doc = {"approval": approval.id, "model": model, "version": version, "alias": to,
            "status": approval.status, "gate": gate}
     if json_out:
         emit_json(doc)
     else:
-        err_console.print(f"gate passed; approval request #{approval.id} awaits an approver "
+        err_console.print(f"gate passed; approval request #{approval.id} awaits "
+                          f"{approval.required_approvals} approver(s) "
                           f"(`appliance approve {approval.id}`)")
 
 
@@ -42,18 +64,19 @@ def approve(
     token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Approve a promotion request (not your own) and move the alias."""
+    """Approve a promotion request (not your own); the alias moves once enough approvers did."""
     cfg = config()
-    user = acting_user(cfg, token or token_file, "approve")
+    user, row = acting_token(cfg, token or token_file, "approve")
     with session_scope(cfg.db_url) as session:
-        alias = approvals.approve(session, user, approval_id, comment)
-        mv = session.get(ModelVersion, alias.version_id)
-        doc = {"approval": approval_id, "model": mv.model_name, "alias": alias.alias,
-               "version": mv.version, "approved_by": user.name}
+        approval = approvals.approve(session, user, approval_id, comment, token=row)
+        doc = approvals.to_public(session, approval)
     if json_out:
         emit_json(doc)
+    elif doc.status == "approved":
+        err_console.print(f"{doc.model}@{doc.alias} -> version {doc.version}")
     else:
-        err_console.print(f"{doc['model']}@{doc['alias']} -> version {doc['version']}")
+        err_console.print(f"approval request #{doc.id}: {len(doc.approved_by)} of "
+                          f"{doc.required_approvals} approvers; it waits for another")
 
 
 def reject(
@@ -64,34 +87,30 @@ def reject(
 ) -> None:
     """Reject a promotion request."""
     cfg = config()
-    user = acting_user(cfg, token or token_file, "approve")
+    user, row = acting_token(cfg, token or token_file, "approve")
     with session_scope(cfg.db_url) as session:
-        approvals.reject(session, user, approval_id, comment)
+        approvals.reject(session, user, approval_id, comment, token=row)
 
 
 def approvals_list(
-    status: str = typer.Option("pending", help="pending, approved, rejected or all."),
+    status: str = typer.Option("pending", help="pending, approved, rejected, expired, stale "
+                                               "or all."),
     json_out: bool = typer.Option(False, "--json"),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
-    """List approval requests."""
+    """List approval requests (a pending one past its expiry shows as expired)."""
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
-        query = select(Approval).order_by(Approval.id)
-        if status != "all":
-            query = query.where(Approval.status == status)
-        rows = session.exec(query).all()
-        docs = [{"id": a.id, "model": a.model_name,
-                 "version": session.get(ModelVersion, a.version_id).version,
-                 "alias": a.target_alias, "status": a.status, "requested_by": a.requested_by,
-                 "decided_by": a.decided_by, "requested_at": a.requested_at} for a in rows]
+        docs = approvals.list_approvals(session, status)
     if json_out:
         emit_json(docs)
     else:
-        print_table(["id", "model", "version", "alias", "status", "requested_by", "age"],
-                    [[d["id"], d["model"], d["version"], d["alias"], d["status"],
-                      d["requested_by"], d["requested_at"]] for d in docs])
+        print_table(["id", "model", "version", "alias", "status", "approvals", "requested_by",
+                     "expires", "age"],
+                    [[d.id, d.model, d.version, d.alias, d.status,
+                      f"{len(d.approved_by)}/{d.required_approvals}", d.requested_by,
+                      d.expires_at, d.requested_at] for d in docs])
 
 
 def rollback(

@@ -59,6 +59,8 @@ def version_drift(
     if not version.profile_digest:
         return None
     names, categorical = profile_columns(version)
-    profile = kernels.ReferenceProfile.from_bytes(store.get_bytes(version.profile_digest))
+    profile = kernels.ReferenceProfile.from_bytes(store.get_bytes(
+        version.profile_digest, what=f"reference profile of {version.model_name}:"
+        f"{version.version}", model=version.model_name))
     report = kernels.compare(profile, to_columns(rows, names, categorical))
     return report.to_dict()

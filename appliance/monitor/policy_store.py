@@ -12,6 +12,7 @@ from appliance.errors import ConflictError, InvalidInput, NotFound
 from appliance.governance import audit
 from appliance.governance.users import require
 from appliance.monitor.policy import KEYS, Policy, build, parse_settings
+from appliance.names import check_name
 from appliance.store.models import MonitorPolicy, RegisteredModel, RiskTier, User, utcnow
 
 
@@ -37,6 +38,7 @@ def effective(session: Session, model: str, config_defaults: dict[str, Any] | No
         config_defaults: the validated ``[policy]`` table of the configuration (default none).
         must_exist: NotFound unless `model` is registered (default False).
     """
+    check_name("model name", model)
     if must_exist and session.get(RegisteredModel, model) is None:
         raise NotFound(f"no model named {model!r}; list them with `appliance models list`")
     config_defaults = config_defaults or {}
@@ -66,7 +68,7 @@ def set_policy(
         ConflictError: auto_promote for a model that is not low risk.
     """
     require(user, "operate")
-    registered = session.get(RegisteredModel, model)
+    registered = session.get(RegisteredModel, check_name("model name", model))
     if registered is None:
         raise NotFound(f"no model named {model!r}; list them with `appliance models list`")
     if not changes and not reset:

@@ -26,7 +26,8 @@ from sqlmodel import Session, col, select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
-from appliance.monitor import alerts, labels, notify, retrain, window_stats, windows
+from appliance.errors import ArtifactIntegrityError
+from appliance.monitor import alerts, integrity, labels, notify, retrain, window_stats, windows
 from appliance.monitor.policy import Policy
 from appliance.monitor.policy_store import effective
 from appliance.store import session_scope
@@ -157,6 +158,9 @@ class _Deployment:
                 except Exception as exc:  # noqa: BLE001 - reported, and the pass goes on
                     logger.exception("window %s of %r: live metrics failed", window.index,
                                      self.name)
+                    if isinstance(exc, ArtifactIntegrityError):
+                        integrity.raise_integrity_alert(session, exc, channels=self.channels,
+                                                        now=self.now)
                     self.result.error = f"window {window.index}: {type(exc).__name__}: {exc}"
                     alerts.notice(session, model=self.model, deployment=self.name,
                                   rule="monitor", severity="critical", channels=self.channels,

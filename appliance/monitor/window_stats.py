@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from sqlmodel import Session, select
 
 from appliance.artifacts import ArtifactStore
-from appliance.monitor import drift, labels, metrics
+from appliance.errors import ArtifactIntegrityError
+from appliance.monitor import drift, integrity, labels, metrics
 from appliance.monitor.estimate import Calibration, estimate_binary
 from appliance.monitor.windows import read_window, served_mask
 from appliance.store.models import (
@@ -95,6 +96,9 @@ def close_stats(
         else:
             try:
                 doc = drift.version_drift(store, version, rows)
+            except ArtifactIntegrityError as exc:
+                # Refused, and the owner hears of it; the window still closes.
+                integrity.raise_integrity_alert(session, exc, channels=None)
             except Exception:  # noqa: BLE001 - the window still closes; its verdict is missing
                 logger.exception("drift of v%s in window %s failed", version.version,
                                  window.index)

@@ -37,6 +37,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from sqlmodel import Session, func, select
 
+from appliance.artifacts import check_digest, sha256_file
 from appliance.monitor import log_files
 from appliance.store.models import PredictionWindow, RequestIndex
 
@@ -368,6 +369,8 @@ def _index_window(
         deployment=deployment,
         index=index,
         path=str(path),
+        # The file is in place (renamed) before it is indexed; reads check it against this.
+        sha256=sha256_file(path),
         rows=served.num_rows,
         shadow_rows=table.num_rows - served.num_rows,
         requests=len(pc.unique(table.column("request_id"))),
@@ -415,6 +418,17 @@ def pending_rows(session: Session, predictions_root: Path, deployment: str) -> i
 
 
 def read_window(window: PredictionWindow, columns: list[str] | None = None) -> pa.Table:
-    """The rows of a closed window (optionally only `columns`)."""
-    table = pq.read_table(window.path, columns=columns)
-    return table
+    """The rows of a closed window (optionally only `columns`), its file re-hashed first.
+
+    Raises:
+        ArtifactIntegrityError: the file no longer hashes to the digest recorded at closing.
+    """
+    if window.sha256 is None:
+        # Closed before digests were recorded: nothing to check against.
+        return pq.read_table(window.path, columns=columns)
+    with pa.memory_map(str(window.path)) as source:
+        # The mapped bytes are the ones checked and then parsed.
+        buffer = source.read_buffer()
+    check_digest(buffer, window.sha256, f"prediction window {window.deployment}#{window.index}",
+                 path=Path(window.path))
+    return pq.read_table(pa.BufferReader(buffer), columns=columns)

@@ -9,6 +9,7 @@ the ledger rows and the audit events in one transaction.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from sqlmodel import Session, col, select
 
@@ -17,7 +18,7 @@ from appliance.config import Config
 from appliance.errors import ConflictError, NotFound
 from appliance.governance import approvals, audit
 from appliance.governance.users import require
-from appliance.monitor import retrain
+from appliance.monitor import integrity, retrain
 from appliance.registry import models
 from appliance.serving import ServingOptions, parse_serving
 from appliance.store import session_scope
@@ -60,8 +61,16 @@ def _serve_primary(cfg: Config, model: str, mv: ModelVersion,
     # A deployment must outlive the command that made it.
     runtime.ensure_ray(cfg, persistent=True)
     return serve.deploy(cfg, model=model, version=str(mv.version),
-                        bundle_path=ArtifactStore(cfg.artifacts).path(mv.digest),
+                        bundle_path=_verified_bundle(cfg, mv),
                         deployment=model, serving=serving)
+
+
+def _verified_bundle(cfg: Config, mv: ModelVersion) -> Path:
+    """The version's bundle in the store, re-hashed (a mismatch raises a critical alert); each
+    serving replica checks the bytes it loads again."""
+    with integrity.alerting(cfg):
+        return ArtifactStore(cfg.artifacts).verify(
+            mv.digest, what=f"model bundle {mv.model_name}:{mv.version}", model=mv.model_name)
 
 
 def _record_primary(session: Session, user: User, model: str, mv: ModelVersion, url: str,
@@ -130,7 +139,7 @@ def deploy_canary(
     serving = serving_options(cfg, model)
     runtime.ensure_ray(cfg, persistent=True)
     url = serve.deploy_canary(cfg, model=model, version=str(mv.version),
-                              bundle_path=ArtifactStore(cfg.artifacts).path(mv.digest),
+                              bundle_path=_verified_bundle(cfg, mv),
                               deployment=model, serving=serving, mode=mode, share=share)
     with session_scope(cfg.db_url) as session:
         _close(session, _active(session, model, "canary"), "replaced")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlmodel import select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.errors import ConflictError
 from appliance.governance import approvals
+from appliance.monitor import integrity
 from appliance.pipelines.split import holdout_split
 from appliance.registry import datasets, models
 from appliance.store import session_scope
@@ -24,18 +27,31 @@ def evaluate_on_holdout(cfg: Config, candidate: ModelVersion, others: list[Model
     with session_scope(cfg.db_url) as session:
         run = session.get(Run, candidate.run_id)
         ds = session.get(Dataset, run.dataset_id)
-    table = datasets.load(store, ds)
+    with integrity.alerting(cfg):
+        table = datasets.load(store, ds)
+        bundles = [ModelBundle.from_bytes(store.get_bytes(
+            mv.digest, what=f"model bundle {mv.model_name}:{mv.version}", model=mv.model_name))
+            for mv in [candidate, *others]]
     _, holdout = holdout_split(table, run.seed, float(run.spec.get("holdout", 0.2)),
                                run.spec.get("split", "random"))
-    results = []
-    for mv in [candidate, *others]:
-        bundle = ModelBundle.from_bytes(store.get_bytes(mv.digest))
-        results.append(ray_train.evaluate(bundle, holdout, candidate.label))
-    return results
+    return [ray_train.evaluate(bundle, holdout, candidate.label) for bundle in bundles]
 
 
-def request(cfg: Config, user: User, ref: str, alias: str) -> tuple[Approval, dict]:
-    """Run the gate for the version `ref` names and open an approval to move `alias`."""
+def request(
+    cfg: Config, user: User, ref: str, alias: str, *, expires_at: dt.datetime | None = None,
+) -> tuple[Approval, dict]:
+    """Run the gate for the version `ref` names and open an approval to move `alias`.
+
+    The request is bound to the alias holder the gate measured against: if the alias moves
+    while the gate runs, ConflictError asks for a new gate.
+
+    Args:
+        cfg: the configuration.
+        user: the requester (needs "operate").
+        ref: the candidate, e.g. "credit:3".
+        alias: the alias to move.
+        expires_at: when the request lapses (default: `approvals.DEFAULT_TTL` from now).
+    """
     with session_scope(cfg.db_url) as session:
         candidate = models.resolve(session, ref)
         holder = session.exec(select(Alias).where(
@@ -46,5 +62,6 @@ def request(cfg: Config, user: User, ref: str, alias: str) -> tuple[Approval, di
     metrics = evaluate_on_holdout(cfg, candidate, [incumbent] if incumbent else [])
     result = approvals.gate(metrics[0], metrics[1] if incumbent else None)
     with session_scope(cfg.db_url) as session:
-        approval = approvals.request_promotion(session, user, candidate, alias, result)
+        approval = approvals.request_promotion(session, user, candidate, alias, result,
+                                               incumbent=incumbent, expires_at=expires_at)
     return approval, result.to_dict()

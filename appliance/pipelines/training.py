@@ -13,6 +13,7 @@ from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.errors import InvalidInput
 from appliance.governance.users import require
+from appliance.monitor import integrity
 from appliance.monitor.drift import fit_reference, to_columns
 from appliance.monitor.estimate import check_calibration
 from appliance.pipelines.spec import TrainSpec
@@ -59,7 +60,7 @@ def start(
     # Bad params are bad input: refuse them before a run is recorded.
     ray_train.resolve_params(spec.params)
     store = ArtifactStore(cfg.artifacts)
-    with session_scope(cfg.db_url) as session:
+    with integrity.alerting(cfg), session_scope(cfg.db_url) as session:
         ds = datasets.resolve(session, spec.dataset)
         table = datasets.load(store, ds)
         _check_columns(spec, table.column_names)
@@ -84,7 +85,7 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
 
     require(user, "operate")
     store = ArtifactStore(cfg.artifacts)
-    with session_scope(cfg.db_url) as session:
+    with integrity.alerting(cfg), session_scope(cfg.db_url) as session:
         done = session.exec(select(ModelVersion).where(ModelVersion.run_id == run.id)).first()
         if done is not None:
             return TrainOutcome(done, run.id, dict(done.metrics), run.device or "cpu", 0.0)

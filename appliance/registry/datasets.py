@@ -16,15 +16,16 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from sqlmodel import Session, func, select
 
-from appliance.artifacts import ArtifactStore, sha256_bytes
+from appliance.artifacts import ArtifactStore, check_digest, sha256_bytes
 from appliance.errors import InvalidInput, NotFound
 from appliance.governance import audit
+from appliance.names import check_name, check_path
 from appliance.store.models import Dataset
 
 
 def read_table(path: Path) -> pa.Table:
     """Read a Parquet, Arrow IPC or CSV file; InvalidInput naming the file otherwise."""
-    path = Path(path)
+    path = Path(check_path("file", path))
     if not path.is_file():
         raise InvalidInput(f"file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
@@ -53,8 +54,7 @@ def add_table(
     source: str | None = None,
 ) -> Dataset:
     """Register `table` as the next version of dataset `name` (or return the identical one)."""
-    if not name or "@" in name or ":" in name or "/" in name:
-        raise InvalidInput(f"dataset name {name!r} must be non-empty without '@', ':' or '/'")
+    check_name("dataset name", name)
     if table.num_rows == 0:
         raise InvalidInput(f"dataset {name!r} has no rows")
     data = canonical_bytes(table)
@@ -86,6 +86,7 @@ def add_file(session: Session, store: ArtifactStore, path: Path, name: str, *, a
 def resolve(session: Session, ref: str) -> Dataset:
     """``name`` (latest) or ``name:version`` -> the Dataset row."""
     name, _, ver = ref.partition(":")
+    check_name("dataset name", name)
     query = select(Dataset).where(Dataset.name == name)
     if ver:
         if not ver.isdigit():
@@ -98,6 +99,15 @@ def resolve(session: Session, ref: str) -> Dataset:
 
 
 def load(store: ArtifactStore, ds: Dataset) -> pa.Table:
-    """The dataset's rows, memory-mapped from the artifact store."""
-    with pa.memory_map(str(store.path(ds.digest))) as source:
-        return ipc.open_file(source).read_all()
+    """The dataset's rows, memory-mapped from the artifact store and re-hashed first.
+
+    Raises:
+        NotFound: the store lacks the dataset's object.
+        ArtifactIntegrityError: its bytes no longer hash to the dataset's digest.
+    """
+    path = store.path(ds.digest)
+    with pa.memory_map(str(path)) as source:
+        # The mapped bytes are the ones checked and then read: no window to swap the file.
+        buffer = source.read_buffer()
+    check_digest(buffer, ds.digest, f"dataset {ds.name}:{ds.version}", path=path)
+    return ipc.open_file(pa.BufferReader(buffer)).read_all()

@@ -11,6 +11,8 @@ from sqlmodel import Session, func, select
 from appliance.errors import InvalidInput, NotFound
 from appliance.governance import audit
 from appliance.governance.users import require
+from appliance.names import check_model_name
+from appliance.names import check_name as check_plain_name
 from appliance.registry.provenance import code_version, environment_hash
 from appliance.store.models import (
     Alias,
@@ -23,16 +25,10 @@ from appliance.store.models import (
     utcnow,
 )
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name or ""):
-        raise InvalidInput(
-            f"model name {name!r} must be lower-case letters, digits, '.', '_' or '-' "
-            "(at most 63, starting with a letter or digit)"
-        )
-    return name
+    """`name` when it is a valid model name (`appliance.names.check_model_name`)."""
+    return check_model_name(name)
 
 
 def ensure_model(session: Session, name: str, *, owner: str, team: str) -> RegisteredModel:
@@ -91,7 +87,8 @@ def update_model(
 
 
 def get_model(session: Session, name: str) -> RegisteredModel:
-    model = session.get(RegisteredModel, name)
+    """Model `name`; InvalidInput for a name that could not be one, NotFound for no such."""
+    model = session.get(RegisteredModel, check_plain_name("model name", name))
     if model is None:
         raise NotFound(f"no model named {name!r}; list them with `appliance models list`")
     return model
@@ -150,18 +147,30 @@ def register_version(
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
-    """``name``, ``name@alias`` or ``name:N`` -> (name, alias, version)."""
+    """``name``, ``name@alias`` or ``name:N`` -> (name, alias, version).
+
+    Raises:
+        InvalidInput: a malformed reference, or a name or alias `appliance.names` refuses.
+    """
+    if not isinstance(ref, str):
+        raise InvalidInput(f"model reference {ref!r} is not a string")
     if "@" in ref:
         name, alias = ref.split("@", 1)
         if not alias:
             raise InvalidInput(f"model reference {ref!r} has an empty alias")
-        return name, alias, None
+        return _ref_name(name, ref), check_plain_name("alias", alias), None
     if ":" in ref:
         name, ver = ref.split(":", 1)
         if not ver.isdigit():
             raise InvalidInput(f"version in model reference {ref!r} must be a number")
-        return name, None, int(ver)
-    return ref, None, None
+        return _ref_name(name, ref), None, int(ver)
+    return _ref_name(ref, ref), None, None
+
+
+def _ref_name(name: str, ref: str) -> str:
+    # A name the plain rule accepts is only looked up (an unknown one is NotFound); a name
+    # that could be a path or hold a control character is refused outright.
+    return check_plain_name("model name", name)
 
 
 def resolve(session: Session, ref: str) -> ModelVersion:

@@ -52,6 +52,9 @@ class ApiToken(SQLModel, table=True):
     # Serving scopes ("infer", "feedback", "admin"); None: the role's defaults.
     scopes: list[str] | None = Field(default=None, sa_column=Column(JSON))
     expires_at: dt.datetime | None = None
+    # Who minted it: an admin can issue a token for someone else, and whoever holds it can act
+    # as them, so four-eyes checks look at the issuer too. None: issued before it was recorded.
+    issued_by: str | None = None
 
 
 class TokenSet(SQLModel, table=True):
@@ -152,20 +155,50 @@ class ApprovalStatus(str, enum.Enum):
     pending = "pending"
     approved = "approved"
     rejected = "rejected"
+    # Not decided before `expires_at`; a new request (and gate) is needed.
+    expired = "expired"
+    # The alias moved away from the incumbent the gate measured against; re-gate.
+    stale = "stale"
 
 
 class Approval(SQLModel, table=True):
+    """A gated request to move an alias, bound to what the gate compared the candidate with.
+
+    `incumbent_version_id` is the alias holder when the gate ran (None: the alias was empty)
+    and `gate` the results; approval is refused once the holder changed. Each approver's vote
+    is an `ApprovalVote` row; `decided_by` names the one whose vote decided it.
+    """
+
     id: int | None = Field(default=None, primary_key=True)
     model_name: str = Field(index=True)
     version_id: int = Field(foreign_key="modelversion.id")
     target_alias: str
     status: str = Field(default=ApprovalStatus.pending.value, index=True)
     gate: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    incumbent_version_id: int | None = Field(default=None, foreign_key="modelversion.id")
+    # Distinct approvers needed, from the model's risk tier when requested.
+    required_approvals: int = 1
     requested_by: str
     requested_at: dt.datetime = Field(default_factory=utcnow)
+    # None: never (only requests made before expiry existed).
+    expires_at: dt.datetime | None = None
     decided_by: str | None = None
     decided_at: dt.datetime | None = None
     comment: str | None = None
+
+
+class ApprovalVote(SQLModel, table=True):
+    """One approver's decision on one request; unique per voter, so nobody counts twice."""
+
+    __table_args__ = (UniqueConstraint("approval_id", "voter"),)
+    id: int | None = Field(default=None, primary_key=True)
+    approval_id: int = Field(foreign_key="approval.id", index=True)
+    voter: str
+    decision: str  # "approved" or "rejected"
+    # Who issued the token the vote came with, when not the voter (see ApiToken.issued_by).
+    token_issuer: str | None = None
+    comment: str | None = None
+    decided_at: dt.datetime = Field(default_factory=utcnow)
 
 
 class Deployment(SQLModel, table=True):
@@ -198,6 +231,8 @@ class PredictionWindow(SQLModel, table=True):
     deployment: str = Field(index=True)
     index: int
     path: str
+    # sha256 of the closed window file: it lives outside the content store, so reads check it.
+    sha256: str | None = None
     rows: int
     requests: int
     versions: list[str] = Field(default_factory=list, sa_column=Column(JSON))

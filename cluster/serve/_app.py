@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ray import serve
 
+from appliance.artifacts import read_artifact_file
 from appliance.config import Config
 from appliance.errors import CheckFailed, ConflictError, InvalidInput, NotFound
 from appliance.names import check_name
@@ -77,7 +78,8 @@ def _validate(model: str, version: str, deployment: str, bundle_path: Path) -> N
     if not path.is_file():
         raise NotFound(f"model bundle {str(path)!r} does not exist or is not a file")
     # Load it here: a bad bundle should fail this call, not crash-loop a replica.
-    bundle = ModelBundle.from_bytes(path.read_bytes())
+    bundle = ModelBundle.from_bytes(read_artifact_file(path, f"model bundle {model}:{version}",
+                                                       model=model))
     prediction_schema(bundle.feature_names, bundle.categorical)
 
 

@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException
 
+from appliance.artifacts import read_artifact_file
 from appliance.errors import InvalidInput
 from appliance.monitor.feedback import write_feedback
 from appliance.monitor.log_files import recover_segments
@@ -157,7 +158,11 @@ class ModelServer(CanaryRouting):
         self._init_canaries()
         self._artifacts = Path(spec["artifacts"])
         options = spec.get("serving") or {}
-        self.bundle = ModelBundle.from_bytes(Path(spec["bundle_path"]).read_bytes())
+        # Re-hashed where it is used: a bundle altered on the shared filesystem is refused here
+        # (and logged critical; a replica has no store to raise the alert in).
+        self.bundle = ModelBundle.from_bytes(read_artifact_file(
+            Path(spec["bundle_path"]), f"model bundle {self.model}:{self.version}",
+            model=self.model))
         self._features = self.bundle.feature_names
         self._categorical = set(self.bundle.categorical)
         self._scorer = self._make_scorer(Path(spec["bundle_path"]), options)

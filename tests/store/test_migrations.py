@@ -20,6 +20,7 @@ EXPECTED_TABLES = {
     "alias",
     "apitoken",
     "approval",
+    "approvalvote",
     "auditevent",
     "dataset",
     "deployment",

@@ -17,6 +17,7 @@ from appliance.store.models import (
     Alias,
     ApiToken,
     Approval,
+    ApprovalVote,
     AuditEvent,
     Dataset,
     Deployment,
@@ -61,7 +62,7 @@ def _add_parents(session: Session) -> list[SQLModel]:
     token = _add(
         session,
         ApiToken(user_id=user.id, name="ci", token_hash="h" * 64, created_at=WHEN, revoked_at=WHEN,
-                 scopes=["infer", "feedback"], expires_at=WHEN),
+                 scopes=["infer", "feedback"], expires_at=WHEN, issued_by="root"),
     )
     dataset = _add(
         session,
@@ -136,8 +137,11 @@ def _add_graph(session: Session) -> list[SQLModel]:
             target_alias="champion",
             status="approved",
             gate=DOC,
+            incumbent_version_id=version.id,
+            required_approvals=2,
             requested_by="olga",
             requested_at=WHEN,
+            expires_at=WHEN,
             decided_by="ann",
             decided_at=WHEN,
             comment="fine",
@@ -149,6 +153,7 @@ def _add_graph(session: Session) -> list[SQLModel]:
             deployment="credit",
             index=0,
             path="w/0",
+            sha256="e" * 64,
             rows=500,
             requests=50,
             versions=["1"],
@@ -193,6 +198,14 @@ def _add_graph(session: Session) -> list[SQLModel]:
     )
     rows += [approval, window, alert]
     for row in (
+        ApprovalVote(
+            approval_id=approval.id,
+            voter="ann",
+            decision="approved",
+            token_issuer="root",
+            comment="fine",
+            decided_at=WHEN,
+        ),
         Alias(
             model_name="credit",
             alias="champion",
