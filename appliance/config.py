@@ -24,6 +24,7 @@ _KEYS = {
     "db_url", "artifacts", "ray_address", "ray_num_cpus", "serve_port", "serve_host",
     "alert_webhook", "policy", "alert_rules", "serving", "serve_max_body_bytes",
     "serve_ingress_replicas", "serve_grpc_port",
+    "audit_key_file", "audit_checkpoints", "audit_syslog", "audit_webhook",
 }
 
 
@@ -49,6 +50,12 @@ class Config:
         serve_ingress_replicas: replicas of the authenticating front door (default 1).
         serve_grpc_port: port of the KServe v2 gRPC endpoint (default 8001, as Triton's;
             0 turns gRPC off).
+        audit_key_file: the audit chain's HMAC key, mode 0600 (default ``home/audit.key``,
+            created on first use; ``APPLIANCE_AUDIT_KEY_FILE``).
+        audit_checkpoints: the append-only JSONL file of audit checkpoints (default
+            ``home/audit-checkpoints.jsonl``; ``APPLIANCE_AUDIT_CHECKPOINTS``).
+        audit_syslog: also send each checkpoint to the local syslog (default off).
+        audit_webhook: also POST each checkpoint to this URL (default none).
     """
 
     home: Path
@@ -65,6 +72,10 @@ class Config:
     serve_max_body_bytes: int = 32 * 1024 * 1024
     serve_ingress_replicas: int = 1
     serve_grpc_port: int = 8001
+    audit_key_file: Path | None = None
+    audit_checkpoints: Path | None = None
+    audit_syslog: bool = False
+    audit_webhook: str | None = None
 
     @property
     def predictions_dir(self) -> Path:
@@ -135,7 +146,28 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         serve_ingress_replicas=_positive_int(values, "serve_ingress_replicas", 1, file_path),
         serve_grpc_port=_port(env.get("APPLIANCE_SERVE_GRPC_PORT"),
                               values.get("serve_grpc_port", 8001), file_path),
+        **_audit(env, values, file_path),
     )
+
+
+def _audit(env: dict[str, str], values: dict, file_path: Path) -> dict[str, Any]:
+    # The audit key and checkpoint sink: paths from the environment win over the file.
+    paths = {}
+    for key in ("audit_key_file", "audit_checkpoints"):
+        value = env.get(f"APPLIANCE_{key.upper()}") or values.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"config file {str(file_path)!r}: {key} must be a path, "
+                               f"got {value!r}")
+        paths[key] = Path(value).expanduser() if value else None
+    syslog = values.get("audit_syslog", False)
+    if not isinstance(syslog, bool):
+        raise InvalidInput(f"config file {str(file_path)!r}: audit_syslog must be true or "
+                           f"false, got {syslog!r}")
+    webhook = values.get("audit_webhook")
+    if webhook is not None and not str(webhook).startswith(("http://", "https://")):
+        raise InvalidInput(f"config file {str(file_path)!r}: audit_webhook must be an http(s) "
+                           f"URL, got {webhook!r}")
+    return {**paths, "audit_syslog": syslog, "audit_webhook": webhook or None}
 
 
 def _port(from_env: str | None, value: object, file_path: Path) -> int:
