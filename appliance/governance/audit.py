@@ -34,6 +34,7 @@ need no configuration argument.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -102,6 +103,19 @@ def configure(cfg: Config | None) -> None:
     """Use `cfg`'s audit key and sink in this process (None: resolve from the environment)."""
     global _configured
     _configured = AuditSetup.from_config(cfg) if cfg is not None else None
+
+
+@contextlib.contextmanager
+def configured(cfg: Config) -> Iterator[None]:
+    """`configure(cfg)` for the duration of a block, then back to what was configured before:
+    for a process that runs an appliance whose home is not the environment's (the demo)."""
+    global _configured
+    previous = _configured
+    configure(cfg)
+    try:
+        yield
+    finally:
+        _configured = previous
 
 
 def _setup(cfg: Config | None = None) -> AuditSetup:

@@ -251,6 +251,8 @@ def story(ray_session, tmp_path_factory):
     (home / "appliance.toml").write_text(f'alert_webhook = "{hooks.url}"\n{RULES}')
     cfg = Config(home=home, db_url=f"sqlite:///{home / 'appliance.db'}",
                  artifacts=home / "artifacts", serve_port=_free_port(), alert_webhook=hooks.url)
+    # This process and the monitor's (APPLIANCE_HOME = home) sign one chain with one key.
+    audit.configure(cfg)
     migrate(cfg.db_url)
     with session_scope(cfg.db_url) as session:
         create_user(session, "admin", "admin", actor="admin")
@@ -313,6 +315,7 @@ def story(ray_session, tmp_path_factory):
         app.client.close()
         hooks.close()
         serve.shutdown()
+        audit.configure(None)
 
 
 def test_a_regressing_canary_is_aborted_and_the_champion_serves_alone(story):
