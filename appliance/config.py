@@ -25,6 +25,7 @@ _KEYS = {
     "db_url", "artifacts", "ray_address", "ray_num_cpus", "serve_port", "serve_host",
     "alert_webhook", "policy", "alert_rules", "serving", "serve_max_body_bytes",
     "serve_ingress_replicas", "serve_grpc_port", "ray", "require_token_for_reads",
+    "audit_key_file", "audit_checkpoints", "audit_syslog", "audit_webhook",
 }
 
 
@@ -55,6 +56,12 @@ class Config:
         require_token_for_reads: read commands need a token whose user holds "read" (default:
             True on a cluster, i.e. a non-SQLite store or a ``ray_address``; False for the
             embedded appliance, where a read without any token is still allowed).
+        audit_key_file: the audit chain's HMAC key, mode 0600 (default ``home/audit.key``,
+            created on first use; ``APPLIANCE_AUDIT_KEY_FILE``).
+        audit_checkpoints: the append-only JSONL file of audit checkpoints (default
+            ``home/audit-checkpoints.jsonl``; ``APPLIANCE_AUDIT_CHECKPOINTS``).
+        audit_syslog: also send each checkpoint to the local syslog (default off).
+        audit_webhook: also POST each checkpoint to this URL (default none).
     """
 
     home: Path
@@ -73,6 +80,10 @@ class Config:
     serve_grpc_port: int = 8001
     ray: RaySettings = RaySettings()
     require_token_for_reads: bool = False
+    audit_key_file: Path | None = None
+    audit_checkpoints: Path | None = None
+    audit_syslog: bool = False
+    audit_webhook: str | None = None
 
     @property
     def predictions_dir(self) -> Path:
@@ -148,6 +159,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
             env.get("APPLIANCE_REQUIRE_TOKEN_FOR_READS"), values.get("require_token_for_reads"),
             cluster=not str(db_url).startswith("sqlite") or bool(ray_address),
             file_path=file_path),
+        **_audit(env, values, file_path),
     )
 
 
@@ -170,6 +182,26 @@ def _reads_need_token(from_env: str | None, value: object, *, cluster: bool,
         raise InvalidInput(f"config file {str(file_path)!r}: require_token_for_reads must be "
                            f"true or false, got {value!r}")
     return value
+
+
+def _audit(env: dict[str, str], values: dict, file_path: Path) -> dict[str, Any]:
+    # The audit key and checkpoint sink: paths from the environment win over the file.
+    paths = {}
+    for key in ("audit_key_file", "audit_checkpoints"):
+        value = env.get(f"APPLIANCE_{key.upper()}") or values.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"config file {str(file_path)!r}: {key} must be a path, "
+                               f"got {value!r}")
+        paths[key] = Path(value).expanduser() if value else None
+    syslog = values.get("audit_syslog", False)
+    if not isinstance(syslog, bool):
+        raise InvalidInput(f"config file {str(file_path)!r}: audit_syslog must be true or "
+                           f"false, got {syslog!r}")
+    webhook = values.get("audit_webhook")
+    if webhook is not None and not str(webhook).startswith(("http://", "https://")):
+        raise InvalidInput(f"config file {str(file_path)!r}: audit_webhook must be an http(s) "
+                           f"URL, got {webhook!r}")
+    return {**paths, "audit_syslog": syslog, "audit_webhook": webhook or None}
 
 
 def _port(from_env: str | None, value: object, file_path: Path) -> int:

@@ -302,6 +302,13 @@ def run_demo(
         plan: the world (default `DemoPlan()`).
         step: called with a short description as each step starts (progress display).
     """
+    # The demo's audit events are signed with its own home's key and checkpointed there, as
+    # its monitor process (APPLIANCE_HOME = cfg.home) and `appliance audit verify` expect.
+    with audit.configured(cfg):
+        return _run_demo(cfg, plan, step)
+
+
+def _run_demo(cfg: Config, plan: DemoPlan | None, step: Callable[[str], None]) -> dict[str, Any]:
     # Deferred: importing the control plane must not import Ray. `cluster` first: it sets
     # Ray's auth mode, which Ray reads when it is first imported.
     import cluster.runtime  # noqa: I001
@@ -403,7 +410,8 @@ def _summary(cfg: Config, plan: DemoPlan, app: _App, v1, promoted_after: int | N
             else None
         approvals_rows = session.exec(select(Approval).order_by(Approval.id)).all()
         champion = models.resolve(session, f"{MODEL}@champion").version
-        chain = audit.verify(session)
+        # Intact and checkpointed: the chain `appliance audit verify` will check.
+        chain = audit.health(session, cfg)
         pending = windows_mod.pending_rows(session, cfg.predictions_dir, MODEL)
         versions = [{"version": mv.version, "run": mv.run_id, "metrics": mv.metrics,
                      "created_by": mv.created_by} for mv in session.exec(
@@ -487,7 +495,8 @@ def _summary(cfg: Config, plan: DemoPlan, app: _App, v1, promoted_after: int | N
         "served": app.served,
         "logged": int(sum(w.rows for w in windows) + pending),
         "served_by_version": app.versions,
-        "audit": {"events": chain.events, "verified": chain.ok},
+        "audit": {"events": chain.events, "verified": chain.ok,
+                  "checkpoint_events": chain.checkpoint_events},
         "endpoint": f"{url}/v2/models/{MODEL}/infer",
         "seconds": seconds,
     }

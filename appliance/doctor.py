@@ -165,14 +165,17 @@ def check_artifacts(cfg: Config) -> list[Check]:
 def check_audit(cfg: Config) -> Check:
     try:
         with Session(get_engine(cfg.db_url)) as session:
-            result = audit.verify(session)
-    except Exception as exc:  # the store check names why the store is unusable
-        return _check("audit.chain", FAIL, f"could not read the audit log: "
-                     f"{type(exc).__name__}".splitlines()[0])
+            result = audit.health(session, cfg)
+    except Exception as exc:  # a key refused (mode), or the store check's reason
+        return _check("audit.chain", FAIL, f"could not check the audit log: "
+                      f"{type(exc).__name__}: {exc}".splitlines()[0])
     if not result.ok:
-        return _check("audit.chain", FAIL, f"the audit chain is broken at event "
-                     f"{result.broken_at}: {result.reason}")
-    return _check("audit.chain", OK, f"{result.events} events, head {result.head[:16]}")
+        where = f"at event {result.broken_at}" if result.broken_at else "against its checkpoint"
+        return _check("audit.chain", FAIL, f"the audit chain is broken {where}: {result.reason}")
+    lag = f"; {'; '.join(result.findings)}" if result.findings else ""
+    return _check("audit.chain", WARN if result.findings else OK,
+                  f"{result.events} events, head {result.head[:16]}, checkpoint of "
+                  f"{result.checkpoint_events} events{lag}")
 
 
 def _gpus_expected(cfg: Config) -> bool:

@@ -1,19 +1,26 @@
-"""`appliance audit`: read and verify the hash-chained audit log."""
+"""`appliance audit`: read, verify, export and anchor the HMAC-chained audit log."""
 
 from __future__ import annotations
+
+import datetime as dt
+import re
 
 import typer
 from sqlmodel import select
 
-from appliance.cli._context import TOKEN, TOKEN_FILE, reading
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
-from appliance.errors import CheckFailed
+from appliance.errors import CheckFailed, InvalidInput
 from appliance.governance import audit
-from appliance.store import session_scope
+from appliance.store import session_scope, utcnow
 from appliance.store.models import AuditEvent
 
-app = typer.Typer(help="The append-only, hash-chained audit log.")
+app = typer.Typer(help="The append-only, HMAC-chained audit log and its checkpoints.")
+
+_DURATION = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_FORMATS = ("jsonl",)
 
 
 @app.command("verify")
@@ -22,18 +29,66 @@ def verify(
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
-    """Check every event's hash and link; exit 1 naming the first broken event."""
+    """Check every event's HMAC and link, and the chain against its latest checkpoint; exit 1
+    naming the first bad event."""
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
-        result = audit.verify(session)
-    doc = {"ok": result.ok, "events": result.events, "head": result.head,
-           "broken_at": result.broken_at, "reason": result.reason}
+        result = audit.verify(session, cfg)
     if json_out:
-        emit_json(doc)
-    elif result.ok:
-        err_console.print(f"audit chain intact: {result.events} events, head {result.head[:16]}")
+        emit_json(result)
     if not result.ok:
-        raise CheckFailed(f"audit chain broken at event {result.broken_at}: {result.reason}")
+        where = f"at event {result.broken_at}" if result.broken_at else "checkpoints"
+        raise CheckFailed(f"audit chain broken ({where}): {result.reason}")
+    checkpoint = (f"checkpoint of {result.checkpoint_at} ({result.checkpoint_events} events)"
+                  if result.checkpoint_events is not None else "no checkpoint yet")
+    err_console.print(f"audit chain intact: {result.events} events, head {result.head[:16]}, "
+                      f"{checkpoint}", highlight=False)
+
+
+def _since(value: str | None) -> dt.datetime | None:
+    """`--since`: a duration back from now (90s, 30m, 12h, 7d) or an ISO 8601 time with a zone."""
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value)
+    if match:
+        return utcnow() - dt.timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"--since {value!r} is neither a duration (90s, 30m, 12h, 7d) nor an ISO 8601 time"
+        ) from None
+    if when.tzinfo is None:
+        raise InvalidInput(f"--since {value!r} has no time zone; add Z or +00:00")
+    return when
+
+
+@app.command("export")
+def export(
+    since: str = typer.Option(None, "--since",
+                              help="Only events from this time on: ISO 8601, or 30m, 12h, 7d ago."),
+    fmt: str = typer.Option("jsonl", "--format", help="Output format: jsonl."),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
+) -> None:
+    """Write events as one JSON object per line on stdout, hashes included (for a SIEM)."""
+    if fmt not in _FORMATS:
+        raise InvalidInput(f"--format {fmt!r} is not supported; formats: {', '.join(_FORMATS)}")
+    start = _since(since)
+    cfg, _ = reading(token or token_file)
+    with session_scope(cfg.db_url) as session:
+        for event in audit.export(session, start):
+            emit_json(event, line=True)
+
+
+@app.command("anchor")
+def anchor(token: str = TOKEN, token_file: str = TOKEN_FILE) -> None:
+    """Accept, once, the unkeyed events written before the chain was keyed (admin)."""
+    cfg, user = acting(token or token_file, "admin")
+    with session_scope(cfg.db_url) as session:
+        cp = audit.anchor(session, user, cfg)
+    err_console.print(f"anchored {cp.events} unkeyed events, head {cp.head_hash[:16]}",
+                      highlight=False)
 
 
 @app.command("list")

@@ -428,7 +428,7 @@ class Lease(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """Append-only, hash-chained: each row's hash covers its content and the previous hash."""
+    """Append-only, HMAC-chained: each row's hash covers its content and the previous hash."""
 
     __table_args__ = (Index("ix_auditevent_object", "object_type", "object_id"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -441,3 +441,6 @@ class AuditEvent(SQLModel, table=True):
     # Unique: two writers that read the same head cannot both append, so the chain never forks.
     prev_hash: str = Field(unique=True)
     hash: str = Field(unique=True)
+    # Fingerprint of the HMAC key that signed `hash`; None for events written before the chain
+    # was keyed (plain sha256), which verify accepts only up to an explicit anchor.
+    key_id: str | None = None

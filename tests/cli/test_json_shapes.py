@@ -40,7 +40,8 @@ SHAPES = {
     ("policy", "show", "credit"): {"model", "policy", "sources", "updated_by", "updated_at"},
     ("canary", "status", "credit"): {"model", "serving", "canary", "retrain"},
     ("audit", "list"): {"id", "ts", "actor", "action", "object", "details", "hash"},
-    ("audit", "verify"): {"ok", "events", "head", "broken_at", "reason"},
+    ("audit", "verify"): {"ok", "events", "head", "broken_at", "reason", "key_id",
+                          "checkpoint_events", "checkpoint_at", "findings"},
     ("users", "list"): {"name", "role", "team", "created_at", "disabled_at"},
 }
 LINEAGE_PARTS = {
@@ -56,7 +57,9 @@ def home(tmp_path_factory):
     url = f"sqlite:///{home / 'appliance.db'}"
     migrate(url)
     store = ArtifactStore(home / "artifacts")
-    with session_scope(url) as s:
+    # Events are signed with the key of the home the CLI will verify them in.
+    with pytest.MonkeyPatch.context() as env, session_scope(url) as s:
+        env.setenv("APPLIANCE_HOME", str(home))
         create_user(s, "admin", "admin", actor="admin")
         create_user(s, "ops", "operator", actor="admin", team="credit")
         create_user(s, "risk", "approver", actor="admin")

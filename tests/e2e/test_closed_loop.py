@@ -260,6 +260,8 @@ def story(ray_session, tmp_path_factory):
     cfg = Config(home=home, db_url=f"sqlite:///{home / 'appliance.db'}",
                  artifacts=home / "artifacts", serve_port=_free_port(), alert_webhook=hooks.url,
                  serving=parse_serving({"log_flush_s": FLUSH_S}))
+    # This process and the monitor's (APPLIANCE_HOME = home) sign one chain with one key.
+    audit.configure(cfg)
     migrate(cfg.db_url)
     with session_scope(cfg.db_url) as session:
         create_user(session, "admin", "admin", actor="admin")
@@ -322,6 +324,7 @@ def story(ray_session, tmp_path_factory):
         app.client.close()
         hooks.close()
         serve.shutdown()
+        audit.configure(None)
 
 
 def test_a_regressing_canary_is_aborted_and_the_champion_serves_alone(story):
