@@ -32,7 +32,7 @@ from appliance.config import Config
 from appliance.errors import ApplianceError
 from appliance.governance import approvals
 from appliance.governance.approvals import GateResult
-from appliance.monitor import alerts, canary, retrain
+from appliance.monitor import alerts, canary, integrity, retrain
 from appliance.monitor.policy import Policy
 from appliance.monitor.policy_store import effective
 from appliance.pipelines import deployment, promotion, training
@@ -88,7 +88,8 @@ class _Driver:
     # One handler per state.
 
     def waiting_for_labels(self) -> str:
-        with session_scope(self.cfg.db_url) as session:
+        # A window or dataset whose file no longer matches its digest raises a critical alert.
+        with integrity.alerting(self.cfg), session_scope(self.cfg.db_url) as session:
             request, policy = self._load(session)
             have = retrain.labelled_rows_since(session, request.deployment,
                                                request.since_window)

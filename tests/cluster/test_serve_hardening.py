@@ -118,6 +118,12 @@ def test_the_token_is_checked_before_the_body_is_read(served):
         (TOKEN, "post_empty", "/v2/repository/index", 403),
         (ADMIN_TOKEN, "post_empty", "/v2/repository/index", 200),
         (None, "post_infer", INFER, 401),
+        ("not-a-token", "post_infer", INFER, 401),
+        # Every mutating route: no token, a wrong one, and too small a scope (above).
+        (None, "post_feedback", f"/v2/models/{MODEL}/feedback", 401),
+        ("not-a-token", "post_feedback", f"/v2/models/{MODEL}/feedback", 401),
+        (None, "post_empty", "/v2/repository/index", 401),
+        ("not-a-token", "post_empty", "/v2/repository/index", 401),
         ("not-a-token", "get", f"/v2/models/{MODEL}", 401),
         (None, "get", "/v2/health/live", 200),
     ],

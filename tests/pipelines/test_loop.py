@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 
 import loop_world as lw
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from sqlmodel import select
 
@@ -18,7 +20,13 @@ from appliance.monitor.policy_store import set_policy
 from appliance.pipelines import loop
 from appliance.registry.models import update_model
 from appliance.store import dispose_all, session_scope
-from appliance.store.models import Alert, Approval, AuditEvent, RetrainRequest
+from appliance.store.models import (
+    Alert,
+    Approval,
+    AuditEvent,
+    PredictionWindow,
+    RetrainRequest,
+)
 
 GATE = {"passed": True, "checks": [{"check": "accuracy >= 0.7", "value": 0.9, "passed": True}]}
 VERDICT = {"status": "passed", "reason": "accuracy 0.90 vs champion 0.70"}
@@ -101,3 +109,26 @@ def test_a_step_that_keeps_failing_fails_the_request_and_tells_the_owner(world):
         assert "no champion version" in request.outcome
         notice = s.exec(select(Alert).where(Alert.kind == "retrain")).one()
         assert notice.owner == "ops" and f"#{rid}" in notice.message
+
+
+def test_a_window_changed_on_disk_stops_the_retraining_set_and_raises_a_critical_alert(world):
+    rid, svc = _request(world, "waiting_for_labels")
+    with session_scope(world.cfg.db_url) as s:
+        set_policy(s, world.ops, world.model, {"min_labelled_rows": 1})
+    truth = world.serve("w1", 3, 100, seed=1)
+    cfg = dataclasses.replace(world.cfg, policy={"window_rows": 200})
+    service.run_once(cfg)
+    world.label(truth)
+    service.run_once(cfg)
+    with session_scope(world.cfg.db_url) as s:
+        window = s.exec(select(PredictionWindow).order_by(PredictionWindow.index)).first()
+    # Rewritten by someone: the same rows, labels flipped, a valid Parquet file.
+    table = pq.read_table(window.path)
+    pq.write_table(table.set_column(table.schema.get_field_index("prediction"), "prediction",
+                                    pc.subtract(1, table.column("prediction"))), window.path)
+    loop.advance(world.cfg, svc)
+    with session_scope(world.cfg.db_url) as s:
+        request = s.get(RetrainRequest, rid)
+        assert request.dataset_id is None  # no retraining set from a tampered window
+        alert = s.exec(select(Alert).where(Alert.kind == "integrity")).one()
+        assert alert.severity == "critical" and window.path.rsplit("/", 1)[1] in alert.message
