@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import re
-
 import typer
 from sqlmodel import select
 
+from appliance.cli import _times
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import CheckFailed, InvalidInput
 from appliance.governance import audit
-from appliance.store import session_scope, utcnow
+from appliance.store import session_scope
 from appliance.store.models import AuditEvent
 
 app = typer.Typer(help="The append-only, HMAC-chained audit log and its checkpoints.")
 
-_DURATION = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _FORMATS = ("jsonl",)
 
 
@@ -45,24 +41,6 @@ def verify(
                       f"{checkpoint}", highlight=False)
 
 
-def _since(value: str | None) -> dt.datetime | None:
-    """`--since`: a duration back from now (90s, 30m, 12h, 7d) or an ISO 8601 time with a zone."""
-    if value is None:
-        return None
-    match = _DURATION.fullmatch(value)
-    if match:
-        return utcnow() - dt.timedelta(seconds=int(match[1]) * _UNITS[match[2]])
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(
-            f"--since {value!r} is neither a duration (90s, 30m, 12h, 7d) nor an ISO 8601 time"
-        ) from None
-    if when.tzinfo is None:
-        raise InvalidInput(f"--since {value!r} has no time zone; add Z or +00:00")
-    return when
-
-
 @app.command("export")
 def export(
     since: str = typer.Option(None, "--since",
@@ -74,7 +52,7 @@ def export(
     """Write events as one JSON object per line on stdout, hashes included (for a SIEM)."""
     if fmt not in _FORMATS:
         raise InvalidInput(f"--format {fmt!r} is not supported; formats: {', '.join(_FORMATS)}")
-    start = _since(since)
+    start = _times.point(since, "--since", ago=True)
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         for event in audit.export(session, start):

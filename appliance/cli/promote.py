@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import typer
 
+from appliance.cli import _times
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, acting_token, config, reading
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
-from appliance.errors import InvalidInput
 from appliance.governance import approvals
 from appliance.names import check_name
 from appliance.pipelines import deployment, promotion
 from appliance.store import session_scope
 from appliance.store.models import utcnow
-
-
-def _ttl(value: str | None) -> dt.datetime | None:
-    """`--expires-in`: a duration from now, in hours or days (48h, 7d); None: the default."""
-    if value is None:
-        return None
-    units = {"h": 3600, "d": 86400}
-    if value[-1:] not in units or not value[:-1].isdigit() or int(value[:-1]) == 0:
-        raise InvalidInput(f"--expires-in {value!r} must be a positive number of hours or days, "
-                           "e.g. 48h or 7d")
-    return utcnow() + dt.timedelta(seconds=int(value[:-1]) * units[value[-1]])
 
 
 def promote(
@@ -42,7 +29,8 @@ def promote(
     """Gate MODEL:VERSION against the alias holder and request approval to move the alias."""
     check_name("model name", model)
     check_name("alias", to)
-    expires_at = _ttl(expires_in)
+    expires_at = (None if expires_in is None
+                  else utcnow() + _times.duration(expires_in, "--expires-in"))
     cfg, user = acting(token or token_file, "operate")
     with err_console.status("evaluating candidate and incumbent on the same holdout..."):
         approval, gate = promotion.request(cfg, user, f"{model}:{version}", to,

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import typer
 
+from appliance.cli import _times
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
 from appliance.cli._output import data_stream, emit_json, err_console
 from appliance.cli._table import print_table
-from appliance.errors import InvalidInput
 from appliance.governance import users as gov
-from appliance.store import session_scope, utcnow
+from appliance.store import session_scope
 
 users_app = typer.Typer(help="Manage users and roles (viewer, operator, approver, admin).")
 tokens_app = typer.Typer(help="Issue, list and revoke API tokens.")
@@ -87,24 +85,6 @@ def enable(
     _set_disabled(name, token or token_file, json_out, False)
 
 
-def _expiry(value: str | None) -> dt.datetime | None:
-    """`--expires`: a duration from now (30m, 12h, 90d) or an ISO 8601 time with a zone."""
-    if value is None:
-        return None
-    units = {"m": 60, "h": 3600, "d": 86400}
-    if value[-1:] in units and value[:-1].isdigit():
-        return utcnow() + dt.timedelta(seconds=int(value[:-1]) * units[value[-1]])
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(
-            f"--expires {value!r} is neither a duration (30m, 12h, 90d) nor an ISO 8601 time"
-        ) from None
-    if when.tzinfo is None:
-        raise InvalidInput(f"--expires {value!r} has no time zone; add Z or +00:00")
-    return when
-
-
 @tokens_app.command("create")
 def token_create(
     user: str = typer.Argument(..., help="User the token acts as."),
@@ -122,7 +102,7 @@ def token_create(
 ) -> None:
     """Issue a token for USER (printed once; stored hashed)."""
     cfg, actor = acting(token or token_file, "admin")
-    expires_at = _expiry(expires)
+    expires_at = _times.point(expires, "--expires", ago=False)
     with session_scope(cfg.db_url) as session:
         secret = gov.issue_token(session, user, name, actor=actor.name,
                                  scopes=scope or None, expires_at=expires_at)
