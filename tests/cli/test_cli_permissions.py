@@ -23,8 +23,9 @@ from typer.testing import CliRunner
 
 from appliance.artifacts import ArtifactStore
 from appliance.cli.main import app
+from appliance.config import load_config
 from appliance.errors import PermissionDenied
-from appliance.governance import approvals
+from appliance.governance import approvals, audit
 from appliance.governance.users import create_user, get_user, issue_token
 from appliance.registry import datasets, models
 from appliance.store import dispose_all, migrate, session_scope
@@ -57,7 +58,9 @@ class World:
         migrate(self.url)
         store = ArtifactStore(home / "artifacts")
         self.tokens: dict[str, str] = {}
-        with session_scope(self.url) as s:
+        # Signed with the key of the home the CLI verifies in, not the test session's.
+        with audit.configured(load_config({"APPLIANCE_HOME": str(home)})), \
+                session_scope(self.url) as s:
             for name, role in (("admin", "admin"), ("ops", "operator"), ("risk", "approver"),
                                ("val", "viewer")):
                 create_user(s, name, role, actor="admin")
