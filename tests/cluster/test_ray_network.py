@@ -104,6 +104,7 @@ def test_the_embedded_head_serve_and_replicas_listen_on_loopback_only(env):
     assert int(address.rpartition(":")[2]) in ports
     assert [s for s in listeners if not s.loopback] == []
     # No Ray client server, no dashboard unless [ray] asks for them.
+    assert not [p for p in procs if "ray.util.client.server" in p.argv]
     assert 10001 not in ports and 8265 not in ports
     # Token auth is on in the head's processes, whatever the environment said.
     gcs = next(p for p in procs if Path(p.argv[0]).name == "gcs_server")
