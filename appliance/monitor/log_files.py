@@ -73,6 +73,15 @@ def read_log(path: Path, columns: list[str] | None = None) -> pa.Table:
     return table.select(columns) if columns is not None else table
 
 
+def write_synced(fd: int, data: bytes | memoryview) -> None:
+    """Write all of `data` at `fd`'s position (``write`` may take less than asked), then
+    fsync: once this returns the bytes survive a power cut."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename in `folder` durable; a file system that cannot sync a folder is let be."""
     fd = os.open(folder, os.O_RDONLY)

@@ -51,6 +51,7 @@ import appliance
 from appliance.errors import InvalidInput
 from appliance.governance import audit
 from appliance.monitor.alert_record import AlertFields, alert_fields
+from appliance.monitor.log_files import write_synced
 from appliance.store.database import session_scope
 from appliance.store.models import Alert, AlertDelivery, utcnow
 
@@ -182,10 +183,7 @@ def _write_line(path: Path, doc: dict[str, Any]) -> _Outcome:
         # One O_APPEND write per line, so concurrent writers never interleave inside a line.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            write_synced(fd, data)
         finally:
             os.close(fd)
     except OSError as exc:

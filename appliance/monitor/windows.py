@@ -179,11 +179,10 @@ def _compact(paths: list[Path]) -> pa.Table:
     return pa.concat_tables(unified, promote_options="permissive")
 
 
-def _head_requests(path: Path, need: int, held: set[str]) -> set[str] | None:
-    """The requests of log file `path` that a window needing `need` more served rows takes,
-    or None when it takes them all: requests in the order they were logged, up to the one that
-    reaches `need`, and the shadow rows of requests the window holds (`held`)."""
-    table = _read_meta(path)
+def _head_requests(table: pa.Table, need: int, held: set[str]) -> set[str] | None:
+    """The requests of a log file's rows (`table`) that a window needing `need` more served
+    rows takes, or None when it takes them all: requests in the order they were logged, up to
+    the one that reaches `need`, and the shadow rows of requests the window holds (`held`)."""
     ids = table.column("request_id").to_numpy(zero_copy_only=False)
     served = np.asarray(served_mask(table), dtype=bool)
     names, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
@@ -197,24 +196,29 @@ def _head_requests(path: Path, need: int, held: set[str]) -> set[str] | None:
     return head if len(head) < len(names) else None
 
 
+def _origin(path: Path) -> tuple[str, int]:
+    """(stem of the published file a log file was split from, rows split off it before)."""
+    stem, _, before = path.stem.rpartition("~")
+    return (stem, int(before)) if stem and before.isdigit() else (path.stem, 0)
+
+
 def _tail_name(name: str, head_rows: int) -> str:
     """The name of the tail of a split file: ``{stem}~{rows before it}{suffix}``, the count
     taken over every split of the same published file, so names stay unique and short."""
-    path = Path(name)
-    stem, _, before = path.stem.rpartition("~")
-    if not (stem and before.isdigit()):
-        stem, before = path.stem, "0"
-    return f"{stem}~{int(before) + head_rows:010d}{path.suffix}"
+    stem, before = _origin(Path(name))
+    return f"{stem}~{before + head_rows:010d}{Path(name).suffix}"
 
 
-def _write_log_file(table: pa.Table, final: Path) -> None:
-    """Write `table` as a log file of `final`'s kind, durably, under a temporary name first."""
-    tmp = final.with_name(f"{_SPLIT_TMP}{final.name}")
+def _write_log_file(table: pa.Table, final: Path, *, tmp_prefix: str = ".split-",
+                    compression: str = "snappy") -> None:
+    """Write `table` as a file of `final`'s kind (Arrow IPC stream or Parquet) under a
+    temporary name, fsync it, rename it into place and fsync the folder."""
+    tmp = final.with_name(f"{tmp_prefix}{final.name}")
     if final.suffix == log_files.SEGMENT_SUFFIX:
         with pa.OSFile(str(tmp), "wb") as sink, ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
     else:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, compression=compression)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
@@ -224,10 +228,11 @@ def _write_log_file(table: pa.Table, final: Path) -> None:
 _SPLIT_TMP = ".split-"
 
 
-def _split(part: _Part, head_ids: set[str], staging: Path) -> tuple[_Part, _Part]:
-    """Split pending file `part` into its `head_ids` requests, written into `staging` under its
-    name, and the rest, written into pending as its tail; remove it. Returns (head, tail)."""
-    table = _read_whole(part.path)
+def _split(part: _Part, table: pa.Table, head_ids: set[str], staging: Path
+           ) -> tuple[_Part, _Part]:
+    """Split pending file `part` (its rows: `table`) into its `head_ids` requests, written into
+    `staging` under its name, and the rest, written into pending as its tail; remove it.
+    Returns (head, tail)."""
     mask = pc.is_in(table.column("request_id"), value_set=pa.array(sorted(head_ids), pa.string()))
     head, tail = table.filter(mask), table.filter(pc.invert(mask))
     head_path = staging / part.path.name
@@ -246,13 +251,9 @@ def _unfinished_splits(staging: Path, pending: Path) -> list[Path]:
     for head in _visible(staging):
         if not (pending / head.name).exists():
             continue
-        stem, _, before = head.stem.rpartition("~")
-        if not (stem and before.isdigit()):
-            stem, before = head.stem, "0"
-        for tail in pending.glob(f"{stem}~*{head.suffix}"):
-            after = tail.stem.rpartition("~")[2]
-            if after.isdigit() and int(after) > int(before):
-                found.append(tail)
+        stem, before = _origin(head)
+        found += [tail for tail in pending.glob(f"{stem}~*{head.suffix}")
+                  if _origin(tail)[0] == stem and _origin(tail)[1] > before]
         found.append(head)  # last: while it is there, the split is known to be unfinished
     return found
 
@@ -265,14 +266,6 @@ def _undo_unfinished_splits(staging: Path, pending: Path) -> None:
             tmp.unlink(missing_ok=True)
     for path in _unfinished_splits(staging, pending):
         path.unlink()
-
-
-def _write_atomic(table: pa.Table, final: Path) -> None:
-    tmp = final.with_name(f".tmp-{final.name}")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
 
 
 def _next_index(session: Session, deployment: str) -> int:
@@ -337,10 +330,12 @@ def close_next(
     if cut.last is not None and cut.last >= len(staged):
         before = parts[: cut.last]
         held = set().union(*(p.requests for p in before))
-        head_ids = _head_requests(parts[cut.last].path, cut.need, held)
+        # Read whole once: the split needs every column, and a segment is read whole anyway.
+        rows = _read_whole(parts[cut.last].path)
+        head_ids = _head_requests(rows, cut.need, held)
         if head_ids is not None:
             # The file that reached the limit holds requests of the next window.
-            head, tail = _split(parts[cut.last], head_ids, staging)
+            head, tail = _split(parts[cut.last], rows, head_ids, staging)
             seen.pop(parts[cut.last].path.name, None)
             seen[tail.path.name] = tail
             rest = sorted([*parts[cut.last + 1:], tail], key=_order)
@@ -356,7 +351,7 @@ def close_next(
         table = table.set_column(table.schema.get_field_index("shadow"), "shadow",
                                  _shadow(table))
     final = base / f"window-{index:06d}.parquet"
-    _write_atomic(table, final)
+    _write_log_file(table, final, tmp_prefix=".tmp-", compression="zstd")
     return _index_window(session, deployment, index, final, table, closed_by), table
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import InvalidInput
-from appliance.monitor.log_files import OPEN_PREFIX, SEGMENT_SUFFIX, fsync_dir
+from appliance.monitor.log_files import OPEN_PREFIX, SEGMENT_SUFFIX, fsync_dir, write_synced
 from cluster.serve._prediction_log import PredictionLog
 
 _log = logging.getLogger(__name__)
@@ -475,10 +475,7 @@ class PredictionLogBuffer:
         data = os.pread(segment.fd, segment.size, 0)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            write_synced(fd, data)
         finally:
             os.close(fd)
         os.rename(tmp, folder / segment.name)

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from appliance.errors import InvalidInput
-from appliance.monitor.log_files import fsync_dir
+from appliance.monitor.log_files import fsync_dir, write_synced
 from appliance.names import check_name
 from cluster.serve._oip import file_safe
 
@@ -103,11 +103,8 @@ def _write_atomic(table: pa.Table, folder: Path, name: str) -> Path:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
             # Durable before visible: a file the monitor can list holds all of its rows.
-            os.fsync(fd)
+            write_synced(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, final)

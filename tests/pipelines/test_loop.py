@@ -89,11 +89,8 @@ def test_a_policy_default_never_promotes_a_model_that_is_not_low_risk(world):
         approvals.approve(s, svc, approval.id)
 
 
-def test_a_step_that_keeps_failing_fails_the_request_and_tells_the_owner(world):
-    rid, svc = _request(world, "waiting_for_labels")
-    with session_scope(world.cfg.db_url) as s:
-        # A champion that no longer exists: building the set is bad input, not retried.
-        s.get(RetrainRequest, rid).champion_version_id = 999
+def _labelled_windows(world: lw.World) -> None:
+    """Serve and label enough for a retraining set: closed windows, labels applied."""
     with session_scope(world.cfg.db_url) as s:
         set_policy(s, world.ops, world.model, {"min_labelled_rows": 1})
     truth = world.serve("w1", 3, 100, seed=1)
@@ -101,6 +98,14 @@ def test_a_step_that_keeps_failing_fails_the_request_and_tells_the_owner(world):
     service.run_once(cfg)
     world.label(truth)
     service.run_once(cfg)
+
+
+def test_a_step_that_keeps_failing_fails_the_request_and_tells_the_owner(world):
+    rid, svc = _request(world, "waiting_for_labels")
+    with session_scope(world.cfg.db_url) as s:
+        # A champion that no longer exists: building the set is bad input, not retried.
+        s.get(RetrainRequest, rid).champion_version_id = 999
+    _labelled_windows(world)
     steps = loop.advance(world.cfg, svc)
     assert steps[-1].after == "failed"
     with session_scope(world.cfg.db_url) as s:
@@ -113,13 +118,7 @@ def test_a_step_that_keeps_failing_fails_the_request_and_tells_the_owner(world):
 
 def test_a_window_changed_on_disk_stops_the_retraining_set_and_raises_a_critical_alert(world):
     rid, svc = _request(world, "waiting_for_labels")
-    with session_scope(world.cfg.db_url) as s:
-        set_policy(s, world.ops, world.model, {"min_labelled_rows": 1})
-    truth = world.serve("w1", 3, 100, seed=1)
-    cfg = dataclasses.replace(world.cfg, policy={"window_rows": 200})
-    service.run_once(cfg)
-    world.label(truth)
-    service.run_once(cfg)
+    _labelled_windows(world)
     with session_scope(world.cfg.db_url) as s:
         window = s.exec(select(PredictionWindow).order_by(PredictionWindow.index)).first()
     # Rewritten by someone: the same rows, labels flipped, a valid Parquet file.
