@@ -199,7 +199,9 @@ class App:
             # Labels name the id the appliance logged the request under (its own, unique).
             logged_as = resp.json()["parameters"]["request_id"]
             self.truth[k].append((logged_as, part.column("churned").to_pylist()))
-            if r == 4:
+            if r == WINDOW_ROWS // PER_REQUEST - 1:
+                # With the last request of window k: window k - 1's rows are logged and
+                # published by then (every 50 ms), as they would be hours apart in real time.
                 self.outcomes(k - 2)
             time.sleep(0.02)
 
