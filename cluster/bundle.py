@@ -7,6 +7,7 @@ exactly the one fitted on the training data (no training/serving skew).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 from collections.abc import Mapping
@@ -55,6 +56,17 @@ class Preprocessor:
     def width(self) -> int:
         return len(self.numerical) + sum(len(c) for c in self.categorical.values())
 
+    @functools.cached_property
+    def _scales(self) -> tuple[np.ndarray, np.ndarray]:
+        """The numerical features' means and stds as arrays, in `numerical`'s order."""
+        pairs = np.array(list(self.numerical.values()), dtype=np.float64).reshape(-1, 2)
+        return pairs[:, 0].copy(), pairs[:, 1].copy()
+
+    @functools.cached_property
+    def _codes(self) -> dict[str, dict[str, int]]:
+        """Each categorical feature's category -> column offset."""
+        return {name: {c: i for i, c in enumerate(cats)} for name, cats in self.categorical.items()}
+
     def transform(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """The float32 design matrix for `columns`; an unseen category encodes as all zeros."""
         missing = [f for f in self.feature_names if f not in columns]
@@ -67,17 +79,27 @@ class Preprocessor:
             raise InvalidInput(f"features have different lengths {sorted(lengths)}")
         n = lengths.pop()
         out = np.zeros((n, self.width), dtype=np.float32)
-        col = 0
-        for name, (mean, std) in self.numerical.items():
+        names = list(self.numerical)
+        if names:
             try:
-                arr = np.asarray(columns[name], dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise InvalidInput(f"feature {name!r} must be numeric: {exc}") from exc
+                block = np.column_stack(
+                    [np.asarray(columns[name], dtype=np.float64) for name in names])
+            except (TypeError, ValueError):
+                for name in names:  # which one: the message names it
+                    try:
+                        np.asarray(columns[name], dtype=np.float64)
+                    except (TypeError, ValueError) as exc:
+                        raise InvalidInput(f"feature {name!r} must be numeric: {exc}") from exc
+                raise
+            means, stds = self._scales
+            # One array operation for all numerical features (the same values, element by
+            # element, as one per feature; a request of one row pays per call, not per value).
             # A missing value imputes to the training mean, i.e. 0 after standardising.
-            out[:, col] = np.nan_to_num((arr - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
-            col += 1
+            out[:, :len(names)] = np.nan_to_num((block - means) / stds, nan=0.0, posinf=0.0,
+                                                neginf=0.0)
+        col = len(names)
         for name, cats in self.categorical.items():
-            index = {c: i for i, c in enumerate(cats)}
+            index = self._codes[name]
             codes = np.fromiter((index.get(str(v), -1) for v in columns[name]), np.int64, n)
             rows = np.nonzero(codes >= 0)[0]
             out[rows, col + codes[rows]] = 1.0

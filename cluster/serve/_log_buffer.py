@@ -39,7 +39,7 @@ import numpy as np
 
 from appliance.errors import InvalidInput
 from appliance.monitor.log_files import OPEN_PREFIX, SEGMENT_SUFFIX, fsync_dir, write_synced
-from cluster.serve._prediction_log import PredictionLog
+from cluster.serve._prediction_log import LoggedRequest, PredictionLog
 
 _log = logging.getLogger(__name__)
 # The wait before a failed publish is tried again: a broken disk must not spin the thread.
@@ -83,19 +83,6 @@ class LogWriteFailed(PredictionLogError):
 
 class LogFlushTimeout(PredictionLogError, TimeoutError):
     """Appended rows were not all published in the time allowed (they stay in the journal)."""
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class LoggedRequest:
-    """One answered request's rows, as `PredictionLogBuffer.append_many` takes them
-    (fields as the arguments of `PredictionLog.batch`)."""
-
-    request_id: str
-    columns: Mapping[str, np.ndarray]
-    predictions: np.ndarray
-    scores: np.ndarray
-    shadow: bool = False
-    client_id: str | None = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -235,13 +222,12 @@ class PredictionLogBuffer:
                     "batches"
                 )
         now = self.log.clock()
-        batches = [self.log.batch(r.request_id, r.columns, r.predictions, r.scores,
-                                  shadow=r.shadow, client_id=r.client_id, now=now)
-                   for r in requests if len(r.predictions)]
-        n = sum(b.num_rows for b in batches)
-        if n == 0:
+        requests = [r for r in requests if len(r.predictions)]
+        if not requests:
             return
-        data = b"".join(b.serialize().to_pybytes() for b in batches)
+        rows = self.log.rows(requests, now=now)
+        n = rows.num_rows
+        data = rows.serialize().to_pybytes()
         with self._cond:
             if self._closing:
                 raise LogClosed(f"the prediction log of {str(self.log.folder)!r} is closed")

@@ -20,8 +20,8 @@ next replica publishes what a killed one left); the segment is fsynced and publi
 interval, off the request's path. A full buffer answers 503 with ``Retry-After``.
 """
 
-# No `from __future__ import annotations`: Serve ships this class by value, without the module
-# globals FastAPI would need to resolve string annotations such as "Request".
+# No `from __future__ import annotations`: Serve ships this class by value, and inspects the
+# annotation of `__call__`'s request.
 import asyncio
 import dataclasses
 import logging
@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
 from ray import serve
-from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from appliance.artifacts import read_artifact_file
 from appliance.errors import InvalidInput
@@ -66,30 +65,29 @@ MODEL_CPUS = 0.2
 _INLINE_PARSE_BYTES = 64 * 1024
 
 
-class _RouteRoot:
-    """ASGI middleware: a request for the route itself (``/v2/models/{model}``, the model's
-    metadata) reaches the ``/`` route, where Starlette would redirect it (307), which not every
-    client follows."""
+def _route(path: str) -> tuple[str, str | None] | None:
+    """(route, version) for a path under the model's route (``/v2/models/{model}``), or None.
 
-    def __init__(self, app) -> None:
-        self.app = app
+    Routes: ``""`` (metadata), ``ready``, ``infer``, ``feedback``, each also under
+    ``/versions/{version}`` but feedback. The replica routes by hand rather than through a web
+    framework: at one request in flight, a framework's middleware and dependency layers cost
+    the replica more CPU than the model's own work.
+    """
+    parts = path.strip("/").split("/") if path.strip("/") else []
+    version = None
+    if len(parts) >= 2 and parts[0] == "versions" and parts[1]:
+        version, parts = parts[1], parts[2:]
+    if not parts:
+        return "metadata", version
+    if len(parts) == 1 and parts[0] in ("ready", "infer") or (
+            parts == ["feedback"] and version is None):
+        return parts[0], version
+    return None
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            root = scope.get("root_path", "")
-            if root and scope["path"] in (root, ""):
-                scope = {**scope, "path": root + "/", "raw_path": (root + "/").encode()}
-        await self.app(scope, receive, send)
 
-
-model_app = FastAPI(title="appliance model", docs_url=None, redoc_url=None, openapi_url=None)
-model_app.add_middleware(_RouteRoot)
-
-
-@model_app.exception_handler(HTTPException)
-async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    # Unknown routes and wrong methods answer in the protocol's error shape too.
-    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+# Which method each route answers; HEAD goes with GET, as web frameworks do.
+_METHODS = {"metadata": ("GET", "HEAD"), "ready": ("GET", "HEAD"), "infer": ("POST",),
+            "feedback": ("POST",)}
 
 
 def _http(reply: Reply) -> Response:
@@ -134,7 +132,6 @@ def _concat(parts: list[dict[str, np.ndarray]], names: list[str]) -> dict[str, n
     health_check_period_s=10,
     graceful_shutdown_timeout_s=20,
 )
-@serve.ingress(model_app)
 class ModelServer(CanaryRouting):
     """Serves one model version.
 
@@ -413,35 +410,29 @@ class ModelServer(CanaryRouting):
             return _oip.error(503, f"feedback could not be stored ({type(exc).__name__}: {exc})")
         return Reply(200, {"request_id": fb.request_id, "rows": len(fb.rows)}, self._headers())
 
-    # HTTP: Serve's proxy sends ``/v2/models/{model}/...`` here; paths below are relative.
+    # HTTP: Serve's proxy sends ``/v2/models/{model}/...`` here.
 
-    @model_app.get("/")
-    async def http_metadata(self, request: Request):
-        return await self._http_call(request, "metadata", None)
-
-    @model_app.get("/versions/{version}")
-    async def http_version_metadata(self, version: str, request: Request):
-        return await self._http_call(request, "metadata", version)
-
-    @model_app.get("/ready")
-    async def http_ready(self, request: Request):
-        return await self._http_call(request, "ready", None)
-
-    @model_app.get("/versions/{version}/ready")
-    async def http_version_ready(self, version: str, request: Request):
-        return await self._http_call(request, "ready", version)
-
-    @model_app.post("/infer")
-    async def http_infer(self, request: Request):
-        return await self._http_infer(request, None)
-
-    @model_app.post("/versions/{version}/infer")
-    async def http_version_infer(self, version: str, request: Request):
-        return await self._http_infer(request, version)
-
-    @model_app.post("/feedback")
-    async def http_feedback(self, request: Request):
+    async def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
+        path, root = request.scope.get("path", ""), request.scope.get("root_path", "")
+        found = _route(path[len(root):] if root and path.startswith(root) else path)
+        if found is None:
+            return self._finish("unknown", _oip.error(
+                404, f"no route {path!r} for model {self.model!r}; the routes are '', "
+                "'/ready', '/infer', '/feedback' and '/versions/{version}/...'"), started)
+        route, version = found
+        if request.method not in _METHODS[route]:
+            allowed = ", ".join(_METHODS[route])
+            return self._finish(route, _oip.error(
+                405, f"method {request.method} is not allowed on {path!r}; use {allowed}",
+                {"Allow": allowed}), started)
+        if route == "infer":
+            return await self._http_infer(request, version, started)
+        if route == "feedback":
+            return await self._http_feedback(request, started)
+        return await self._http_call(request, route, version, started)
+
+    async def _http_feedback(self, request: Request, started: float) -> Response:
         reply = self._door.denied(request.headers.get("authorization"), "feedback",
                                   self._headers())
         if reply is None:
@@ -458,16 +449,16 @@ class ModelServer(CanaryRouting):
         self._http_metrics.done(self.model, route, reply, started)
         return _http(reply)
 
-    async def _http_call(self, request: Request, route: str, version: str | None) -> Response:
-        started = time.perf_counter()
+    async def _http_call(self, request: Request, route: str, version: str | None,
+                         started: float) -> Response:
         # Refusals name the version too: the control plane reads it to see the route is ours.
         reply = self._door.denied(request.headers.get("authorization"), "infer", self._headers())
         if reply is None:
             reply = await (self.metadata(version) if route == "metadata" else self.ready(version))
         return self._finish(route, reply, started)
 
-    async def _http_infer(self, request: Request, version: str | None) -> Response:
-        started = time.perf_counter()
+    async def _http_infer(self, request: Request, version: str | None,
+                          started: float) -> Response:
         reply = self._door.denied(request.headers.get("authorization"), "infer", self._headers())
         if reply is None:
             reply = await self._read_and_route(request, version)

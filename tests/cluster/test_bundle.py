@@ -158,3 +158,26 @@ def test_round_trip_keeps_feature_order_when_names_are_not_sorted():
     assert again.feature_names == ["zeta", "alpha", "z_cat", "a_cat"]
     np.testing.assert_array_equal(again.preprocessor.transform(cols), pre.transform(cols))
     np.testing.assert_array_equal(again.predict_proba(cols), bundle.predict_proba(cols))
+
+
+def test_transform_equals_standardising_each_value_on_its_own():
+    """The numerical block is computed in one array operation: every value must still be
+    exactly (value - mean) / std in float64, rounded to float32, with NaN and infinities 0."""
+    rng = np.random.default_rng(3)
+    train = {"a": rng.normal(5, 2, 200), "b": rng.integers(0, 9, 200).astype(float),
+             "c": np.array(["x", "y", "z"] * 66 + ["x", "y"], dtype=object), "d": rng.random(200)}
+    pre = Preprocessor.fit(train, ["c"])
+    cols = {"a": np.array([1.5, np.nan, np.inf, -np.inf, 1e30, 0.1]),
+            "b": np.array([0, 1, 2, 3, 4, 5], dtype=np.int64),
+            "c": np.array(["z", "w", None, "x", "y", "x"], dtype=object),
+            "d": [0.5, 0.25, 0.75, 1.0, 0.0, 1e-9]}
+    out = pre.transform(cols)
+    for j, (name, (mean, std)) in enumerate(pre.numerical.items()):
+        for i, v in enumerate(np.asarray(cols[name], dtype=np.float64)):
+            want = (v - mean) / std
+            want = 0.0 if not np.isfinite(want) else want
+            assert out[i, j] == np.float32(want), (name, i)
+    cats = pre.categorical["c"]
+    for i, v in enumerate(cols["c"]):
+        hot = out[i, len(pre.numerical):]
+        assert hot.tolist() == [1.0 if str(v) == c else 0.0 for c in cats]

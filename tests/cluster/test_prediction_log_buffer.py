@@ -157,6 +157,27 @@ def test_append_many_is_one_write_all_or_none(art):
     assert len(files(art)) == 1
 
 
+def test_rows_of_several_requests_are_the_rows_of_each_in_order(art):
+    """A scored batch becomes one record batch; it must hold exactly what one batch per
+    request held: ids, client ids, shadow flags and row numbers per request, nothing shared."""
+    log = make_log(art)
+    reqs = [LoggedRequest("a", *request(3, 1)),
+            LoggedRequest("b", *request(1, 2), shadow=True, client_id="mine"),
+            LoggedRequest("c", *request(2, 3), client_id="x")]
+    one = log.rows(reqs, now=T0_NS)
+    each = [log.batch(r.request_id, r.columns, r.predictions, r.scores, shadow=r.shadow,
+                      client_id=r.client_id, now=T0_NS) for r in reqs]
+    assert one.to_pylist() == [row for b in each for row in b.to_pylist()]
+    assert one.column("row").to_pylist() == [0, 1, 2, 0, 0, 1]
+    assert one.column("shadow").to_pylist() == [False] * 3 + [True] + [False] * 2
+    # The sizes' constant columns are kept: a second batch of the same size reuses them,
+    # and a different shadow flag does not.
+    again = log.rows([reqs[0]], now=T0_NS + 1)
+    assert again.column("shadow").to_pylist() == [False] * 3
+    shadowed = log.rows([LoggedRequest("s", *request(3, 1), shadow=True)], now=T0_NS)
+    assert shadowed.column("shadow").to_pylist() == [True] * 3
+
+
 def test_close_publishes_everything_stops_the_thread_and_refuses_more(art):
     buf = PredictionLogBuffer(make_log(art), flush_interval_s=60)
     for i in range(5):
