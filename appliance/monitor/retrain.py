@@ -289,8 +289,11 @@ def build_dataset(
         "max_rows": policy.max_rows, "holdout_share": policy.holdout_share,
         "order": "previous rows first, then production rows oldest first",
     }
+    # Checked against the last good retraining set like any new version: one that breaks the
+    # data contract is registered but blocked (training.start refuses it until accepted).
     ds = datasets.add_table(session, store, table, f"{request.model_name}-retrain",
-                            actor=request.created_by, source=f"retrain request #{request.id}")
+                            actor=request.created_by, source=f"retrain request #{request.id}",
+                            label=label)
     if not ds.lineage:
         ds.lineage = lineage
         session.add(ds)
