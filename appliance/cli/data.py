@@ -25,7 +25,7 @@ def _warn_if_blocked(doc: datasets.DatasetPublic) -> None:
     ref = f"{doc.name}:{doc.version}"
     err_console.print(
         f"warning: dataset {ref} fails its data contract against {doc.contract.baseline} "
-        f"({len(doc.contract.violations)} violation(s)): {doc.contract.summary()}; training "
+        f"({len(doc.contract.blocking())} violation(s)): {doc.contract.summary()}; training "
         f"on it is refused until accepted: appliance data accept {ref} --reason '...'",
         soft_wrap=True, markup=False, highlight=False,
     )
@@ -95,13 +95,16 @@ def show(
     if json_out:
         emit_json(doc)
         return
-    print_table(["name", "version", "rows", "label", "contract", "baseline", "digest"],
-                [[doc.name, doc.version, doc.rows, doc.label or "<none>", doc.contract_status,
+    print_table(["name", "version", "rows", "label", "purpose", "contract", "baseline",
+                 "digest"],
+                [[doc.name, doc.version, doc.rows, doc.label or "<none>",
+                  doc.contract.purpose.value if doc.contract else "<none>", doc.contract_status,
                   (doc.contract.baseline if doc.contract else None) or "<none>",
                   doc.digest[:16]]])
     if doc.contract and doc.contract.violations:
-        print_table(["column", "check", "message"],
-                    [[v.column or "<table>", v.check, v.message]
+        # Severity: "block" fails the version; "warn" is drift a retraining set may show.
+        print_table(["column", "check", "severity", "message"],
+                    [[v.column or "<table>", v.check, v.severity.value, v.message]
                      for v in doc.contract.violations])
     if doc.contract_accepted_by:
         print_table(["accepted_by", "accepted_at", "reason"],

@@ -15,14 +15,22 @@ their default tolerances live in `Tolerances`:
     category_new                    a string or bool column holds a value never seen before
     category_vanished               a value that held `vanished_category_share` of rows is gone
     row_count                       rows grew or shrank by more than `row_factor`
-    label_balance                   a class share moved by more than `label_share`, or a class
-                                    appeared or vanished
+    row_count (retraining)          rows more than `row_factor` apart from the labelled rows
+                                    the monitor's window index promised
+    label_balance                   a class share moved by more than `label_share`
+    label_collapse                  a class appeared or vanished, or its share fell below
+                                    `label_collapse_factor` of what it was; a numeric label
+                                    that varied became constant
     label_shift                     a numeric label's mean moved by more than `label_mean_shift`
                                     old stds, or its std changed by more than `label_std_factor`
     label_column                    the label column is another one than before
 
-A failed version is blocked from training until someone accepts it
-(`appliance.registry.datasets.accept_contract`).
+How severe a finding is depends on what the version is for (`Purpose`, `SEVERITY`): in a
+person's upload every finding blocks; in a retraining set, which the monitor builds because
+production drifted, drift itself (values beyond the old range, new categories, a label whose
+balance or mean moved) is recorded as a warning, and only what says the data broke rather than
+the world moved blocks. A version with a blocking finding fails and is blocked from training
+until someone accepts it (`appliance.registry.datasets.accept_contract`).
 """
 
 from __future__ import annotations
@@ -37,12 +45,40 @@ import pyarrow.compute as pc
 from sqlmodel import SQLModel
 
 
+class Purpose(str, enum.Enum):
+    """What a dataset version is for, which decides how severe each finding is."""
+
+    upload = "upload"  # registered by a person (`appliance data add`)
+    retraining = "retraining"  # built by the monitor from labelled production windows
+
+
+class Severity(str, enum.Enum):
+    """A blocking finding fails the version; a warning is only recorded in its report."""
+
+    block = "block"
+    warn = "warn"
+
+
+# The checks that only warn, per purpose (every other finding blocks). A retraining set exists
+# BECAUSE production drifted: values beyond the range the champion learned, categories it never
+# saw and a label whose balance or mean moved are exactly what it is built to teach, so blocking
+# on them would stop the loop whenever it is needed. A column gone or added, a type change, a
+# jump in missing values, a category that vanished, a row count far from what the windows
+# promised and a label that collapsed (a class gone or new, a constant label) say that the pipe
+# broke, not that the world moved: those block a retraining set too, and the retrain request
+# waits for a person to accept it (`appliance data accept`).
+SEVERITY: dict[Purpose, frozenset[str]] = {
+    Purpose.upload: frozenset(),
+    Purpose.retraining: frozenset({"range", "category_new", "label_balance", "label_shift"}),
+}
+
+
 class ContractStatus(str, enum.Enum):
     """Where a dataset version stands with its contract; only `failed` blocks training."""
 
     unchecked = "unchecked"  # registered before contracts existed: no profile
     baseline = "baseline"  # nothing earlier to compare with: it sets the contract
-    passed = "passed"
+    passed = "passed"  # no blocking finding (warnings, if any, are in its report)
     failed = "failed"
     accepted = "accepted"  # failed, then accepted by someone with a reason
 
@@ -59,6 +95,8 @@ class Tolerances:
     vanished_category_share: float = 0.01
     row_factor: float = 5.0  # rows may grow or shrink by this factor
     label_share: float = 0.10  # absolute move of one class's share
+    # A class whose share fell below this factor of its baseline share has collapsed.
+    label_collapse_factor: float = 0.2
     label_mean_shift: float = 0.5  # in baseline standard deviations
     label_std_factor: float = 2.0
     max_categories: int = 256  # more distinct strings than this: an id, not a category
@@ -69,26 +107,48 @@ DEFAULT_TOLERANCES = Tolerances()
 
 
 class Violation(SQLModel):
-    """One rule a new version broke."""
+    """One rule a new version broke, and whether that blocks it (see `SEVERITY`)."""
 
     column: str | None
     check: str
     expected: Any
     found: Any
     message: str
+    severity: Severity = Severity.block
 
 
 class ContractReport(SQLModel):
-    """The outcome of checking `dataset` against `baseline` (None: nothing to compare with)."""
+    """The outcome of checking `dataset` against `baseline` (None: nothing to compare with);
+    `passed` is false when any violation blocks."""
 
     dataset: str
     baseline: str | None
+    purpose: Purpose = Purpose.upload
     passed: bool
     violations: list[Violation]
 
-    def summary(self) -> str:
-        """The violations on one line."""
-        return "; ".join(v.message for v in self.violations)
+    def blocking(self) -> list[Violation]:
+        """The violations that fail the version."""
+        return [v for v in self.violations if v.severity == Severity.block]
+
+    def warnings(self) -> list[Violation]:
+        """The violations only recorded (drift a retraining set is expected to show)."""
+        return [v for v in self.violations if v.severity == Severity.warn]
+
+    def summary(self, severity: Severity = Severity.block) -> str:
+        """The violations of `severity` (default the blocking ones) on one line."""
+        return "; ".join(v.message for v in self.violations if v.severity == severity)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """What a version is checked against when it is not the last good version of its name:
+    `ref` ("name:version") and its `profile`, and the rows expected (None: the reference's
+    own row count, within `row_factor`)."""
+
+    ref: str
+    profile: dict[str, Any]
+    expected_rows: int | None = None
 
 
 # Profiling.
@@ -187,6 +247,14 @@ def profile(table: pa.Table, label: str | None = None,
             "label": _label_profile(table, label, columns, tolerances) if label else None}
 
 
+def restrict(doc: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    """Profile `doc` with only `columns` kept (the others are not part of the contract)."""
+    keep = {k: v for k, v in doc["columns"].items() if k in columns}
+    label = doc.get("label")
+    return {**doc, "columns": keep,
+            "label": label if label and label["column"] in columns else None}
+
+
 # Comparing.
 
 
@@ -249,17 +317,18 @@ def _categories(name: str, was: dict, now: dict, tol: Tolerances) -> list[Violat
     return out
 
 
-def _columns(old: dict, new: dict, tol: Tolerances) -> list[Violation]:
+def _columns(old: dict, new: dict, tol: Tolerances, *, by_kind: bool) -> list[Violation]:
     out = []
     for name, was in old["columns"].items():
         now = new["columns"].get(name)
         if now is None:
             continue
-        if now["type"] != was["type"]:
-            out.append(Violation(column=name, check="type", expected=was["type"],
-                                 found=now["type"],
-                                 message=f"column {name!r}: type {now['type']}, "
-                                         f"was {was['type']}"))
+        key = "kind" if by_kind else "type"
+        if now[key] != was[key]:
+            out.append(Violation(column=name, check="type", expected=was[key],
+                                 found=now[key],
+                                 message=f"column {name!r}: type {now[key]}, "
+                                         f"was {was[key]}"))
             continue
         if now["missing"] - was["missing"] > tol.missing_share:
             out.append(Violation(
@@ -275,12 +344,13 @@ def _columns(old: dict, new: dict, tol: Tolerances) -> list[Violation]:
     return out
 
 
-def _rows(old: dict, new: dict, tol: Tolerances) -> list[Violation]:
-    was, now = old["rows"], new["rows"]
-    if was and now and 1 / tol.row_factor <= now / was <= tol.row_factor:
+def _rows(old: dict, new: dict, tol: Tolerances, expected: int | None) -> list[Violation]:
+    was, now = (old["rows"], "was") if expected is None else (expected, "expected")
+    if was and new["rows"] and 1 / tol.row_factor <= new["rows"] / was <= tol.row_factor:
         return []
-    return [Violation(column=None, check="row_count", expected=was, found=now,
-                      message=f"{now} rows, was {was} (more than x{tol.row_factor:g} apart)")]
+    return [Violation(column=None, check="row_count", expected=was, found=new["rows"],
+                      message=f"{new['rows']} rows, {now} {was} (more than "
+                              f"x{tol.row_factor:g} apart)")]
 
 
 def _label(old: dict, new: dict, tol: Tolerances) -> list[Violation]:
@@ -296,16 +366,30 @@ def _label(old: dict, new: dict, tol: Tolerances) -> list[Violation]:
     if was["kind"] == "classes":
         old_s, new_s = was["shares"], now["shares"]
         moved = {k: (old_s.get(k, 0.0), new_s.get(k, 0.0)) for k in sorted({*old_s, *new_s})}
-        bad = {k: ab for k, ab in moved.items()
-               if abs(ab[1] - ab[0]) > tol.label_share or (ab[0] == 0) != (ab[1] == 0)}
+
+        def told(which: dict) -> str:
+            return ", ".join(f"{k}: {a:.1%} -> {b:.1%}" for k, (a, b) in which.items())
+
+        collapsed = {k: (a, b) for k, (a, b) in moved.items()
+                     if a == 0 or b < tol.label_collapse_factor * a}
+        if collapsed:
+            return [Violation(column=name, check="label_collapse", expected=old_s, found=new_s,
+                              message=f"label {name!r}: classes appeared, vanished or fell "
+                                      f"below {tol.label_collapse_factor:.0%} of their share "
+                                      f"({told(collapsed)})")]
+        bad = {k: ab for k, ab in moved.items() if abs(ab[1] - ab[0]) > tol.label_share}
         if not bad:
             return []
-        told = ", ".join(f"{k}: {a:.1%} -> {b:.1%}" for k, (a, b) in bad.items())
         return [Violation(column=name, check="label_balance", expected=old_s, found=new_s,
-                          message=f"label {name!r} class shares moved ({told}; tolerance "
+                          message=f"label {name!r} class shares moved ({told(bad)}; tolerance "
                                   f"{tol.label_share:.0%})")]
     if was.get("mean") is None or now.get("mean") is None:
         return []
+    if was["std"] and not now["std"]:
+        return [Violation(column=name, check="label_collapse", expected=was["std"],
+                          found=now["std"],
+                          message=f"label {name!r} is constant ({_fmt(now['mean'])}), its std "
+                                  f"was {_fmt(was['std'])}")]
     std = was["std"] or 0.0
     shift = abs(now["mean"] - was["mean"])
     ratio = (now["std"] or 0.0) / std if std else math.inf if now["std"] else 1.0
@@ -321,17 +405,29 @@ def _label(old: dict, new: dict, tol: Tolerances) -> list[Violation]:
 
 
 def compare(old: dict[str, Any], new: dict[str, Any], *, dataset: str, baseline: str,
+            purpose: Purpose = Purpose.upload, expected_rows: int | None = None,
             tolerances: Tolerances = DEFAULT_TOLERANCES) -> ContractReport:
-    """Check profile `new` against profile `old` (both from `profile`).
+    """Check profile `new` against profile `old` (both from `profile`); each finding's severity
+    is the one `SEVERITY` gives it for `purpose`.
 
     Args:
         old: the baseline version's profile.
         new: the new version's profile.
         dataset: the new version's "name:version", for the report.
         baseline: the baseline's "name:version".
+        purpose: what the new version is for (default `Purpose.upload`: everything blocks).
+        expected_rows: the rows the new version should have (default None: about the
+            baseline's).
         tolerances: the rules' limits (default `DEFAULT_TOLERANCES`).
     """
-    found = [*_schema(old, new), *_columns(old, new, tolerances), *_rows(old, new, tolerances),
-             *_label(old, new, tolerances)]
-    return ContractReport(dataset=dataset, baseline=baseline, passed=not found,
+    # A retraining set is typed as the champion takes its features (numbers as float64,
+    # categories as text), so for it only the kind of a column can change, not its width.
+    by_kind = purpose == Purpose.retraining
+    found = [*_schema(old, new), *_columns(old, new, tolerances, by_kind=by_kind),
+             *_rows(old, new, tolerances, expected_rows), *_label(old, new, tolerances)]
+    warn = SEVERITY[purpose]
+    found = [v.model_copy(update={"severity": Severity.warn if v.check in warn
+                                  else Severity.block}) for v in found]
+    return ContractReport(dataset=dataset, baseline=baseline, purpose=purpose,
+                          passed=not any(v.severity == Severity.block for v in found),
                           violations=found)

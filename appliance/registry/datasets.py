@@ -4,9 +4,11 @@ A file (Parquet or CSV) is read into Arrow and re-encoded as an uncompressed Arr
 schema metadata dropped; the sha256 of those canonical bytes is the dataset's identity, so the
 same rows registered from CSV or Parquet are the same version.
 
-Each version is profiled at ingest and checked against the last good version of its name
-(`appliance.registry.contract`); a version that fails is registered all the same but blocked
-from training (`check_trainable`) until someone accepts it (`accept_contract`).
+Each version is profiled at ingest and checked against the last good version of its name, or
+against the reference its builder names (a retraining set: the champion's training data), with
+the severities of its purpose (`appliance.registry.contract`); a version that fails is
+registered all the same but blocked from training (`check_trainable`) until someone accepts it
+(`accept_contract`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from appliance.governance import audit
 from appliance.governance.users import require
 from appliance.names import check_name, check_path
 from appliance.registry import contract
-from appliance.registry.contract import ContractReport, ContractStatus
+from appliance.registry.contract import ContractReport, ContractStatus, Purpose, Reference
 from appliance.store.models import Dataset, User, utcnow
 
 # A version whose contract held, was accepted, or set it can be the next one's baseline.
@@ -85,13 +87,14 @@ def _baseline(session: Session, name: str) -> Dataset | None:
 
 def add_table(
     session: Session, store: ArtifactStore, table: pa.Table, name: str, *, actor: str,
-    source: str | None = None, label: str | None = None,
+    source: str | None = None, label: str | None = None, purpose: Purpose = Purpose.upload,
+    against: Reference | None = None,
 ) -> Dataset:
     """Register `table` as the next version of dataset `name` (or return the identical one).
 
-    The version is profiled and checked against its baseline (the newest earlier version
-    whose contract held or was accepted); a failed check still registers it, with status
-    "failed", which blocks training on it.
+    The version is profiled and checked against `against`, else its baseline (the newest
+    earlier version whose contract held or was accepted), with the severities of `purpose`; a
+    blocking finding still registers it, with status "failed", which blocks training on it.
 
     Args:
         session: the caller's transaction.
@@ -103,6 +106,9 @@ def add_table(
         label: the label column whose class balance the contract keeps (default: the
             baseline's label column if the table has it, else "label" if it has one, else
             none).
+        purpose: what the version is for (default `Purpose.upload`: every finding blocks).
+        against: the reference to check it against instead of its name's baseline (default
+            None).
 
     Raises:
         InvalidInput: no rows, a bad name, or a `label` the table lacks.
@@ -117,19 +123,25 @@ def add_table(
     ).first()
     if same:
         return same
-    baseline = _baseline(session, name)
-    label = _label(table, label, baseline)
+    if against is None:
+        baseline = _baseline(session, name)
+        if baseline is not None:
+            against = Reference(f"{name}:{baseline.version}", baseline.profile)
+        label = _label(table, label, baseline)
+    else:
+        label = _label(table, label, None)
     profile = contract.profile(table, label)
     store.put_bytes(data)
     latest = session.exec(select(func.max(Dataset.version)).where(Dataset.name == name)).one()
     version = (latest or 0) + 1
-    if baseline is None:
-        report = ContractReport(dataset=f"{name}:{version}", baseline=None, passed=True,
-                                violations=[])
+    if against is None:
+        report = ContractReport(dataset=f"{name}:{version}", baseline=None, purpose=purpose,
+                                passed=True, violations=[])
         status = ContractStatus.baseline
     else:
-        report = contract.compare(baseline.profile, profile, dataset=f"{name}:{version}",
-                                  baseline=f"{name}:{baseline.version}")
+        report = contract.compare(against.profile, profile, dataset=f"{name}:{version}",
+                                  baseline=against.ref, purpose=purpose,
+                                  expected_rows=against.expected_rows)
         status = ContractStatus.passed if report.passed else ContractStatus.failed
     ds = Dataset(
         name=name, version=version, digest=digest, rows=table.num_rows,
@@ -142,7 +154,9 @@ def add_table(
     audit.record(session, actor, "dataset.added", "dataset", f"{name}:{ds.version}",
                  {"digest": digest, "rows": ds.rows, "source": source, "label": label,
                   "contract": status.value, "baseline": report.baseline,
-                  "violations": [v.check for v in report.violations]})
+                  "purpose": report.purpose.value,
+                  "violations": [v.check for v in report.blocking()],
+                  "warnings": [v.check for v in report.warnings()]})
     return ds
 
 
@@ -199,7 +213,7 @@ def check_trainable(ds: Dataset) -> None:
     ref, got = f"{ds.name}:{ds.version}", report(ds)
     raise CheckFailed(
         f"dataset {ref} failed its data contract against {got.baseline} "
-        f"({len(got.violations)} violation(s)): {got.summary()}; training on it is refused; "
+        f"({len(got.blocking())} violation(s)): {got.summary()}; training on it is refused; "
         f"if the data are right, accept it: appliance data accept {ref} --reason '...'"
     )
 
@@ -240,10 +254,11 @@ def accept_contract(session: Session, user: User, ref: str, reason: str,
     ds.contract_accepted_by, ds.contract_accepted_reason = user.name, reason
     ds.contract_accepted_at = now or utcnow()
     session.add(ds)
+    got = report(ds)
     audit.record(session, user.name, "dataset.contract_accepted", "dataset",
                  f"{ds.name}:{ds.version}",
-                 {"reason": reason, "baseline": (ds.contract or {}).get("baseline"),
-                  "violations": [v["check"] for v in (ds.contract or {}).get("violations", [])]})
+                 {"reason": reason, "baseline": got.baseline,
+                  "violations": [v.check for v in got.blocking()]})
     return ds
 
 

@@ -69,8 +69,10 @@ def test_a_violating_version_is_registered_blocked_and_accepted_with_who_and_why
     doc = json.loads(res.stdout)
     assert (doc["version"], doc["label"], doc["contract_status"]) == (2, "label", "failed")
     (violation,) = doc["contract"]["violations"]
-    assert set(violation) == {"column", "check", "expected", "found", "message"}
-    assert (violation["column"], violation["check"]) == ("x", "range")
+    assert set(violation) == {"column", "check", "expected", "found", "message", "severity"}
+    assert (violation["column"], violation["check"], violation["severity"]) == (
+        "x", "range", "block")
+    assert (doc["contract"]["purpose"], doc["contract"]["passed"]) == ("upload", False)
     assert violation["found"] == [0.0, 5000.0]
     warning = _one_line(res)
     assert warning.startswith("warning: dataset loans:2 fails its data contract against "
@@ -107,3 +109,4 @@ def test_a_violating_version_is_registered_blocked_and_accepted_with_who_and_why
 
     res = _cli(home, "risk", "data", "show", "loans")
     assert res.returncode == 0 and "accepted" in res.stdout and "range" in res.stdout
+    assert "upload" in res.stdout and "block" in res.stdout

@@ -1,7 +1,8 @@
 """The data contract at ingest (`appliance.registry.contract`, `datasets.add_table`): each kind
 of violation on a crafted second version, the baseline a version is checked against, the
 override with who and why, and training refused until then; on SQLite and PostgreSQL, with a
-real artifact store. The retraining set the monitor builds is checked the same way."""
+real artifact store. The retraining set the monitor builds is checked against the champion's
+training data, where drift only warns and the rest blocks."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from appliance.config import Config
 from appliance.errors import CheckFailed, ConflictError, InvalidInput, PermissionDenied
 from appliance.governance.users import create_user, get_user
 from appliance.monitor import retrain, service
-from appliance.monitor.feedback import write_feedback
 from appliance.monitor.policy import DEFAULTS
 from appliance.pipelines import training
 from appliance.pipelines.spec import TrainSpec
@@ -238,19 +238,84 @@ def test_profile_counts_nan_and_inf_as_missing_and_lists_no_id_like_column():
     assert doc["columns"]["d"]["categories"] == {"u": 2, "v": 1}
 
 
-# The retraining set the monitor builds goes through the same check (no Ray).
+# Severity per purpose: a person's upload blocks on everything; a retraining set only warns on
+# drift (values beyond the range, new categories, the label's balance or mean moving).
+
+RETRAINING_WARNS = {"range", "category_new", "label_balance", "label_shift"}
 
 
-def _serve_and_label(world: lw.World, first: int, count: int, at: dt.datetime, **drift) -> None:
-    rows = {}
+def _compare(second: pa.Table, purpose: contract.Purpose, *, label: str = "label",
+             first: pa.Table | None = None, expected_rows: int | None = None):
+    old = contract.profile(first if first is not None else _with(base()), label)
+    return contract.compare(old, contract.profile(second, label), dataset="d:2",
+                            baseline="d:1", purpose=purpose, expected_rows=expected_rows)
+
+
+@pytest.mark.parametrize("case", sorted(set(BROKEN) - {"label_column"}))
+def test_a_retraining_set_only_warns_on_drift_and_blocks_on_everything_else(case):
+    second = BROKEN[case]()
+    if case == "type":
+        # A retraining set is typed as the champion takes it (numbers as float64), so only
+        # a change of kind counts there: a number arriving as text.
+        second = _with(base(), k=pa.array([str(v) for v in np.arange(N) % 7]))
+    report = _compare(second, contract.Purpose.retraining)
+    check = case.split("-")[0]
+    assert [v.check for v in report.violations] == [check], report.summary()
+    want = "warn" if check in RETRAINING_WARNS else "block"
+    assert report.violations[0].severity == want
+    assert report.passed == (want == "warn") and report.purpose == "retraining"
+    assert len(report.warnings()) == (want == "warn")
+    # The same finding in a person's upload blocks.
+    assert _compare(BROKEN[case](), contract.Purpose.upload).blocking()[0].check == check
+
+
+def test_a_retraining_sets_int_to_float_widening_is_no_type_change():
+    widened = _with(base(), k=pa.array(np.arange(N, dtype=np.float64) % 7))
+    assert _compare(widened, contract.Purpose.retraining).violations == []
+
+
+@pytest.mark.parametrize("purpose", list(contract.Purpose))
+def test_a_collapsed_label_blocks_for_every_purpose(purpose):
+    # One class all but gone (2% of rows, was 50%): not drift to learn from, a broken feed.
+    almost_one = pa.array((np.arange(N) % 50 != 0).astype(np.int64))
+    report = _compare(_with(base(), label=almost_one), purpose)
+    assert [(v.check, v.severity) for v in report.violations] == [("label_collapse", "block")]
+    assert "fell below 20% of their share (0: 50.0% -> 2.0%" in report.summary()
+    # A numeric label that stopped varying collapsed too.
+    first = _with(base(), label=None, target=pa.array(np.linspace(0.0, 10.0, N)))
+    flat = _with(base(), label=None, target=pa.array(np.full(N, 5.0)))
+    report = _compare(flat, purpose, label="target", first=first)
+    assert [v.check for v in report.blocking()] == ["label_collapse"]
+
+
+def test_the_row_count_is_checked_against_the_rows_expected_when_they_are_given():
+    report = _compare(_with(base()), contract.Purpose.retraining, expected_rows=100)
+    assert [(v.check, v.severity, v.expected, v.found) for v in report.violations] == [
+        ("row_count", "block", 100, N)]
+    assert report.summary() == f"{N} rows, expected 100 (more than x5 apart)"
+    # Far from the baseline's rows, but what the windows promised: fine.
+    assert _compare(_with(base(150)), contract.Purpose.retraining,
+                    expected_rows=160).violations == []
+
+
+# The retraining set the monitor builds (no Ray): checked against the champion's training data
+# with the retraining severities.
+
+
+def _serve_and_label(world: lw.World, first: int, count: int, at: dt.datetime, *,
+                     categories=None, **drift) -> None:
+    """Serve `count` requests of 100 rows and label them; `categories(rows)` replaces c."""
+    truth = []
     for i in range(first, first + count):
+        rows = lw.draw(100, 100 + i, **drift)
+        if categories is not None:
+            rows["c"] = categories(i).astype(object)
         name = f"r{i:02d}"
-        rows[name] = lw.log_rows(world.cfg.artifacts, world.deployment, name, 100,
-                                 at=at + dt.timedelta(seconds=i), seed=100 + i, **drift)
+        world.log(rows, name, at=at + dt.timedelta(seconds=i))
+        truth.append((name, rows["y"]))
     now = at + dt.timedelta(minutes=5)
     service.run_once(world.cfg, now=now, deliver=False)
-    for name, got in rows.items():
-        write_feedback(world.cfg.artifacts, world.deployment, name, np.arange(100), got["y"])
+    world.label(truth)
     service.run_once(world.cfg, now=now, deliver=False)
 
 
@@ -265,24 +330,54 @@ def _retraining_set(world: lw.World, since_window: int) -> Dataset:
                                      world.cfg.artifacts, request, DEFAULTS)
 
 
-def test_the_monitors_retraining_sets_are_checked_and_blocked_the_same_way(db_url, tmp_path):
+def _new_category(i: int) -> np.ndarray:
+    return np.where(np.arange(100) % 10 == 0, "c", np.where(np.arange(100) % 2, "a", "b"))
+
+
+def test_a_drifted_retraining_set_passes_with_its_drift_recorded_as_warnings(db_url, tmp_path):
     world = lw.make_world(tmp_path, db_url=db_url,
                           policy={"window_rows": 400, "window_seconds": None})
     try:
-        _serve_and_label(world, 0, 8, lw.T0)
-        first = _retraining_set(world, 1)
-        assert (first.name, first.version, first.contract_status, first.label) == (
-            "scorer-retrain", 1, "baseline", "y")
-        # The inputs arrive in another unit: every value far beyond what was seen.
-        _serve_and_label(world, 8, 4, lw.T0 + dt.timedelta(hours=1), shift=8.0)
-        second = _retraining_set(world, 3)
-        assert second.version == 2 and second.contract_status == "failed"
-        assert {v.column for v in datasets.report(second).violations
-                if v.check == "range"} == {"x1", "x2"}
-        # The retrain loop trains the champion's spec on the set: refused, naming violations.
-        spec = TrainSpec(model=world.model, dataset="scorer-retrain:2", label="y",
+        # The inputs moved far beyond what the champion learned, and a new category came.
+        _serve_and_label(world, 0, 8, lw.T0, shift=8.0, categories=_new_category)
+        ds = _retraining_set(world, 1)
+        report = datasets.report(ds)
+        assert (ds.name, ds.contract_status, ds.label) == ("scorer-retrain", "passed", "y")
+        # Checked against what the champion was trained on, though the name is new.
+        assert (report.baseline, report.purpose, report.passed) == (
+            "scorer-train:1", "retraining", True)
+        assert report.blocking() == []
+        found = {(v.check, v.column) for v in report.warnings()}
+        assert {("range", "x1"), ("range", "x2"), ("category_new", "c")} <= found
+        datasets.check_trainable(ds)
+        with session_scope(db_url) as s:
+            event = s.exec(select(AuditEvent).where(AuditEvent.action == "dataset.added",
+                                                    AuditEvent.object_id == "scorer-retrain:1")
+                           ).one()
+        assert event.details["violations"] == [] and "range" in event.details["warnings"]
+        assert event.details["purpose"] == "retraining"
+    finally:
+        dispose_all()
+
+
+def test_a_retraining_set_with_a_vanished_category_is_blocked_until_accepted(db_url, tmp_path):
+    world = lw.make_world(tmp_path, db_url=db_url,
+                          policy={"window_rows": 400, "window_seconds": None})
+    try:
+        # Category "a" (half the champion's rows) never arrives: a feed broke upstream.
+        _serve_and_label(world, 0, 8, lw.T0, categories=lambda i: np.full(100, "b"))
+        ds = _retraining_set(world, 1)
+        assert ds.contract_status == "failed"
+        assert [(v.check, v.column) for v in datasets.report(ds).blocking()] == [
+            ("category_vanished", "c")]
+        spec = TrainSpec(model=world.model, dataset="scorer-retrain:1", label="y",
                          categorical=["c"], split="latest")
-        with pytest.raises(CheckFailed, match=r"scorer-retrain:2 failed .* column 'x1'"):
+        with pytest.raises(CheckFailed, match=r"scorer-retrain:1 failed .* against "
+                                              r"scorer-train:1 .* categories \['a'\] vanished"):
             training.start(world.cfg, world.ops, spec)
+        with session_scope(db_url) as s:
+            datasets.accept_contract(s, get_user(s, "ops"), "scorer-retrain:1",
+                                     "region A is paused this month")
+            datasets.check_trainable(datasets.resolve(s, "scorer-retrain:1"))
     finally:
         dispose_all()
