@@ -6,6 +6,9 @@ change serving run in tests/e2e/test_closed_loop.py, on a real Ray."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import loop_world as lw
 import numpy as np
@@ -16,7 +19,7 @@ from sqlmodel import select
 
 from appliance.errors import PermissionDenied
 from appliance.governance import approvals, audit
-from appliance.governance.users import create_user
+from appliance.governance.users import create_user, issue_token
 from appliance.monitor import canary, service
 from appliance.monitor.policy_store import set_policy
 from appliance.pipelines import loop
@@ -184,6 +187,21 @@ def test_a_drifted_retraining_set_trains_with_its_warnings_on_the_request(any_db
         assert not s.exec(select(Alert).where(Alert.kind == "retrain")).all()
 
 
+def _canary_status_table(world: lw.World) -> str:
+    """`appliance canary status MODEL` as a viewer sees it (the real CLI, in a process of its
+    own, so that its configuration leaves this one's audit key alone)."""
+    with session_scope(world.cfg.db_url) as s:
+        create_user(s, "val", "viewer", actor="admin")
+        token = issue_token(s, "val", "cli", actor="admin")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update(APPLIANCE_HOME=str(world.cfg.home), APPLIANCE_DB_URL=world.cfg.db_url,
+               APPLIANCE_ARTIFACTS=str(world.cfg.artifacts), APPLIANCE_TOKEN=token)
+    res = subprocess.run([sys.executable, "-m", "appliance.cli", "canary", "status",
+                          world.model], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
 def test_a_blocked_retraining_set_makes_the_request_wait_and_an_accept_resumes_it(
         any_db_world):
     world = any_db_world
@@ -204,6 +222,9 @@ def test_a_blocked_retraining_set_makes_the_request_wait_and_an_accept_resumes_i
         assert notice.owner == "ops" and "failed its data contract against scorer-train:1" \
             in notice.message
         assert "appliance data accept scorer-retrain:1 --reason" in notice.message
+    table = _canary_status_table(world)
+    assert "waiting_for_data_accept" in table and "scorer-retrain:1" in table
+    assert "category_vanished  block" in table and "categories ['a'] vanished" in table
     # It waits, however often the loop comes by, and tells the owner only once.
     for _ in range(2):
         (step,) = loop.advance(world.cfg, svc)
