@@ -32,8 +32,13 @@ def status(
     r = doc.retrain
     if r is not None:
         verdict = (r.canary or {}).get("verdict") or {}
-        print_table(["retrain", "state", "trigger", "champion", "challenger", "gate", "canary",
-                     "approval", "age"],
-                    [[f"#{r.id}", r.state, r.trigger, r.champion_version, r.challenger_version,
-                      (r.gate or {}).get("passed"), verdict.get("status"), r.approval,
-                      r.created_at]])
+        print_table(["retrain", "state", "trigger", "dataset", "contract", "champion",
+                     "challenger", "gate", "canary", "approval", "age"],
+                    [[f"#{r.id}", r.state, r.trigger, r.dataset, r.data_contract_status,
+                      r.champion_version, r.challenger_version, (r.gate or {}).get("passed"),
+                      verdict.get("status"), r.approval, r.created_at]])
+        if r.data_contract and r.data_contract.violations:
+            # The retraining set's findings: "block" holds the request until `data accept`.
+            print_table(["column", "check", "severity", "message"],
+                        [[v.column or "<table>", v.check, v.severity.value, v.message]
+                         for v in r.data_contract.violations])

@@ -20,6 +20,8 @@ from sqlmodel import Session, SQLModel, col, select
 
 from appliance.monitor.metrics import HIGHER_IS_BETTER
 from appliance.monitor.policy import Policy
+from appliance.registry import datasets
+from appliance.registry.contract import ContractReport
 from appliance.registry.models import get_model
 from appliance.store.models import (
     Dataset,
@@ -140,6 +142,10 @@ class RetrainPublic(SQLModel):
     champion_version: int | None
     challenger_version: int | None
     dataset: str | None
+    # The retraining set's data contract: its status (a "failed" one holds the request in
+    # waiting_for_data_accept) and its report, blocking findings and warnings alike.
+    data_contract_status: str | None
+    data_contract: ContractReport | None
     run: str | None
     gate: dict[str, Any] | None
     canary: dict[str, Any] | None
@@ -170,7 +176,9 @@ def retrain_public(session: Session, request: RetrainRequest) -> RetrainPublic:
         since_window=request.since_window,
         champion_version=number(request.champion_version_id),
         challenger_version=number(request.version_id),
-        dataset=f"{ds.name}:{ds.version}" if ds else None, run=request.run_id,
+        dataset=f"{ds.name}:{ds.version}" if ds else None,
+        data_contract_status=ds.contract_status if ds else None,
+        data_contract=datasets.report(ds) if ds else None, run=request.run_id,
         gate=request.gate or None, canary=request.canary or None,
         approval=request.approval_id, outcome=request.outcome, error=request.error,
         created_at=request.created_at, finished_at=request.finished_at,

@@ -12,6 +12,12 @@ labels that arrived for them, oldest first (so the newest rows are the holdout),
 cut to the newest `max_rows`, after an optional seeded share of the champion's own training
 rows. It is registered as a dataset version whose lineage names the windows and feedback
 batches it came from. Nothing generated, nothing from the future.
+
+Its data contract (`appliance.registry.contract`, purpose "retraining") is checked against the
+data the champion was trained on, the features and label only, since that is what the
+challenger would replace; its row count against the labelled rows the window index promised.
+Drift (ranges, new categories, the label's balance) only warns there; a set with a blocking
+finding makes the request wait for `appliance data accept` (`appliance.pipelines.loop`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from appliance.governance import audit
 from appliance.monitor import labels
 from appliance.monitor.policy import Policy
 from appliance.monitor.windows import read_window, served_mask
-from appliance.registry import datasets
+from appliance.registry import contract, datasets
 from appliance.store.models import (
     Alert,
     Dataset,
@@ -236,6 +242,20 @@ def _production_rows(
     return table, ids
 
 
+def _reference(session: Session, store: ArtifactStore, champion: ModelVersion,
+               expected_rows: int) -> contract.Reference:
+    """The champion's training data, as a retraining set is checked against it."""
+    ds = session.get(Dataset, session.get(Run, champion.run_id).dataset_id)
+    columns = [*champion.features, champion.label]
+    profile = ds.profile
+    if profile is None or ds.label != champion.label:
+        # Registered before contracts, or profiled with another label column: profile it now
+        # (read once per retraining set, and only the model's columns).
+        profile = contract.profile(datasets.load(store, ds).select(columns), champion.label)
+    return contract.Reference(f"{ds.name}:{ds.version}", contract.restrict(profile, columns),
+                              expected_rows=expected_rows)
+
+
 def build_dataset(
     session: Session, store: ArtifactStore, artifacts: Any, request: RetrainRequest,
     policy: Policy,
@@ -253,6 +273,10 @@ def build_dataset(
         raise ConflictError(f"retrain request #{request.id}: the deployment "
                             f"{request.deployment!r} has no champion version to retrain")
     features, label = list(champion.features), champion.label
+    # What the window index says there is: the rows the files must give, within the contract.
+    promised = labelled_rows_since(session, request.deployment, request.since_window)
+    if policy.max_rows is not None:
+        promised = min(promised, policy.max_rows)
     fresh, window_ids = _production_rows(session, artifacts, request, features,
                                          list(champion.categorical))
     if fresh.num_rows == 0:
@@ -277,6 +301,7 @@ def build_dataset(
         idx = np.sort(rng.choice(old.num_rows, size=take, replace=False))
         old = old.take(pa.array(idx, pa.int64())).select([*features, label])
         parts.append(old.cast(fresh.schema))
+        promised += old.num_rows
         previous_doc = {"dataset": f"{old_ds.name}:{old_ds.version}", "rows": old.num_rows,
                         "share": policy.previous_share}
     parts.append(fresh)
@@ -289,8 +314,13 @@ def build_dataset(
         "max_rows": policy.max_rows, "holdout_share": policy.holdout_share,
         "order": "previous rows first, then production rows oldest first",
     }
+    # Checked against the champion's training data with the retraining severities (see the
+    # module docstring): one with a blocking finding is registered but blocked (training.start
+    # refuses it until accepted), and the loop makes the request wait for that.
     ds = datasets.add_table(session, store, table, f"{request.model_name}-retrain",
-                            actor=request.created_by, source=f"retrain request #{request.id}")
+                            actor=request.created_by, source=f"retrain request #{request.id}",
+                            label=label, purpose=contract.Purpose.retraining,
+                            against=_reference(session, store, champion, promised))
     if not ds.lineage:
         ds.lineage = lineage
         session.add(ds)

@@ -1,8 +1,8 @@
 """The retrain loop's orchestrator: walks each retrain request from its trigger to a promoted
 challenger, one durable step at a time.
 
-    waiting_for_labels -> training -> gating -> deploying_canary -> canary
-        -> requesting_promotion -> awaiting_approval -> promoting -> promoted
+    waiting_for_labels [-> waiting_for_data_accept] -> training -> gating -> deploying_canary
+        -> canary -> requesting_promotion -> awaiting_approval -> promoting -> promoted
 
 and the ends on the way: gate_failed, canary_aborted (a regression, or no verdict in time),
 rejected, failed (a step kept failing), cancelled (a rollback or an undeploy).
@@ -12,6 +12,13 @@ and keyed by the request (a content-addressed dataset, a training run whose id i
 before it starts and which resumes from its checkpoint, a canary deployment that is redeployed
 in place, an approval recorded with the request), so a process killed anywhere resumes at the
 step it was in, and nothing is done twice. A lease per request keeps two monitors apart.
+
+A retraining set that breaks its data contract (a blocking finding: see
+`appliance.registry.contract.SEVERITY`) is not a failed step: it will not heal by retrying,
+but it is not wrong to retrain either. The request waits in `waiting_for_data_accept`, its
+owner is told once with the report, and the loop resumes training when someone runs
+`appliance data accept` on the set (which records who and why). Drift findings the set is
+expected to show are only warnings, recorded with the set and on the request's audit trail.
 
 The challenger is trained through the same pipeline as `appliance train`: the champion's spec
 and params, on the retraining set, with the newest `holdout_share` of it held out; the gate
@@ -37,6 +44,8 @@ from appliance.monitor.policy import Policy
 from appliance.monitor.policy_store import effective
 from appliance.pipelines import deployment, promotion, training
 from appliance.pipelines.spec import TrainSpec
+from appliance.registry import datasets
+from appliance.registry.contract import ContractStatus, Severity
 from appliance.store import session_scope
 from appliance.store.leases import hold, holder_id
 from appliance.store.models import (
@@ -98,10 +107,40 @@ class _Driver:
                        f"{request.since_window}"
             ds = retrain.build_dataset(session, self.store, self.cfg.artifacts, request, policy)
             request.dataset_id = ds.id
+            ref, report = f"{ds.name}:{ds.version}", datasets.report(ds)
+            if ds.contract_status == ContractStatus.failed.value:
+                summary = report.summary()
+                retrain.move(session, request, "waiting_for_data_accept", self.user.name,
+                             dataset=ref, rows=ds.rows, windows=ds.lineage.get("windows"),
+                             baseline=report.baseline,
+                             violations=[v.message for v in report.blocking()],
+                             warnings=[v.message for v in report.warnings()])
+                self._notify_owner(session, request, (
+                    f"{request.model_name}: retraining set {ref} of retrain request "
+                    f"#{request.id} failed its data contract against {report.baseline}: "
+                    f"{summary}; the request waits; if the data are right: appliance data "
+                    f"accept {ref} --reason '...'"))
+                return f"retraining set {ref} failed its data contract: {summary}"
             retrain.move(session, request, "training", self.user.name,
-                         dataset=f"{ds.name}:{ds.version}", rows=ds.rows,
-                         windows=ds.lineage.get("windows"))
-            return f"retraining set {ds.name}:{ds.version} ({ds.rows} rows)"
+                         dataset=ref, rows=ds.rows, windows=ds.lineage.get("windows"),
+                         contract=ds.contract_status,
+                         warnings=[v.message for v in report.warnings()] if report else [])
+            return f"retraining set {ref} ({ds.rows} rows)" + (
+                f", contract warnings: {report.summary(Severity.warn)}"
+                if report and report.warnings() else "")
+
+    def waiting_for_data_accept(self) -> str:
+        with session_scope(self.cfg.db_url) as session:
+            request, _ = self._load(session)
+            ds = session.get(Dataset, request.dataset_id)
+            ref = f"{ds.name}:{ds.version}"
+            if ds.contract_status == ContractStatus.failed.value:
+                return f"retraining set {ref} awaits 'appliance data accept' " \
+                       f"({datasets.report(ds).summary()})"
+            retrain.move(session, request, "training", self.user.name, dataset=ref,
+                         contract=ds.contract_status, accepted_by=ds.contract_accepted_by,
+                         reason=ds.contract_accepted_reason)
+            return f"retraining set {ref} accepted by {ds.contract_accepted_by}"
 
     def _spec(self, session: Session, request: RetrainRequest, policy: Policy) -> TrainSpec:
         champion = session.get(ModelVersion, request.champion_version_id)

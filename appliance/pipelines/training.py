@@ -52,6 +52,9 @@ def start(
         spec: the validated training spec.
         on_started: called inside the transaction that records the run, so that a caller can
             record the run's id in the same commit (the retrain loop does, to resume it).
+
+    Raises:
+        CheckFailed: the dataset version failed its data contract and nobody accepted it.
     """
     # Deferred: Ray and torch are only needed when a training actually runs.
     from cluster import train as ray_train
@@ -62,6 +65,8 @@ def start(
     store = ArtifactStore(cfg.artifacts)
     with integrity.alerting(cfg), session_scope(cfg.db_url) as session:
         ds = datasets.resolve(session, spec.dataset)
+        # A version that broke its data contract trains only once someone accepted it.
+        datasets.check_trainable(ds)
         table = datasets.load(store, ds)
         _check_columns(spec, table.column_names)
         models.ensure_model(session, spec.model, owner=user.name, team=user.team)

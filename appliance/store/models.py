@@ -83,6 +83,17 @@ class Dataset(SQLModel, table=True):
     lineage: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_by: str
     created_at: dt.datetime = Field(default_factory=utcnow)
+    # The data contract (appliance.registry.contract): the label column the profile keeps
+    # class shares of, the profile itself (so the next version is checked without re-reading
+    # this one's rows), this version's ContractReport against its baseline, and its status;
+    # "failed" blocks training until someone accepts it, which is recorded here too.
+    label: str | None = None
+    profile: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    contract: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    contract_status: str = Field(default="unchecked")
+    contract_accepted_by: str | None = None
+    contract_accepted_reason: str | None = Field(default=None, sa_column=Column(Text))
+    contract_accepted_at: dt.datetime | None = None
 
 
 class RiskTier(str, enum.Enum):

@@ -110,6 +110,7 @@ MUTATING = [
     (["tokens", "create", "val", "--name", "extra"], "admin", "ops"),
     (["tokens", "revoke", "val", "--name", "app"], "admin", "ops"),
     (["data", "add", "@CSV@", "--name", "loans"], "operate", "val"),
+    (["data", "accept", "loans:1", "--reason", "fine"], "operate", "val"),
     # The spec is not read before the caller is known: a refusal, not "does not exist".
     (["train", "/no/such/spec.toml"], "operate", "val"),
     (["models", "set", "credit", "--team", "x"], "operate", "val"),
@@ -223,7 +224,8 @@ def test_tokens_list_never_shows_a_secret_and_needs_an_admin(world):
 
 READS = [
     ["status"], ["models", "list"], ["models", "show", "credit:1"], ["lineage", "credit:1"],
-    ["data", "list"], ["audit", "list"], ["audit", "verify"], ["alerts", "list"],
+    ["data", "list"], ["data", "show", "loans:1"], ["audit", "list"], ["audit", "verify"],
+    ["alerts", "list"],
     ["approvals"], ["users", "list"], ["policy", "show", "credit"],
     ["canary", "status", "credit"],
 ]

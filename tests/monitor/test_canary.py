@@ -225,6 +225,9 @@ def test_status_names_the_versions_serving_a_model_and_its_latest_retrain_reques
     assert retrain == {
         "id": request.id, "state": "canary", "trigger": "accuracy", "alert": 7,
         "since_window": 4, "champion_version": 1, "challenger_version": 2,
-        "dataset": f"{ds.name}:{ds.version}", "run": "r123", "gate": {"passed": True},
+        "dataset": f"{ds.name}:{ds.version}", "data_contract_status": "baseline",
+        "data_contract": {"dataset": f"{ds.name}:{ds.version}", "baseline": None,
+                          "purpose": "upload", "passed": True, "violations": []},
+        "run": "r123", "gate": {"passed": True},
         "canary": {"mode": "split", "share": 0.1}, "approval": None, "outcome": None,
         "error": None, "finished_at": None}

@@ -1,12 +1,17 @@
 """The retrain loop's orchestrator, on the steps that need no Ray: who approves a promotion
-request, and how a failing step ends (`appliance.pipelines.loop`). The steps that train and
+request, how a failing step ends, and how a retraining set's data contract holds a request
+until it is accepted (`appliance.pipelines.loop`). The steps that train and
 change serving run in tests/e2e/test_closed_loop.py, on a real Ray."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import loop_world as lw
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -14,10 +19,11 @@ from sqlmodel import select
 
 from appliance.errors import PermissionDenied
 from appliance.governance import approvals, audit
-from appliance.governance.users import create_user
-from appliance.monitor import service
+from appliance.governance.users import create_user, issue_token
+from appliance.monitor import canary, service
 from appliance.monitor.policy_store import set_policy
 from appliance.pipelines import loop
+from appliance.registry import datasets
 from appliance.registry.models import update_model
 from appliance.store import dispose_all, session_scope
 from appliance.store.models import (
@@ -131,3 +137,108 @@ def test_a_window_changed_on_disk_stops_the_retraining_set_and_raises_a_critical
         assert request.dataset_id is None  # no retraining set from a tampered window
         alert = s.exec(select(Alert).where(Alert.kind == "integrity")).one()
         assert alert.severity == "critical" and window.path.rsplit("/", 1)[1] in alert.message
+
+
+# The retraining set's data contract (appliance.registry.contract): drift only warns; a set
+# with a blocking finding holds the request until someone accepts it, and is never a failure.
+
+
+def _labelled_windows_with(world: lw.World, categories: np.ndarray, **drift: float) -> None:
+    """Like `_labelled_windows`, with column c of every served row replaced."""
+    with session_scope(world.cfg.db_url) as s:
+        set_policy(s, world.ops, world.model, {"min_labelled_rows": 1})
+    truth = []
+    for r in range(3):
+        rows = lw.draw(100, 1000 + r, **drift)
+        rows["c"] = categories.astype(object)
+        world.log(rows, f"w1-r{r:03d}")
+        truth.append((f"w1-r{r:03d}", rows["y"]))
+    cfg = dataclasses.replace(world.cfg, policy={"window_rows": 200})
+    service.run_once(cfg)
+    world.label(truth)
+    service.run_once(cfg)
+
+
+@pytest.fixture
+def any_db_world(db_url, tmp_path):
+    w = lw.make_world(tmp_path, db_url=db_url)
+    yield w
+    dispose_all()
+
+
+def test_a_drifted_retraining_set_trains_with_its_warnings_on_the_request(any_db_world):
+    world = any_db_world
+    rid, svc = _request(world, "waiting_for_labels")
+    i = np.arange(100)
+    # Inputs far beyond the champion's range, and a new category "c" beside "a" and "b".
+    _labelled_windows_with(world, np.where(i % 10 == 0, "c", np.where(i % 2, "a", "b")),
+                           shift=8.0)
+    # One step: the set is built and the request moves on (training needs Ray: not here).
+    (step,) = loop.advance(world.cfg, svc, budget=1)
+    assert (step.before, step.after) == ("waiting_for_labels", "training")
+    assert "contract warnings: column 'x1': values span" in step.note
+    with session_scope(world.cfg.db_url) as s:
+        shown = canary.status(s, world.model).retrain
+        assert (shown.id, shown.data_contract_status) == (rid, "passed")
+        assert {"range", "category_new"} <= {v.check for v in shown.data_contract.warnings()}
+        event = s.exec(select(AuditEvent).where(AuditEvent.action == "retrain.training")).one()
+        assert event.details["contract"] == "passed"
+        assert any("new categories ['c']" in w for w in event.details["warnings"])
+        assert not s.exec(select(Alert).where(Alert.kind == "retrain")).all()
+
+
+def _canary_status_table(world: lw.World) -> str:
+    """`appliance canary status MODEL` as a viewer sees it (the real CLI, in a process of its
+    own, so that its configuration leaves this one's audit key alone)."""
+    with session_scope(world.cfg.db_url) as s:
+        create_user(s, "val", "viewer", actor="admin")
+        token = issue_token(s, "val", "cli", actor="admin")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update(APPLIANCE_HOME=str(world.cfg.home), APPLIANCE_DB_URL=world.cfg.db_url,
+               APPLIANCE_ARTIFACTS=str(world.cfg.artifacts), APPLIANCE_TOKEN=token)
+    res = subprocess.run([sys.executable, "-m", "appliance.cli", "canary", "status",
+                          world.model], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_a_blocked_retraining_set_makes_the_request_wait_and_an_accept_resumes_it(
+        any_db_world):
+    world = any_db_world
+    rid, svc = _request(world, "waiting_for_labels")
+    # Category "a", half of what the champion learned from, never arrives.
+    _labelled_windows_with(world, np.full(100, "b"))
+    (step,) = loop.advance(world.cfg, svc, budget=1)
+    assert (step.before, step.after) == ("waiting_for_labels", "waiting_for_data_accept")
+    with session_scope(world.cfg.db_url) as s:
+        request = s.get(RetrainRequest, rid)
+        # Not a failed step: no attempt counted, the request keeps its model's slot.
+        assert (request.attempts, request.error, request.active_key) == (0, None, world.model)
+        shown = canary.status(s, world.model).retrain
+        assert (shown.state, shown.dataset, shown.data_contract_status) == (
+            "waiting_for_data_accept", "scorer-retrain:1", "failed")
+        assert [v.check for v in shown.data_contract.blocking()] == ["category_vanished"]
+        notice = s.exec(select(Alert).where(Alert.kind == "retrain")).one()
+        assert notice.owner == "ops" and "failed its data contract against scorer-train:1" \
+            in notice.message
+        assert "appliance data accept scorer-retrain:1 --reason" in notice.message
+    table = _canary_status_table(world)
+    assert "waiting_for_data_accept" in table and "scorer-retrain:1" in table
+    assert "category_vanished  block" in table and "categories ['a'] vanished" in table
+    # It waits, however often the loop comes by, and tells the owner only once.
+    for _ in range(2):
+        (step,) = loop.advance(world.cfg, svc)
+        assert step.after == "waiting_for_data_accept"
+        assert "awaits 'appliance data accept'" in step.note
+    with session_scope(world.cfg.db_url) as s:
+        assert len(s.exec(select(Alert).where(Alert.kind == "retrain")).all()) == 1
+        datasets.accept_contract(s, world.ops, "scorer-retrain:1", "region A paused in June")
+    (step,) = loop.advance(world.cfg, svc, budget=1)
+    assert (step.before, step.after) == ("waiting_for_data_accept", "training")
+    assert step.note == "retraining set scorer-retrain:1 accepted by ops"
+    with session_scope(world.cfg.db_url) as s:
+        event = s.exec(select(AuditEvent).where(AuditEvent.action == "retrain.training")).one()
+        assert (event.details["accepted_by"], event.details["reason"]) == (
+            "ops", "region A paused in June")
+        assert s.get(RetrainRequest, rid).attempts == 0
+        assert audit.verify(s).ok
