@@ -18,9 +18,9 @@ from appliance.monitor.drift import fit_reference, to_columns
 from appliance.monitor.estimate import check_calibration
 from appliance.pipelines.spec import TrainSpec
 from appliance.pipelines.split import holdout_split
-from appliance.registry import datasets, models
+from appliance.registry import datasets, models, provenance, runs
 from appliance.store import session_scope
-from appliance.store.models import ModelVersion, Run, User
+from appliance.store.models import Dataset, ModelVersion, Run, User
 
 
 @dataclasses.dataclass
@@ -65,8 +65,12 @@ def start(
         table = datasets.load(store, ds)
         _check_columns(spec, table.column_names)
         models.ensure_model(session, spec.model, owner=user.name, team=user.team)
-        run = models.start_run(session, model=spec.model, dataset=ds, spec=spec.to_dict(),
-                               params=spec.params, seed=spec.seed, actor=user.name)
+        # The spec as run: its dataset pinned to the version resolved, so a rerun of the
+        # record trains on these rows even after newer versions arrive.
+        run = models.start_run(session, model=spec.model, dataset=ds,
+                               spec={**spec.to_dict(), "dataset": f"{ds.name}:{ds.version}"},
+                               params=spec.params, seed=spec.seed, actor=user.name,
+                               runtime=provenance.runtime().model_dump(mode="json"))
         if on_started is not None:
             on_started(session, run)
     return run
@@ -143,3 +147,39 @@ def train(cfg: Config, user: User, spec: TrainSpec) -> TrainOutcome:
         spec: the validated training spec.
     """
     return resume(cfg, user, spec, start(cfg, user, spec))
+
+
+def rerun(cfg: Config, user: User, run_id: str) -> TrainOutcome:
+    """Train again from run `run_id`'s record, as a new run whose `rerun_of` names it.
+
+    Same spec, the same dataset version (pinned by name and version, whatever came since),
+    the same seed and the params the run used (defaults filled in then, so a changed default
+    does not change the rerun); the new run records the runtime it got, so `appliance runs
+    compare` shows what else changed.
+
+    Args:
+        cfg: appliance configuration.
+        user: the acting user (needs the "operate" permission, as for `train`).
+        run_id: the run to train again.
+
+    Raises:
+        NotFound: no such run.
+        InvalidInput: its recorded spec holds keys this version no longer knows.
+    """
+    require(user, "operate")
+    with session_scope(cfg.db_url) as session:
+        source = runs.get_run(session, run_id)
+        ds = session.get(Dataset, source.dataset_id)
+        known = {f.name for f in dataclasses.fields(TrainSpec)}
+        unknown = sorted(set(source.spec) - known)
+        if unknown:
+            raise InvalidInput(f"run {run_id!r} was recorded with spec key(s) {unknown} this "
+                               "version does not know; train its spec with `appliance train`")
+        spec = TrainSpec(**{**source.spec, "dataset": f"{ds.name}:{ds.version}",
+                            "seed": source.seed, "params": dict(source.params)})
+        session.expunge(source)
+
+    def link(session: Session, run: Run) -> None:
+        runs.mark_rerun(session, run, source, actor=user.name)
+
+    return resume(cfg, user, spec, start(cfg, user, spec, on_started=link))
