@@ -90,7 +90,7 @@ def compare(
     if json_out:
         emit_json(doc)
         return
-    print_table(["key", a, b, "same"],
+    print_table(["key", "a", "b", "same"],
                 [[f"{f.section}.{f.key}", f.a, f.b, "yes" if f.same else "no"]
                  for f in doc.fields])
     if not doc.differing:

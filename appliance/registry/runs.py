@@ -154,7 +154,10 @@ def _sections(doc: RunPublic) -> dict[str, dict[str, Any]]:
     facts = {k: data[k] for k in ("model", "status", "seed", "device", "error", "rerun_of")}
     facts["dataset"] = f"{doc.dataset.name}:{doc.dataset.version}"
     facts["dataset_digest"] = doc.dataset.digest
-    return {"run": facts, "spec": data["spec"], "params": data["params"],
+    # Params compare as used (defaults filled in), in their own section: a spec that asked
+    # for the defaults by name and one that left them out trained alike.
+    spec = {k: v for k, v in data["spec"].items() if k != "params"}
+    return {"run": facts, "spec": spec, "params": data["params"],
             "metrics": data["metrics"], "environment": data["environment"]}
 
 
