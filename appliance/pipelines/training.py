@@ -164,22 +164,30 @@ def rerun(cfg: Config, user: User, run_id: str) -> TrainOutcome:
 
     Raises:
         NotFound: no such run.
-        InvalidInput: its recorded spec holds keys this version no longer knows.
+        InvalidInput: its recorded spec holds keys this version does not know, or lacks
+            ones it needs.
     """
     require(user, "operate")
     with session_scope(cfg.db_url) as session:
         source = runs.get_run(session, run_id)
-        ds = session.get(Dataset, source.dataset_id)
-        known = {f.name for f in dataclasses.fields(TrainSpec)}
-        unknown = sorted(set(source.spec) - known)
-        if unknown:
-            raise InvalidInput(f"run {run_id!r} was recorded with spec key(s) {unknown} this "
-                               "version does not know; train its spec with `appliance train`")
-        spec = TrainSpec(**{**source.spec, "dataset": f"{ds.name}:{ds.version}",
-                            "seed": source.seed, "params": dict(source.params)})
+        spec = _recorded_spec(source, session.get(Dataset, source.dataset_id))
         session.expunge(source)
 
     def link(session: Session, run: Run) -> None:
         runs.mark_rerun(session, run, source, actor=user.name)
 
     return resume(cfg, user, spec, start(cfg, user, spec, on_started=link))
+
+
+def _recorded_spec(run: Run, ds: Dataset) -> TrainSpec:
+    """The spec `run` recorded, with its dataset version, seed and params as used."""
+    fields = dataclasses.fields(TrainSpec)
+    unknown = sorted(set(run.spec) - {f.name for f in fields})
+    lacking = sorted(f.name for f in fields if f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING and f.name not in run.spec)
+    if unknown or lacking:
+        raise InvalidInput(
+            f"run {run.id!r} recorded a spec this version cannot train again (unknown key(s) "
+            f"{unknown}, missing {lacking}); train a spec file with `appliance train`")
+    return TrainSpec(**{**run.spec, "dataset": f"{ds.name}:{ds.version}", "seed": run.seed,
+                        "params": dict(run.params)})

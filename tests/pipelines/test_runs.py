@@ -21,12 +21,12 @@ from appliance.artifacts import ArtifactStore
 from appliance.cli.main import app
 from appliance.config import load_config
 from appliance.data.synthetic import CATEGORICAL, LABEL, generate
-from appliance.errors import NotFound, PermissionDenied
+from appliance.errors import InvalidInput, NotFound, PermissionDenied
 from appliance.governance import audit
 from appliance.governance.users import create_user, get_user, issue_token
 from appliance.pipelines import training
 from appliance.pipelines.spec import TrainSpec
-from appliance.registry import datasets
+from appliance.registry import datasets, models
 from appliance.store import dispose_all, migrate, session_scope
 from appliance.store.models import AuditEvent, Run
 
@@ -142,3 +142,9 @@ def test_a_rerun_needs_operate_and_a_known_run(home):
         training.rerun(cfg, ops, "feedc0de")
     with session_scope(cfg.db_url) as s:
         assert len(s.exec(select(Run)).all()) == before
+        # A run recorded without a trainable spec (an import, an older format).
+        ds = datasets.resolve(s, "loans:1")
+        bare = models.start_run(s, model="credit", dataset=ds, spec={"model": "credit"},
+                                params={}, seed=0, actor="ops").id
+    with pytest.raises(InvalidInput, match=r"missing \['dataset', 'label'\]"):
+        training.rerun(cfg, ops, bare)
