@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         monitor,
         policy,
         promote,
+        runs,
         status,
         train,
         users,
@@ -30,6 +31,7 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status.status)
     app.add_typer(data.app, name="data")
     app.command("train")(train.train)
+    app.add_typer(runs.app, name="runs")
     app.add_typer(models.app, name="models")
     app.command("lineage")(models.lineage)
     app.command("promote")(promote.promote)

@@ -18,9 +18,9 @@ from appliance.monitor.drift import fit_reference, to_columns
 from appliance.monitor.estimate import check_calibration
 from appliance.pipelines.spec import TrainSpec
 from appliance.pipelines.split import holdout_split
-from appliance.registry import datasets, models
+from appliance.registry import datasets, models, provenance, runs
 from appliance.store import session_scope
-from appliance.store.models import ModelVersion, Run, User
+from appliance.store.models import Dataset, ModelVersion, Run, User
 
 
 @dataclasses.dataclass
@@ -70,8 +70,12 @@ def start(
         table = datasets.load(store, ds)
         _check_columns(spec, table.column_names)
         models.ensure_model(session, spec.model, owner=user.name, team=user.team)
-        run = models.start_run(session, model=spec.model, dataset=ds, spec=spec.to_dict(),
-                               params=spec.params, seed=spec.seed, actor=user.name)
+        # The spec as run: its dataset pinned to the version resolved, so a rerun of the
+        # record trains on these rows even after newer versions arrive.
+        run = models.start_run(session, model=spec.model, dataset=ds,
+                               spec={**spec.to_dict(), "dataset": f"{ds.name}:{ds.version}"},
+                               params=spec.params, seed=spec.seed, actor=user.name,
+                               runtime=provenance.runtime().model_dump(mode="json"))
         if on_started is not None:
             on_started(session, run)
     return run
@@ -148,3 +152,47 @@ def train(cfg: Config, user: User, spec: TrainSpec) -> TrainOutcome:
         spec: the validated training spec.
     """
     return resume(cfg, user, spec, start(cfg, user, spec))
+
+
+def rerun(cfg: Config, user: User, run_id: str) -> TrainOutcome:
+    """Train again from run `run_id`'s record, as a new run whose `rerun_of` names it.
+
+    Same spec, the same dataset version (pinned by name and version, whatever came since),
+    the same seed and the params the run used (defaults filled in then, so a changed default
+    does not change the rerun); the new run records the runtime it got, so `appliance runs
+    compare` shows what else changed.
+
+    Args:
+        cfg: appliance configuration.
+        user: the acting user (needs the "operate" permission, as for `train`).
+        run_id: the run to train again.
+
+    Raises:
+        NotFound: no such run.
+        InvalidInput: its recorded spec holds keys this version does not know, or lacks
+            ones it needs.
+    """
+    require(user, "operate")
+    with session_scope(cfg.db_url) as session:
+        source = runs.get_run(session, run_id)
+        spec = _recorded_spec(source, session.get(Dataset, source.dataset_id))
+        session.expunge(source)
+
+    def link(session: Session, run: Run) -> None:
+        runs.mark_rerun(session, run, source, actor=user.name)
+
+    return resume(cfg, user, spec, start(cfg, user, spec, on_started=link))
+
+
+def _recorded_spec(run: Run, ds: Dataset) -> TrainSpec:
+    """The spec `run` recorded, with its dataset version, seed and params as used."""
+    fields = dataclasses.fields(TrainSpec)
+    unknown = sorted(set(run.spec) - {f.name for f in fields})
+    lacking = sorted(f.name for f in fields if f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING and f.name not in run.spec)
+    if unknown or lacking:
+        raise InvalidInput(
+            f"run {run.id!r} recorded a spec this version cannot train again (unknown key(s) "
+            f"{unknown}, missing {lacking}); train a spec file with `appliance train`")
+    return TrainSpec(**{**run.spec, "dataset": f"{ds.name}:{ds.version}", "seed": run.seed,
+                        "params": dict(run.params)})

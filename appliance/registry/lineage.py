@@ -31,7 +31,8 @@ def lineage(session: Session, ref: str) -> dict[str, Any]:
                     "rows": ds.rows, "source": ds.source, "lineage": ds.lineage or None},
         "run": {"id": run.id, "params": run.params, "seed": run.seed, "status": run.status,
                 "device": run.device, "started_at": run.started_at,
-                "finished_at": run.finished_at, "requested_by": run.created_by},
+                "finished_at": run.finished_at, "requested_by": run.created_by,
+                "rerun_of": run.rerun_of},
         "code_version": run.code_version,
         "environment": run.environment,
         "approvals": [

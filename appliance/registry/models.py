@@ -96,12 +96,15 @@ def get_model(session: Session, name: str) -> RegisteredModel:
 
 def start_run(
     session: Session, *, model: str, dataset: Dataset, spec: dict[str, Any],
-    params: dict[str, Any], seed: int, actor: str,
+    params: dict[str, Any], seed: int, actor: str, runtime: dict[str, Any] | None = None,
 ) -> Run:
+    """Record a run of `model` on `dataset` (status "running"), with the code version and the
+    installed-package hash of this process; `runtime` is `provenance.runtime()` as a dict
+    (default None: not recorded)."""
     run = Run(
         id=uuid.uuid4().hex[:16], model_name=model, dataset_id=dataset.id, spec=spec,
         params=params, seed=seed, code_version=code_version(), environment=environment_hash(),
-        created_by=actor,
+        runtime=runtime, created_by=actor,
     )
     session.add(run)
     session.flush()

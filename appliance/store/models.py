@@ -123,7 +123,13 @@ class Run(SQLModel, table=True):
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     seed: int
     code_version: str
+    # sha256 over the installed distributions (appliance.registry.provenance.environment_hash).
     environment: str
+    # Python, torch, CUDA, GPU driver, OS and hardware the run started with
+    # (provenance.Runtime); None for runs recorded before it was kept.
+    runtime: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # The run this one trained again from its record (`appliance runs rerun`).
+    rerun_of: str | None = Field(default=None, foreign_key="run.id", index=True)
     status: str = "running"
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     device: str | None = None

@@ -71,6 +71,7 @@ class World:
             run = models.start_run(s, model="credit", dataset=ds, spec={}, params={},
                                    seed=1, actor="ops")
             models.finish_run(s, run, metrics={"accuracy": 0.9}, device="cpu")
+            self.run_id = run.id
             mv = models.register_version(s, run=run, digest="d" * 64, profile_digest=None,
                                          metrics={"accuracy": 0.9, "auc": 0.9}, features=["x"],
                                          categorical=[], label="y", actor="ops")
@@ -79,7 +80,8 @@ class World:
             s.add(Alert(kind="drift", model_name="credit", message="m", owner="ops"))
         dispose_all()
         self.env = _bare_env(home)
-        self.files = {"@CSV@": home / "labels.csv", "@WRONG@": home / "wrong-token"}
+        self.files = {"@CSV@": home / "labels.csv", "@WRONG@": home / "wrong-token",
+                      "@RUN@": self.run_id}
         self.files["@CSV@"].write_text("request_id,row,label\nr1,0,1\n")
         self.files["@WRONG@"].write_text(WRONG + "\n")
         for name, secret in self.tokens.items():
@@ -113,6 +115,7 @@ MUTATING = [
     (["data", "accept", "loans:1", "--reason", "fine"], "operate", "val"),
     # The spec is not read before the caller is known: a refusal, not "does not exist".
     (["train", "/no/such/spec.toml"], "operate", "val"),
+    (["runs", "rerun", "@RUN@"], "operate", "val"),
     (["models", "set", "credit", "--team", "x"], "operate", "val"),
     (["models", "set", "credit", "--risk-tier", "low"], "approve", "ops"),
     (["promote", "credit", "1"], "operate", "val"),
@@ -227,12 +230,14 @@ READS = [
     ["data", "list"], ["data", "show", "loans:1"], ["audit", "list"], ["audit", "verify"],
     ["alerts", "list"],
     ["approvals"], ["users", "list"], ["policy", "show", "credit"],
-    ["canary", "status", "credit"],
+    ["canary", "status", "credit"], ["runs", "list"], ["runs", "show", "@RUN@"],
+    ["runs", "compare", "@RUN@", "@RUN@"],
 ]
 
 
 @pytest.mark.parametrize("args", READS, ids=" ".join)
 def test_reads_need_read_where_configured(world, monkeypatch, args):
+    args = world.args(args)
     # In-process for speed (the subprocess path is the same code, proven by the tests above).
     monkeypatch.setenv("APPLIANCE_HOME", str(world.home))
     for var in ("APPLIANCE_DB_URL", "APPLIANCE_ARTIFACTS", "APPLIANCE_CONFIG", "APPLIANCE_TOKEN",
