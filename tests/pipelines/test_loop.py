@@ -28,7 +28,8 @@ from appliance.store.models import (
     RetrainRequest,
 )
 
-GATE = {"passed": True, "checks": [{"check": "accuracy >= 0.7", "value": 0.9, "passed": True}]}
+GATE = {"passed": True, "checks": [{"name": "accuracy >= 0.7", "kind": "threshold",
+                                    "measured": 0.9, "limit": 0.7, "passed": True}]}
 VERDICT = {"status": "passed", "reason": "accuracy 0.90 vs champion 0.70"}
 
 
