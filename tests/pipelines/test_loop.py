@@ -14,6 +14,7 @@ from sqlmodel import select
 
 from appliance.errors import PermissionDenied
 from appliance.governance import approvals, audit
+from appliance.governance.gate_checks import DEFAULT_CHECKS, GateChecks, Limit
 from appliance.governance.users import create_user
 from appliance.monitor import service
 from appliance.monitor.policy_store import set_policy
@@ -24,8 +25,10 @@ from appliance.store.models import (
     Alert,
     Approval,
     AuditEvent,
+    ModelVersion,
     PredictionWindow,
     RetrainRequest,
+    Run,
 )
 
 GATE = {"passed": True, "checks": [{"name": "accuracy >= 0.7", "kind": "threshold",
@@ -132,3 +135,22 @@ def test_a_window_changed_on_disk_stops_the_retraining_set_and_raises_a_critical
         assert request.dataset_id is None  # no retraining set from a tampered window
         alert = s.exec(select(Alert).where(Alert.kind == "integrity")).one()
         assert alert.severity == "critical" and window.path.rsplit("/", 1)[1] in alert.message
+
+
+@pytest.mark.parametrize("stored", [
+    GateChecks(thresholds={"auc": Limit(min=0.8)}, tolerance={"auc": 0.02},
+               functions=["my_checks:fair"]).to_dict(),
+    None,  # a champion registered before versions stored their gate
+])
+def test_the_challenger_is_trained_with_the_gate_the_champion_stored(world, stored):
+    rid, svc = _request(world, "training")
+    with session_scope(world.cfg.db_url) as s:
+        champion = s.get(ModelVersion, world.version.id)
+        champion.gate_checks = stored
+        s.add(champion)
+        s.get(RetrainRequest, rid).dataset_id = s.get(Run, champion.run_id).dataset_id
+    driver = loop._Driver(world.cfg, svc, rid)
+    with session_scope(world.cfg.db_url) as s:
+        spec = driver._spec(s, *driver._load(s))
+    # The challenger registers with spec.gate (training.resume), and is judged by it.
+    assert spec.gate == (stored or DEFAULT_CHECKS.to_dict())
