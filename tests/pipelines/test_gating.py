@@ -97,6 +97,19 @@ def _untrained(cfg, user, spec):
             actor=user.name)
 
 
+def _v1_is_champion(world) -> None:
+    """Promote v1 (its gate passes) unless it holds the alias already: the tests that compare
+    with a champion need one, whichever of them runs first."""
+    cfg = world["cfg"]
+    with session_scope(cfg.db_url) as s:
+        holder = approvals.alias_holder(s, MODEL, "champion")
+    if holder is None:
+        with audit.configured(cfg):
+            approval, _ = promotion.request(cfg, world["ops"], f"{MODEL}:1", "champion")
+            with session_scope(cfg.db_url) as s:
+                approvals.approve(s, get_user(s, "risk"), approval.id)
+
+
 def _by_kind(result, kind):
     return [c for c in result.checks if c.kind == kind]
 
@@ -128,7 +141,7 @@ def test_the_first_promotion_is_judged_by_the_versions_own_gate(world):
     [fn] = _by_kind(result, "function")
     assert fn.passed and fn.name == "function gate_functions:scores_are_probabilities"
     assert "240 of 240 rows scored" in fn.detail
-    with session_scope(cfg.db_url) as s:
+    with audit.configured(cfg), session_scope(cfg.db_url) as s:
         row = approvals.get_approval(s, approval.id)
         assert row.gate["checks"] == result.to_dict()["checks"]
         approvals.approve(s, get_user(s, "risk"), approval.id)
@@ -186,6 +199,7 @@ def test_a_function_whose_module_is_missing_fails_naming_it(world):
 
 
 def test_promote_shows_a_failed_verdict_and_exits_1(world):
+    _v1_is_champion(world)
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env.update(APPLIANCE_HOME=str(world["home"]), APPLIANCE_TOKEN=world["token"],
                PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]))
@@ -206,9 +220,18 @@ def test_promote_shows_a_failed_verdict_and_exits_1(world):
         event = s.exec(select(AuditEvent).where(AuditEvent.action == "model.gate.failed")
                        ).all()[-1]
         assert event.details["gate"]["checks"] == doc["gate"]["checks"]
+    # Without --json: one table row per check on stdout, the failure on stderr.
+    res = subprocess.run([sys.executable, "-m", "appliance.cli", "promote", MODEL, "2"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    header, *rows = res.stdout.strip().splitlines()
+    assert header.split() == ["CHECK", "KIND", "MEASURED", "LIMIT", "RESULT", "DETAIL"]
+    assert len(rows) == len(doc["gate"]["checks"])
+    assert any(r.startswith("auc >= incumbent - 0.01") and " failed " in r for r in rows)
 
 
 def test_the_request_names_its_failures(world):
+    _v1_is_champion(world)
     cfg = world["cfg"]
     with audit.configured(cfg), pytest.raises(GateFailed, match="auc >= incumbent - 0.01") \
             as failed:
