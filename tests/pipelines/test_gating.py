@@ -30,11 +30,11 @@ from appliance.governance.gate_checks import (
     parse_gate,
 )
 from appliance.governance.users import create_user, get_user, issue_token
-from appliance.pipelines import promotion, training
+from appliance.pipelines import loop, promotion, training
 from appliance.pipelines.spec import parse_spec
 from appliance.registry import datasets, models
 from appliance.store import dispose_all, migrate, session_scope
-from appliance.store.models import AuditEvent, ModelVersion
+from appliance.store.models import AuditEvent, ModelVersion, RetrainRequest
 
 MODEL = "scorer"
 TESTS = Path(__file__).resolve().parents[1]
@@ -237,3 +237,27 @@ def test_the_request_names_its_failures(world):
             as failed:
         promotion.request(cfg, world["ops"], f"{MODEL}:2", "champion")
     assert not failed.value.verdict.passed
+
+
+def test_the_loops_gating_step_judges_the_challenger_against_the_champion(world):
+    """The retrain loop's `gating` step: v2 (the challenger) by its stored gate against v1."""
+    cfg = world["cfg"]
+    _v1_is_champion(world)
+    with session_scope(cfg.db_url) as s:
+        request = RetrainRequest(
+            model_name=MODEL, deployment=MODEL, active_key=MODEL, trigger="drift",
+            since_window=1, state="gating", champion_version_id=world["v1"].id,
+            version_id=world["v2"].id, created_by="ops")
+        s.add(request)
+        s.flush()
+        rid = request.id
+    with audit.configured(cfg):
+        [step] = loop.advance(cfg, world["ops"], model=MODEL, budget=1)
+    assert (step.before, step.after) == ("gating", "gate_failed")
+    assert "auc >= incumbent - 0.01 (incumbent" in step.note
+    with session_scope(cfg.db_url) as s:
+        request = s.get(RetrainRequest, rid)
+        verdict = approvals.GateResult.from_dict(request.gate)
+        assert not verdict.passed and request.gate["champion_version"] == 1
+        assert {c.name for c in verdict.failed} >= {"auc >= incumbent - 0.01", "auc >= 0.7"}
+        assert request.gate["champion"]["auc"] > request.gate["candidate"]["auc"]
