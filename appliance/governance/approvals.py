@@ -33,9 +33,10 @@ from appliance.errors import ConflictError, GateFailed, InvalidInput, NotFound, 
 from appliance.governance import audit, gate_checks
 from appliance.governance.gate_checks import (
     FunctionOutcome,
-    GateCheckResult,
     GateChecks,
+    GateResult,
     SegmentMeasure,
+    describe_failures,
 )
 from appliance.governance.users import require
 from appliance.store.models import (
@@ -62,29 +63,6 @@ REQUIRED_APPROVERS: dict[str, int] = {
 _CURRENT_HOLDER: Any = object()
 
 
-class GateResult(SQLModel):
-    """The gate's verdict, with one entry per check (`gate_checks.GateCheckResult`)."""
-
-    passed: bool
-    checks: list[GateCheckResult]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    @property
-    def failed(self) -> list[GateCheckResult]:
-        return [c for c in self.checks if not c.passed]
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> GateResult:
-        """A verdict as `to_dict` stored it; one stored before checks were configurable
-        (entries of "check", "value", "passed") reads as threshold entries."""
-        checks = [c if "name" in c else {"name": c.get("check", "?"), "kind": "threshold",
-                                         "measured": c.get("value"), "passed": c["passed"]}
-                  for c in doc.get("checks", [])]
-        return cls(passed=bool(doc.get("passed")), checks=checks)
-
-
 def gate(
     candidate: dict[str, Any],
     incumbent: dict[str, Any] | None = None,
@@ -107,11 +85,6 @@ def gate(
     results = gate_checks.judge(checks or gate_checks.DEFAULT_CHECKS, candidate, incumbent,
                                 segments, functions)
     return GateResult(passed=all(c.passed for c in results), checks=results)
-
-
-def describe_failures(result: GateResult) -> str:
-    """The failed checks of `result` on one line, each with its detail."""
-    return "; ".join(f"{c.name} ({c.detail})" if c.detail else c.name for c in result.failed)
 
 
 def required_approvers(risk_tier: str) -> int:

@@ -318,6 +318,34 @@ def _segment_results(check: SegmentCheck, measured: list[SegmentMeasure]
     return out
 
 
+class GateResult(SQLModel):
+    """The gate's verdict, with one entry per check (`GateCheckResult`)."""
+
+    passed: bool
+    checks: list[GateCheckResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def failed(self) -> list[GateCheckResult]:
+        return [c for c in self.checks if not c.passed]
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> GateResult:
+        """A verdict as `to_dict` stored it; one stored before checks were configurable
+        (entries of "check", "value", "passed") reads as threshold entries."""
+        checks = [c if "name" in c else {"name": c.get("check", "?"), "kind": "threshold",
+                                         "measured": c.get("value"), "passed": c["passed"]}
+                  for c in doc.get("checks", [])]
+        return cls(passed=bool(doc.get("passed")), checks=checks)
+
+
+def describe_failures(result: GateResult) -> str:
+    """The failed checks of `result` on one line, each with its detail."""
+    return "; ".join(f"{c.name} ({c.detail})" if c.detail else c.name for c in result.failed)
+
+
 def judge(
     checks: GateChecks, candidate: dict[str, Any], incumbent: dict[str, Any] | None = None,
     segments: list[SegmentMeasure] | None = None,
