@@ -5,6 +5,7 @@
     │   └── NotFound                a named thing (model, version, user) is absent -> exit 2
     ├── PermissionDenied            the actor's role or identity forbids the action -> exit 2
     ├── CheckFailed                 a check ran and said no (gate, audit verify)    -> exit 1
+    │   ├── GateFailed              a candidate failed the promotion gate            -> exit 1
     │   └── ArtifactIntegrityError  an artifact's bytes no longer match its digest   -> exit 1
     └── ConflictError               the action clashes with current state           -> exit 2
 
@@ -51,6 +52,14 @@ class CheckFailed(ApplianceError):
     """A check ran to completion and its answer was no."""
 
     exit_code = ExitCode.CHECK_FAILED
+
+
+class GateFailed(CheckFailed):
+    """A candidate failed the promotion gate; `verdict` holds every check's result."""
+
+    def __init__(self, message: str, verdict: object) -> None:
+        super().__init__(message)
+        self.verdict = verdict
 
 
 class ArtifactIntegrityError(CheckFailed):

@@ -8,6 +8,7 @@ from appliance.cli import _times
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, acting_token, config, reading
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
+from appliance.errors import GateFailed
 from appliance.governance import approvals
 from appliance.names import check_name
 from appliance.pipelines import deployment, promotion
@@ -32,17 +33,31 @@ def promote(
     expires_at = (None if expires_in is None
                   else utcnow() + _times.duration(expires_in, "--expires-in"))
     cfg, user = acting(token or token_file, "operate")
-    with err_console.status("evaluating candidate and incumbent on the same holdout..."):
-        approval, gate = promotion.request(cfg, user, f"{model}:{version}", to,
-                                           expires_at=expires_at)
-    doc = {"approval": approval.id, "model": model, "version": version, "alias": to,
-           "status": approval.status, "gate": gate}
+    try:
+        with err_console.status("evaluating candidate and incumbent on the same holdout..."):
+            approval, result = promotion.request(cfg, user, f"{model}:{version}", to,
+                                                 expires_at=expires_at)
+    except GateFailed as exc:
+        _show(approvals.gate_failure_report(model, version, to, exc.verdict), json_out)
+        raise
+    with session_scope(cfg.db_url) as session:
+        doc = approvals.promotion_report(session, approval, result)
+    _show(doc, json_out)
+    if not json_out:
+        err_console.print(f"gate passed; approval request #{doc.approval} awaits "
+                          f"{doc.required_approvals} approver(s) "
+                          f"(`appliance approve {doc.approval}`)")
+
+
+def _show(doc: approvals.PromotionRequestPublic, json_out: bool) -> None:
+    """The gate's verdict: the whole record as JSON, or one table row per check."""
     if json_out:
         emit_json(doc)
-    else:
-        err_console.print(f"gate passed; approval request #{approval.id} awaits "
-                          f"{approval.required_approvals} approver(s) "
-                          f"(`appliance approve {approval.id}`)")
+        return
+    print_table(["check", "kind", "measured", "limit", "result", "detail"],
+                [[c.name, c.kind, c.measured, c.limit,
+                  ("passed" if c.passed else "failed") if c.judged else "not_judged", c.detail]
+                 for c in doc.gate.checks])
 
 
 def approve(

@@ -1,7 +1,8 @@
 """The promotion gate and four-eyes approval.
 
-A candidate first passes an automated gate (absolute metric floors, and no worse than the current
-holder of the alias beyond a tolerance, both measured on the same evaluation data). Passing opens
+A candidate first passes an automated gate: the checks its version stored from its training spec
+(`gate_checks`: metric thresholds, no worse than the current holder of the alias beyond a
+tolerance on the same evaluation data, per-segment limits, user test functions). Passing opens
 an approval request; users with the approver role other than the requester approve it, and only
 then does the alias move. Every step is an audit event.
 
@@ -23,14 +24,20 @@ What keeps four eyes from being raced or gone around:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from typing import Any
 
 from sqlmodel import Session, SQLModel, col, select
 
-from appliance.errors import CheckFailed, ConflictError, InvalidInput, NotFound, PermissionDenied
-from appliance.governance import audit
+from appliance.errors import ConflictError, GateFailed, InvalidInput, NotFound, PermissionDenied
+from appliance.governance import audit, gate_checks
+from appliance.governance.gate_checks import (
+    FunctionOutcome,
+    GateChecks,
+    GateResult,
+    SegmentMeasure,
+    describe_failures,
+)
 from appliance.governance.users import require
 from appliance.store.models import (
     Alias,
@@ -45,8 +52,6 @@ from appliance.store.models import (
     utcnow,
 )
 
-DEFAULT_FLOORS = {"accuracy": 0.70, "auc": 0.70}
-DEFAULT_TOLERANCE = 0.01  # metric points the candidate may trail the incumbent by
 DEFAULT_TTL = dt.timedelta(days=7)  # how long a request waits for its approvers
 # Distinct approvers a promotion needs, by the model's risk tier: the one place this is said.
 REQUIRED_APPROVERS: dict[str, int] = {
@@ -58,49 +63,28 @@ REQUIRED_APPROVERS: dict[str, int] = {
 _CURRENT_HOLDER: Any = object()
 
 
-@dataclasses.dataclass
-class GateResult:
-    """The gate's verdict, with one entry per check."""
-
-    passed: bool
-    checks: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "checks": self.checks}
-
-
 def gate(
-    candidate: dict[str, float],
-    incumbent: dict[str, float] | None = None,
+    candidate: dict[str, Any],
+    incumbent: dict[str, Any] | None = None,
     *,
-    floors: dict[str, float] | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
+    checks: GateChecks | None = None,
+    segments: list[SegmentMeasure] | None = None,
+    functions: list[FunctionOutcome] | None = None,
 ) -> GateResult:
-    """Check `candidate` metrics against floors and the `incumbent`'s, higher being better.
+    """Judge a candidate's measurements against `checks`; it passes when every check does.
 
     Args:
         candidate: the candidate's metrics on the evaluation data.
         incumbent: the current alias holder's metrics on the same data, or None (default) if
             the alias is empty.
-        floors: metric -> minimum (default `DEFAULT_FLOORS`).
-        tolerance: how far below the incumbent the candidate may be (default 0.01).
+        checks: the checks (default `gate_checks.DEFAULT_CHECKS`: floors of 0.7 on accuracy
+            and AUC, and no more than 0.01 below the incumbent on either).
+        segments: the candidate's metrics per segment, for segment checks (default none).
+        functions: the user test functions' outcomes (default none).
     """
-    checks = []
-    for metric, floor in (floors or DEFAULT_FLOORS).items():
-        value = candidate.get(metric)
-        ok = value is not None and value >= floor
-        checks.append({"check": f"{metric} >= {floor}", "value": value, "passed": ok})
-    if incumbent:
-        for metric in (floors or DEFAULT_FLOORS):
-            if metric in incumbent and metric in candidate:
-                ok = candidate[metric] >= incumbent[metric] - tolerance
-                checks.append({
-                    "check": f"{metric} >= incumbent - {tolerance}",
-                    "value": candidate[metric],
-                    "incumbent": incumbent[metric],
-                    "passed": ok,
-                })
-    return GateResult(all(c["passed"] for c in checks), checks)
+    results = gate_checks.judge(checks or gate_checks.DEFAULT_CHECKS, candidate, incumbent,
+                                segments, functions)
+    return GateResult(passed=all(c.passed for c in results), checks=results)
 
 
 def required_approvers(risk_tier: str) -> int:
@@ -153,7 +137,8 @@ def request_promotion(
 
     Raises:
         PermissionDenied: `user` may not operate.
-        CheckFailed: the gate failed (audited, and committed before raising).
+        GateFailed: the gate failed (audited, and committed before raising); it carries
+            `result` as its `verdict`.
         ConflictError: a live request for the same move exists, or the alias moved away from
             `incumbent` while the gate ran.
         InvalidInput: `expires_at` is naive or not in the future.
@@ -164,10 +149,10 @@ def request_promotion(
     if not result.passed:
         audit.record(session, user.name, "model.gate.failed", "model", ref,
                      {"alias": alias, "gate": result.to_dict()})
-        failed = [c["check"] for c in result.checks if not c["passed"]]
         # The audit event must survive the failure the caller is about to raise.
         session.commit()
-        raise CheckFailed(f"{ref} failed the promotion gate: {', '.join(failed)}")
+        raise GateFailed(f"{ref} failed the promotion gate: {describe_failures(result)}",
+                         result)
     if expires_at is None:
         expires_at = now + DEFAULT_TTL
     elif expires_at.tzinfo is None or expires_at <= now:
@@ -463,6 +448,38 @@ class ApprovalPublic(SQLModel):
     decided_by: str | None
     requested_at: dt.datetime
     expires_at: dt.datetime | None
+
+
+class PromotionRequestPublic(SQLModel):
+    """What requesting a promotion produced: the gate's verdict, and the approval request it
+    opened (`approval` None and status "gate_failed" when the gate said no)."""
+
+    approval: int | None
+    model: str
+    version: int
+    alias: str
+    status: str
+    incumbent_version: int | None
+    required_approvals: int | None
+    gate: GateResult
+
+
+def promotion_report(session: Session, approval: Approval, result: GateResult
+                     ) -> PromotionRequestPublic:
+    """The request `approval` that `result` opened, as `appliance promote` shows it."""
+    public = to_public(session, approval)
+    return PromotionRequestPublic(
+        approval=public.id, model=public.model, version=public.version, alias=public.alias,
+        status=public.status, incumbent_version=public.incumbent_version,
+        required_approvals=public.required_approvals, gate=result)
+
+
+def gate_failure_report(model: str, version: int, alias: str, result: GateResult
+                        ) -> PromotionRequestPublic:
+    """A promotion the gate refused, as `appliance promote` shows it: no request opened."""
+    return PromotionRequestPublic(approval=None, model=model, version=version, alias=alias,
+                                  status="gate_failed", incumbent_version=None,
+                                  required_approvals=None, gate=result)
 
 
 def to_public(session: Session, approval: Approval, now: dt.datetime | None = None

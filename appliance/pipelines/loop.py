@@ -22,7 +22,7 @@ expected to show are only warnings, recorded with the set and on the request's a
 
 The challenger is trained through the same pipeline as `appliance train`: the champion's spec
 and params, on the retraining set, with the newest `holdout_share` of it held out; the gate
-compares it with the champion on that holdout.
+compares it with the champion on that holdout, with the checks the champion's version stored.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from sqlmodel import Session, func, select
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.errors import ApplianceError
-from appliance.governance import approvals
+from appliance.governance import approvals, gate_checks
 from appliance.governance.approvals import GateResult
 from appliance.monitor import alerts, canary, integrity, retrain
 from appliance.monitor.policy import Policy
@@ -146,9 +146,11 @@ class _Driver:
         champion = session.get(ModelVersion, request.champion_version_id)
         run = session.get(Run, champion.run_id)
         ds = session.get(Dataset, request.dataset_id)
+        # The challenger is judged by the gate the champion stored, not by today's defaults.
         doc = {**run.spec, "dataset": f"{ds.name}:{ds.version}",
                "holdout": policy.holdout_share, "split": "latest",
-               "params": dict(run.params)}
+               "params": dict(run.params),
+               "gate": gate_checks.from_stored(champion.gate_checks).to_dict()}
         return TrainSpec(**doc)
 
     def training(self) -> str:
@@ -176,8 +178,8 @@ class _Driver:
             request, _ = self._load(session)
             candidate = session.get(ModelVersion, request.version_id)
             champion = session.get(ModelVersion, request.champion_version_id)
-        mine, theirs = promotion.evaluate_on_holdout(self.cfg, candidate, [champion])
-        result = approvals.gate(mine, theirs)
+        gated = promotion.run_gate(self.cfg, candidate, champion)
+        result, mine, theirs = gated.result, gated.candidate, gated.incumbent
         with session_scope(self.cfg.db_url) as session:
             request, _ = self._load(session)
             request.gate = {**result.to_dict(), "candidate": mine, "champion": theirs,
@@ -186,8 +188,8 @@ class _Driver:
                 retrain.move(session, request, "deploying_canary", self.user.name,
                              gate=request.gate)
                 return (f"v{candidate.version} passed the gate against v{champion.version}: "
-                        f"accuracy {mine['accuracy']:.3f} vs {theirs['accuracy']:.3f}")
-            failed = ", ".join(c["check"] for c in result.checks if not c["passed"])
+                        f"{len(result.checks)} checks")
+            failed = approvals.describe_failures(result)
             retrain.finish(session, request, "gate_failed", self.user.name, failed)
             self._notify_owner(session, request, f"{request.model_name}: retrained v"
                                f"{candidate.version} failed the gate ({failed}); the champion "
@@ -253,7 +255,7 @@ class _Driver:
                 Approval.version_id == candidate.id, Approval.target_alias == "champion",
                 Approval.status == ApprovalStatus.pending.value)).first()
             if pending is None:
-                gate = GateResult(bool(request.gate.get("passed")), request.gate["checks"])
+                gate = GateResult.from_dict(request.gate)
                 evidence = {"canary": request.canary.get("verdict"),
                             "retrain_request": request.id, "trigger": request.trigger,
                             "dataset_id": request.dataset_id}

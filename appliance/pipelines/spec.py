@@ -10,6 +10,8 @@
                                      #   in the dataset's order: for time-ordered data)
     [params]                         # optional: passed to the trainer (epochs, lr, hidden...)
     [resources]                      # optional: num_workers (1), use_gpu ("auto"|true|false)
+    [gate]                           # optional: the promotion gate's checks, stored with the
+                                     #   version (appliance.governance.gate_checks)
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from typing import Any
 import tomllib
 
 from appliance.errors import InvalidInput
+from appliance.governance.gate_checks import DEFAULT_CHECKS, parse_gate
 
 _TOP = {"model", "dataset", "label", "categorical", "seed", "holdout", "split", "params",
-        "resources"}
+        "resources", "gate"}
 SPLITS = ("random", "latest")
 _RESOURCES = {"num_workers", "use_gpu"}
 
@@ -41,6 +44,8 @@ class TrainSpec:
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     num_workers: int = 1
     use_gpu: bool | None = None
+    # The promotion gate (a GateChecks as a dict); the default gate when the spec has none.
+    gate: dict[str, Any] = dataclasses.field(default_factory=DEFAULT_CHECKS.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,6 +89,7 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
         model=doc["model"], dataset=doc["dataset"], label=doc["label"], categorical=cats,
         seed=seed, holdout=float(holdout), split=split, params=params, num_workers=workers,
         use_gpu=None if gpu == "auto" else gpu,
+        gate=parse_gate(doc.get("gate"), where, cats).to_dict(),
     )
 
 

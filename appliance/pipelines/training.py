@@ -129,7 +129,7 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
         mv = models.register_version(
             session, run=run, digest=digest, profile_digest=profile, metrics=metrics,
             features=features, categorical=spec.categorical, label=spec.label, actor=user.name,
-            calibration=calibration,
+            calibration=calibration, gate_checks=spec.gate,
         )
     return TrainOutcome(mv, run.id, metrics, fit.device, fit.seconds)
 

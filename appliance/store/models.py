@@ -154,6 +154,9 @@ class ModelVersion(SQLModel, table=True):
     # How the version's scores map to probabilities, checked on its holdout at training time
     # (appliance.monitor.estimate.Calibration); the label-free estimate relies on it.
     calibration: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    # The promotion gate this version is judged by, from its training spec's [gate]
+    # (appliance.governance.gate_checks.GateChecks); null before 0007: the default gate.
+    gate_checks: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_by: str
     created_at: dt.datetime = Field(default_factory=utcnow)
 

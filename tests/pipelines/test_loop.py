@@ -19,6 +19,7 @@ from sqlmodel import select
 
 from appliance.errors import PermissionDenied
 from appliance.governance import approvals, audit
+from appliance.governance.gate_checks import DEFAULT_CHECKS, GateChecks, Limit
 from appliance.governance.users import create_user, issue_token
 from appliance.monitor import canary, service
 from appliance.monitor.policy_store import set_policy
@@ -30,11 +31,14 @@ from appliance.store.models import (
     Alert,
     Approval,
     AuditEvent,
+    ModelVersion,
     PredictionWindow,
     RetrainRequest,
+    Run,
 )
 
-GATE = {"passed": True, "checks": [{"check": "accuracy >= 0.7", "value": 0.9, "passed": True}]}
+GATE = {"passed": True, "checks": [{"name": "accuracy >= 0.7", "kind": "threshold",
+                                    "measured": 0.9, "limit": 0.7, "passed": True}]}
 VERDICT = {"status": "passed", "reason": "accuracy 0.90 vs champion 0.70"}
 
 
@@ -242,3 +246,22 @@ def test_a_blocked_retraining_set_makes_the_request_wait_and_an_accept_resumes_i
             "ops", "region A paused in June")
         assert s.get(RetrainRequest, rid).attempts == 0
         assert audit.verify(s).ok
+
+
+@pytest.mark.parametrize("stored", [
+    GateChecks(thresholds={"auc": Limit(min=0.8)}, tolerance={"auc": 0.02},
+               functions=["my_checks:fair"]).to_dict(),
+    None,  # a champion registered before versions stored their gate
+])
+def test_the_challenger_is_trained_with_the_gate_the_champion_stored(world, stored):
+    rid, svc = _request(world, "training")
+    with session_scope(world.cfg.db_url) as s:
+        champion = s.get(ModelVersion, world.version.id)
+        champion.gate_checks = stored
+        s.add(champion)
+        s.get(RetrainRequest, rid).dataset_id = s.get(Run, champion.run_id).dataset_id
+    driver = loop._Driver(world.cfg, svc, rid)
+    with session_scope(world.cfg.db_url) as s:
+        spec = driver._spec(s, *driver._load(s))
+    # The challenger registers with spec.gate (training.resume), and is judged by it.
+    assert spec.gate == (stored or DEFAULT_CHECKS.to_dict())

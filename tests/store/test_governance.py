@@ -92,7 +92,7 @@ def test_gate_floors_and_incumbent_tolerance():
     assert not approvals.gate({"accuracy": 0.6, "auc": 0.9}).passed
     worse = approvals.gate({"accuracy": 0.85, "auc": 0.9}, {"accuracy": 0.9, "auc": 0.9})
     assert not worse.passed
-    assert [c["check"] for c in worse.checks if not c["passed"]] == ["accuracy >= incumbent - 0.01"]
+    assert [c.name for c in worse.failed] == ["accuracy >= incumbent - 0.01"]
     assert approvals.gate({"accuracy": 0.895, "auc": 0.9}, {"accuracy": 0.9, "auc": 0.9}).passed
 
 
