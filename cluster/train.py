@@ -1,10 +1,14 @@
 """Fit the tabular classifier on Ray Train, and score a model on labelled data.
 
-`fit` runs a `ray.train.torch.TorchTrainer`: the driver splits the table (seeded holdout), fits
-the `Preprocessor` on the training split only, and ships the design matrix to the workers through
-the object store; each worker trains its shard (DDP when there are several), rank 0 checkpoints
-the state dict about three times per run, and a restarted worker resumes from the latest one.
-The driver then loads the final checkpoint into a `ModelBundle` and scores it on the holdout.
+`fit` runs a `ray.train.torch.TorchTrainer` on every row it is given: the caller's holdout (the
+spec's, `appliance.pipelines.split`) is the only one, and `fit` splits nothing off silently. Only
+when early stopping is asked for (param ``early_stopping`` > 0) does it keep a seeded validation
+slice (``valid_fraction``) of those rows back, to decide when to stop; `FitResult` says how many
+rows each part had. The driver fits the `Preprocessor` on the rows the model trains on and ships
+the design matrix to the workers through the object store; each worker trains its shard (DDP
+when there are several), rank 0 checkpoints the state dict about three times per run, and a
+restarted worker resumes from the latest one. The driver then loads the final checkpoint into a
+`ModelBundle` and, when given a holdout, scores it there.
 
 The run directory is ``{storage_path}/{name}-{digest}``, where the digest covers the training
 data, params, seed and scaling. It is deterministic (no timestamps) on purpose: Ray Train V2
@@ -41,7 +45,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "lr": 3e-3,
     "batch_size": 512,
     "weight_decay": 1e-4,
-    "valid_fraction": 0.2,
+    "early_stopping": 0,
+    "valid_fraction": 0.1,
 }
 # name -> (type, lowest, highest, whether the lowest bound is allowed)
 _PARAM_RULES: dict[str, tuple[type, float, float, bool]] = {
@@ -51,6 +56,7 @@ _PARAM_RULES: dict[str, tuple[type, float, float, bool]] = {
     "lr": (float, 0.0, 1.0, False),
     "batch_size": (int, 1, 1 << 20, True),
     "weight_decay": (float, 0.0, 1.0, True),
+    "early_stopping": (int, 0, 10_000, True),
     "valid_fraction": (float, 0.0, 0.5, False),
 }
 _MIN_ROWS = 10
@@ -64,13 +70,15 @@ class FitResult:
 
     Args:
         bundle: the fitted model with its preprocessing, on the CPU.
-        metrics: accuracy, auc, log_loss and rows on the seeded holdout (see `evaluate`).
+        metrics: the model's metrics on the holdout `fit` was given (see `evaluate`); empty
+            when it was given none.
         train_rows: rows the model was trained on.
-        valid_rows: rows of the holdout the metrics were computed on.
+        valid_rows: rows of the validation slice early stopping watched (0 without it).
         seconds: wall-clock seconds of the whole fit, Ray Train start-up included.
         device: "cuda" when the workers trained on GPUs, else "cpu".
         params: the params used, defaults filled in.
         run_path: the Ray Train run directory (checkpoints, worker logs).
+        epochs: epochs trained (fewer than params["epochs"] when early stopping stopped it).
     """
 
     bundle: ModelBundle
@@ -81,6 +89,7 @@ class FitResult:
     device: str
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     run_path: str = ""
+    epochs: int = 0
 
 
 def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
@@ -89,11 +98,14 @@ def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
     Args:
         params: any subset of DEFAULT_PARAMS (None or {} means all defaults): hidden (units per
             layer, 32), layers (hidden layers, 2), epochs (10), lr (AdamW learning rate, 3e-3),
-            batch_size (per worker, 512), weight_decay (1e-4), valid_fraction (share of rows
-            held out for the metrics, 0.2).
+            batch_size (per worker, 512), weight_decay (1e-4), early_stopping (stop after this
+            many epochs without a lower validation loss, keeping the best epoch's weights; 0,
+            the default, trains every epoch on every row), valid_fraction (share of the rows
+            kept back as the validation slice when early_stopping is on, 0.1).
 
     Raises:
-        InvalidInput: an unknown key, or a value of the wrong type or out of range.
+        InvalidInput: an unknown key, or a value of the wrong type or out of range, or
+            valid_fraction without early_stopping (it would hold rows back for nothing).
     """
     if params is None:
         params = {}
@@ -118,6 +130,11 @@ def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
                 f"training param {key!r} must be in {lower}{low}, {high}], got {value!r}"
             )
         out[key] = value
+    if "valid_fraction" in params and not out["early_stopping"]:
+        raise InvalidInput(
+            "training param 'valid_fraction' only applies with 'early_stopping' > 0; without "
+            "it the model trains on every row"
+        )
     return out
 
 
@@ -217,12 +234,22 @@ def _checkpoint_every(epochs: int) -> int:
     return max(1, math.ceil(epochs / 3))
 
 
+def _shard(n: int, rank: int, world: int) -> np.ndarray:
+    """Row indices of `rank`'s shard: every world-th row, padded by wrapping around so that all
+    ranks hold ceil(n / world) rows (DDP all-reduces every step, so every rank must take the
+    same number), and no row is left out."""
+    own = np.arange(rank, n, world)
+    per = -(-n // world)
+    return np.resize(own, per) if len(own) < per else own
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Per-worker training function (runs inside a Ray Train worker).
 
     Args:
-        config: x_ref / y_ref (object refs of the float32 design matrix and labels), width,
-            params (resolved), seed.
+        config: x_ref / y_ref (object refs of the float32 design matrix and labels), xv_ref /
+            yv_ref (the validation slice's, None without early stopping), width, params
+            (resolved), seed.
     """
     import ray
     import ray.train
@@ -236,15 +263,21 @@ def _train_loop(config: dict[str, Any]) -> None:
     torch.manual_seed(seed)
 
     x_all, y_all = ray.get(config["x_ref"]), ray.get(config["y_ref"])
-    # Equal shards so every rank takes the same number of steps (DDP all-reduces each step);
-    # the rows were already shuffled by the driver's holdout split.
-    per = len(y_all) // world
+    rows = _shard(len(y_all), rank, world)
+    per = len(rows)
     device = ray.train.torch.get_device()
-    x = torch.from_numpy(np.array(x_all[rank * per : (rank + 1) * per])).to(device)
-    y = torch.from_numpy(np.array(y_all[rank * per : (rank + 1) * per])).to(device)
+    x = torch.from_numpy(np.array(x_all[rows])).to(device)
+    y = torch.from_numpy(np.array(y_all[rows])).to(device)
+    patience = params["early_stopping"]
+    if patience:
+        # Every rank scores the whole (small) slice: DDP keeps the replicas' weights equal, so
+        # every rank reaches the same decision to stop, in the same epoch.
+        xv = torch.from_numpy(np.array(ray.get(config["xv_ref"]))).to(device)
+        yv = torch.from_numpy(np.array(ray.get(config["yv_ref"]))).to(device)
 
     model = build_mlp(config["width"], params["hidden"], params["layers"])
     start_epoch, opt_state = 0, None
+    best: dict[str, Any] = {"loss": math.inf, "state": None, "stale": 0}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
@@ -253,6 +286,9 @@ def _train_loop(config: dict[str, Any]) -> None:
             )
         model.load_state_dict(state["model"])
         opt_state, start_epoch = state["optimizer"], state["epoch"] + 1
+        best = state.get("best", best)
+        if state.get("stopped"):
+            start_epoch = params["epochs"]
     model = ray.train.torch.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
     # Built after prepare_model so its state lands on the parameters' device.
@@ -278,20 +314,36 @@ def _train_loop(config: dict[str, Any]) -> None:
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        if (epoch + 1) % every and epoch + 1 < params["epochs"]:
+        metrics: dict[str, Any] = {"epoch": epoch, "loss": total / max(per, 1)}
+        stop = False
+        if patience:
+            inner.eval()
+            with torch.no_grad():
+                valid_loss = float(loss_fn(inner(xv).squeeze(-1), yv))
+            metrics["valid_loss"] = valid_loss
+            if valid_loss < best["loss"]:
+                state_now = {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
+                best = {"loss": valid_loss, "state": state_now, "stale": 0, "epoch": epoch}
+            else:
+                best["stale"] += 1
+            stop = best["stale"] >= patience
+        if not stop and (epoch + 1) % every and epoch + 1 < params["epochs"]:
             continue
-        metrics = {"epoch": epoch, "loss": total / max(per, 1)}
         if rank == 0:
             with tempfile.TemporaryDirectory() as folder:
                 state = {
                     "model": {k: v.detach().cpu() for k, v in inner.state_dict().items()},
                     "optimizer": opt.state_dict(),
                     "epoch": epoch,
+                    "best": best,
+                    "stopped": stop,
                 }
                 torch.save(state, Path(folder) / _CHECKPOINT_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
             ray.train.report(metrics)
+        if stop:
+            break
 
 
 def _digest(x: np.ndarray, y: np.ndarray, params: dict, seed: int, workers: int, gpu: bool) -> str:
@@ -302,13 +354,16 @@ def _digest(x: np.ndarray, y: np.ndarray, params: dict, seed: int, workers: int,
     return h.hexdigest()[:12]
 
 
-def _load_module(checkpoint: Any, width: int, params: dict) -> torch.nn.Module:
+def _load_module(checkpoint: Any, width: int, params: dict) -> tuple[torch.nn.Module, int]:
+    """The trained network in `checkpoint` (the best epoch's under early stopping), and the
+    number of epochs trained."""
     module = build_mlp(width, params["hidden"], params["layers"])
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / _CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    module.load_state_dict(state["model"])
+    best = state.get("best") or {}
+    module.load_state_dict(best["state"] if best.get("state") is not None else state["model"])
     module.eval()
-    return module
+    return module, int(state["epoch"]) + 1
 
 
 def fit(
@@ -322,21 +377,25 @@ def fit(
     use_gpu: bool | None = None,
     storage_path: str | None = None,
     name: str = "train",
+    holdout: pa.Table | None = None,
 ) -> FitResult:
-    """Train the classifier on `table` with Ray Train and score it on a seeded holdout.
+    """Train the classifier on every row of `table` with Ray Train, and score it on `holdout`.
 
     Starts or joins Ray (`cluster.runtime.ensure_ray`) when the caller has not.
 
     Args:
-        table: training rows: every column but `label` is a feature.
+        table: training rows: every column but `label` is a feature. All of them train the
+            model, except the validation slice early stopping keeps back when it is on.
         label: name of the 0/1 target column.
         categorical: names of the categorical features (one-hot encoded); others are numerical.
         params: training params, see `resolve_params` (None: all defaults).
-        seed: seeds the holdout split, weight init and batch order.
+        seed: seeds the validation slice, weight init and batch order.
         num_workers: Ray Train workers (data-parallel; default 1).
         use_gpu: train on GPUs; None (default) means when the Ray cluster has one per worker.
         storage_path: folder for Ray Train runs (default ``$APPLIANCE_HOME/ray_results``).
         name: run name prefix; the run folder is ``{name}-{digest}`` (default "train").
+        holdout: labelled rows the model never saw, to compute `FitResult.metrics` on
+            (default None: no metrics).
 
     Raises:
         InvalidInput: bad params, arguments, columns or labels (the message names which).
@@ -369,24 +428,30 @@ def fit(
     if not features:
         raise InvalidInput(f"the table has no feature columns besides the label {label!r}")
     n = table.num_rows
-    n_valid = max(1, round(n * resolved["valid_fraction"]))
+    n_valid = max(1, round(n * resolved["valid_fraction"])) if resolved["early_stopping"] else 0
     if n - n_valid < max(_MIN_ROWS, num_workers):
         raise InvalidInput(
-            f"too few rows to train: {n} rows leave {n - n_valid} after the holdout "
+            f"too few rows to train: {n} rows leave {n - n_valid} after the validation slice "
             f"(need >= {max(_MIN_ROWS, num_workers)})"
         )
-    order = np.random.default_rng(int(seed)).permutation(n)
-    train_idx, valid_idx = order[n_valid:], order[:n_valid]
-    train_table, valid_table = table.take(pa.array(train_idx)), table.take(pa.array(valid_idx))
+    # The validation slice is a seeded sample of the given rows, never of the holdout.
+    order = np.random.default_rng([int(seed), 0xE5]).permutation(n)
+    train_idx, valid_idx = np.sort(order[n_valid:]), np.sort(order[:n_valid])
+    train_table = table.take(pa.array(train_idx))
     y_train = y_all[train_idx]
     if y_train.min() == y_train.max():
         raise InvalidInput(
-            f"label {label!r} has only class {int(y_train[0])} in the training split; "
+            f"label {label!r} has only class {int(y_train[0])} in the training rows; "
             f"a classifier needs both 0 and 1"
         )
-    # Preprocessor fitted on the training split only, so the holdout stays unseen.
+    # Preprocessor fitted on the rows the model trains on only, so no other row is seen.
     pre = Preprocessor.fit(table_columns(train_table, features, categorical), categorical)
     x_train = pre.transform(table_columns(train_table, pre.feature_names, categorical))
+    x_valid = y_valid = None
+    if n_valid:
+        valid_table = table.take(pa.array(valid_idx))
+        x_valid = pre.transform(table_columns(valid_table, pre.feature_names, categorical))
+        y_valid = y_all[valid_idx].astype(np.float32)
 
     if not ray.is_initialized():
         ensure_ray(load_config())
@@ -401,6 +466,8 @@ def fit(
         train_loop_config={
             "x_ref": ray.put(x_train),
             "y_ref": ray.put(y_train.astype(np.float32)),
+            "xv_ref": ray.put(x_valid) if n_valid else None,
+            "yv_ref": ray.put(y_valid) if n_valid else None,
             "width": pre.width,
             "params": resolved,
             "seed": int(seed),
@@ -429,15 +496,16 @@ def fit(
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name!r} finished without a checkpoint")
 
-    module = _load_module(result.checkpoint, pre.width, resolved)
+    module, epochs = _load_module(result.checkpoint, pre.width, resolved)
     bundle = ModelBundle(pre, module, resolved["hidden"], resolved["layers"], label)
     return FitResult(
         bundle=bundle,
-        metrics=evaluate(bundle, valid_table, label),
+        metrics=evaluate(bundle, holdout, label) if holdout is not None else {},
         train_rows=len(train_idx),
         valid_rows=len(valid_idx),
         seconds=time.perf_counter() - started,
         device="cuda" if use_gpu else "cpu",
         params=resolved,
         run_path=str(storage / run_name),
+        epochs=epochs,
     )

@@ -99,16 +99,27 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
             train_part, label=spec.label, categorical=spec.categorical, params=spec.params,
             seed=spec.seed, num_workers=spec.num_workers, use_gpu=spec.use_gpu,
             storage_path=str(cfg.artifacts / "ray_results"), name=f"{spec.model}-{run.id}",
+            holdout=holdout,
         )
     except Exception as exc:
         with session_scope(cfg.db_url) as session:
             models.finish_run(session, session.merge(run), metrics={}, device=None,
                               error="".join(traceback.format_exception_only(exc)).strip())
         raise
-    metrics = ray_train.evaluate(fit.bundle, holdout, spec.label)
-    metrics["train_rows"], metrics["holdout_rows"] = train_part.num_rows, holdout.num_rows
+    metrics = dict(fit.metrics)
+    # The true size of each part: train + valid (early stopping's slice of the training part,
+    # 0 without it) + holdout = the dataset's rows.
+    metrics.update(train_rows=fit.train_rows, valid_rows=fit.valid_rows,
+                   holdout_rows=holdout.num_rows, epochs=fit.epochs)
     digest = store.put_bytes(fit.bundle.to_bytes())
-    cols = to_columns(train_part, features, spec.categorical)
+    # The whole reference profile, features and predictions alike, is fitted on the holdout:
+    # predictions on rows the model trained on are in-sample (more confident than anything it
+    # will serve), so their reference would flag drift on day one. The features follow the
+    # predictions because a profile is fitted on one set of rows (its missing shares and its
+    # PCA, which includes the score, span them together), and the holdout is drawn from the
+    # same data as the training part (with split = "latest" it is the newest rows, the ones
+    # most like what the model will serve).
+    cols = to_columns(holdout, features, spec.categorical)
     classes, scores = fit.bundle.predict(cols)
     profile = store.put_bytes(fit_reference(cols, spec.categorical, scores, classes))
     calibration = _calibration(fit.bundle, holdout, spec)
