@@ -2,6 +2,15 @@
 
 Serving loads the same bytes that training wrote, so the transform applied to a request is
 exactly the one fitted on the training data (no training/serving skew).
+
+A bundle knows its task, and turns the network's raw outputs into the same three things for
+every task (`Outputs`), which is what serving answers and logs and what drift profiles:
+
+- binary: predictions are the class (0/1, at `threshold`), scores the probability of class 1;
+- multiclass: predictions are the index of the class in `classes` (the training labels, ints
+  or strings, sorted), scores the probability of that class, probabilities the whole row;
+- regression: scores are the predicted value in label units (the network learns the label
+  standardised by `target`), predictions are 0 (a regressor has no class).
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ import dataclasses
 import io
 import json
 from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -18,6 +28,21 @@ from torch import nn
 from appliance.errors import InvalidInput
 
 FORMAT = "appliance.bundle/1"
+TASKS = ("binary", "multiclass", "regression")
+
+
+class Outputs(NamedTuple):
+    """What a bundle makes of a batch: see the module docstring for each task.
+
+    Args:
+        predictions: int64, shape (n,).
+        scores: float32, shape (n,).
+        probabilities: float32, shape (n, len(classes)) for multiclass, else None.
+    """
+
+    predictions: np.ndarray
+    scores: np.ndarray
+    probabilities: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -85,28 +110,38 @@ class Preprocessor:
         return out
 
 
-def build_mlp(width: int, hidden: int = 32, layers: int = 2) -> nn.Sequential:
-    """The tabular classifier: `layers` ReLU layers of `hidden` units and one logit out."""
+def build_mlp(width: int, hidden: int = 32, layers: int = 2, outputs: int = 1) -> nn.Sequential:
+    """The tabular network: `layers` ReLU layers of `hidden` units and `outputs` raw outputs
+    (one logit for binary, one per class for multiclass, one value for regression)."""
     mods: list[nn.Module] = []
     last = width
     for _ in range(layers):
         mods += [nn.Linear(last, hidden), nn.ReLU()]
         last = hidden
-    mods.append(nn.Linear(last, 1))
+    mods.append(nn.Linear(last, outputs))
     return nn.Sequential(*mods)
+
+
+def output_width(task: str, classes: list | None) -> int:
+    """Raw outputs of the network for `task`: one per class for multiclass, else one."""
+    return len(classes or ()) if task == "multiclass" else 1
 
 
 @dataclasses.dataclass
 class ModelBundle:
-    """A binary classifier with its preprocessing.
+    """A model with its preprocessing.
 
     Args:
         preprocessor: the fitted input transform.
-        module: the torch model mapping the design matrix to one logit per row.
+        module: the torch model mapping the design matrix to its raw outputs
+            (`output_width` per row).
         hidden: hidden units per layer (needed to rebuild `module` on load).
         layers: hidden layers (needed to rebuild `module` on load).
         label: name of the target column.
-        threshold: score at or above which the predicted class is 1 (default 0.5).
+        threshold: binary only: score at or above which the predicted class is 1 (0.5).
+        task: "binary" (default), "multiclass" or "regression".
+        classes: multiclass only: the label values, sorted; index i is class i.
+        target: regression only: (mean, std) of the training labels.
     """
 
     preprocessor: Preprocessor
@@ -115,6 +150,9 @@ class ModelBundle:
     layers: int
     label: str
     threshold: float = 0.5
+    task: str = "binary"
+    classes: list | None = None
+    target: tuple[float, float] | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -124,17 +162,48 @@ class ModelBundle:
     def categorical(self) -> list[str]:
         return list(self.preprocessor.categorical)
 
-    def predict_proba(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Probability of class 1 for each row, as float32 of shape (n,)."""
+    def outputs(self, raw: np.ndarray) -> Outputs:
+        """`Outputs` from the network's raw outputs `raw`, shape (n, output_width)."""
+        raw = np.asarray(raw, dtype=np.float64).reshape(len(raw), -1)
+        n = len(raw)
+        if self.task == "multiclass":
+            shifted = raw - raw.max(axis=1, keepdims=True)
+            proba = np.exp(shifted)
+            proba /= proba.sum(axis=1, keepdims=True)
+            best = proba.argmax(axis=1)
+            return Outputs(best.astype(np.int64), proba[np.arange(n), best].astype(np.float32),
+                           proba.astype(np.float32))
+        if self.task == "regression":
+            mean, std = self.target or (0.0, 1.0)
+            values = raw[:, 0] * std + mean
+            return Outputs(np.zeros(n, np.int64), values.astype(np.float32))
+        # sigmoid(x) = exp(-log(1 + exp(-x))): no overflow for any logit.
+        scores = np.exp(-np.logaddexp(0.0, -raw[:, 0])).astype(np.float32)
+        return Outputs((scores >= self.threshold).astype(np.int64), scores)
+
+    def raw(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The network's raw outputs for `columns`, shape (n, output_width)."""
         x = torch.from_numpy(self.preprocessor.transform(columns))
         self.module.eval()
         with torch.no_grad():
-            return torch.sigmoid(self.module(x)).squeeze(-1).numpy().astype(np.float32)
+            return self.module(x).numpy()
+
+    def score(self, columns: Mapping[str, np.ndarray]) -> Outputs:
+        """`Outputs` for `columns`."""
+        return self.outputs(self.raw(columns))
+
+    def predict_proba(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Binary: probability of class 1, float32 of shape (n,); multiclass: the (n, classes)
+        probabilities; regression: InvalidInput (a regressor has no probabilities)."""
+        if self.task == "regression":
+            raise InvalidInput("a regression model has no class probabilities; use predict")
+        out = self.score(columns)
+        return out.probabilities if self.task == "multiclass" else out.scores
 
     def predict(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Return (predicted classes as int64, scores as float32)."""
-        scores = self.predict_proba(columns)
-        return (scores >= self.threshold).astype(np.int64), scores
+        """Return (predictions as int64, scores as float32): see `Outputs`."""
+        out = self.score(columns)
+        return out.predictions, out.scores
 
     def to_bytes(self) -> bytes:
         meta = {
@@ -145,6 +214,9 @@ class ModelBundle:
             "layers": self.layers,
             "label": self.label,
             "threshold": self.threshold,
+            "task": self.task,
+            "classes": self.classes,
+            "target": list(self.target) if self.target else None,
         }
         buf = io.BytesIO()
         # Never sort_keys: the order of "numerical" and "categorical" is the column order of the
@@ -169,6 +241,12 @@ class ModelBundle:
             numerical={k: (float(v[0]), float(v[1])) for k, v in meta["numerical"].items()},
             categorical={k: list(v) for k, v in meta["categorical"].items()},
         )
-        module = build_mlp(pre.width, meta["hidden"], meta["layers"])
+        # Bundles written before tasks existed are binary classifiers.
+        task: str = meta.get("task", "binary")
+        classes: list[Any] | None = meta.get("classes")
+        target = tuple(meta["target"]) if meta.get("target") else None
+        module = build_mlp(pre.width, meta["hidden"], meta["layers"],
+                           output_width(task, classes))
         module.load_state_dict(blob["state"])
-        return cls(pre, module, meta["hidden"], meta["layers"], meta["label"], meta["threshold"])
+        return cls(pre, module, meta["hidden"], meta["layers"], meta["label"], meta["threshold"],
+                   task, classes, target)

@@ -207,6 +207,11 @@ def export_bundle(bundle_path: Path) -> OnnxExport:
     if existing is not None and existing.bundle_sha256 == bundle_sha:
         return existing
     bundle = ModelBundle.from_bytes(raw)
+    if bundle.task != "binary":
+        # The graph ends in the sigmoid of one logit: a binary classifier's outputs only.
+        raise InvalidInput(
+            f"only binary classifiers export to ONNX; {str(bundle_path)!r} is {bundle.task}"
+        )
     data = onnx_bytes(bundle)
     check_export(bundle, data)
     folder = export_dir(bundle_path)

@@ -1,4 +1,5 @@
-"""Fit the tabular classifier on Ray Train, and score a model on labelled data.
+"""Fit the tabular MLP on Ray Train for a binary, multiclass or regression task, and score a
+model on labelled data with its task's metrics.
 
 `fit` runs a `ray.train.torch.TorchTrainer` on every row it is given: the caller's holdout (the
 spec's, `appliance.pipelines.split`) is the only one, and `fit` splits nothing off silently. Only
@@ -34,9 +35,9 @@ import pyarrow as pa
 import torch
 
 from appliance.errors import InvalidInput
-from appliance.monitor.metrics import binary_metrics, roc_auc
+from appliance.monitor.metrics import evaluation_metrics, roc_auc
 from appliance.names import check_name
-from cluster.bundle import ModelBundle, Preprocessor, build_mlp
+from cluster.bundle import TASKS, ModelBundle, Preprocessor, build_mlp, output_width
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "hidden": 32,
@@ -174,12 +175,18 @@ def table_columns(table: pa.Table, features: list[str], categorical: list[str]) 
     return out
 
 
-def _labels(table: pa.Table, label: str) -> np.ndarray:
+def _label_column(table: pa.Table, label: str) -> pa.ChunkedArray:
     if label not in table.column_names:
         raise InvalidInput(f"label column {label!r} not found; the table has {table.column_names}")
     col = table.column(label)
     if col.null_count:
         raise InvalidInput(f"label column {label!r} has {col.null_count} missing value(s)")
+    return col
+
+
+def _labels(table: pa.Table, label: str) -> np.ndarray:
+    """A binary classifier's labels: int64 0/1."""
+    col = _label_column(table, label)
     try:
         y = np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -187,42 +194,123 @@ def _labels(table: pa.Table, label: str) -> np.ndarray:
     bad = ~np.isin(y, (0.0, 1.0))
     if bad.any():
         raise InvalidInput(
-            f"label column {label!r} must hold 0/1 (binary classifier), got {y[bad][0]!r}"
+            f"label column {label!r} must hold 0/1 (binary classifier), got {y[bad][0]!r}; "
+            f"is the task multiclass or regression?"
         )
     return y.astype(np.int64)
+
+
+def _class_values(table: pa.Table, label: str) -> list:
+    """A multiclass label column as Python ints or strings (one kind for the whole column)."""
+    col = _label_column(table, label)
+    if pa.types.is_integer(col.type) or pa.types.is_boolean(col.type):
+        return [int(v) for v in col.cast(pa.int64()).to_pylist()]
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col.to_pylist()
+    raise InvalidInput(
+        f"label column {label!r} must hold integer or string classes for a multiclass task, "
+        f"got type {col.type}"
+    )
+
+
+def _class_index(values: list, classes: list) -> np.ndarray:
+    """Index of each value in `classes`; -1 for a class not among them."""
+    index = {c: i for i, c in enumerate(classes)}
+    return np.fromiter((index.get(v, -1) for v in values), np.int64, len(values))
+
+
+def _values(table: pa.Table, label: str) -> np.ndarray:
+    """A regressor's targets: finite float64."""
+    col = _label_column(table, label)
+    try:
+        y = np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInput(
+            f"label column {label!r} must hold numbers for a regression task, got type "
+            f"{col.type}"
+        ) from exc
+    if not np.isfinite(y).all():
+        raise InvalidInput(f"label column {label!r} holds a non-finite value")
+    return y
 
 
 # tests/cluster/test_train.py still imports the AUC under its old private name here.
 _auc = roc_auc
 
 
-def _metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
-    scores = scores.astype(np.float64)
-    m = binary_metrics(y, (scores >= threshold).astype(np.int64), scores)
-    # Only these keys: they are what FitResult.metrics has always held, and what gets recorded.
-    return {key: m[key] for key in ("accuracy", "auc", "log_loss", "rows")}
-
-
 def evaluate(bundle: ModelBundle, table: pa.Table, label: str) -> dict[str, Any]:
-    """Score `bundle` on the labelled `table`.
+    """Score `bundle` on the labelled `table` with its task's metrics.
 
     Args:
         bundle: the model to score.
         table: rows with the bundle's features (extra columns are ignored) and `label`.
-        label: name of the 0/1 target column.
+        label: name of the target column.
 
     Returns:
-        {"accuracy", "auc", "log_loss", "rows"}: accuracy at the bundle's threshold, ROC AUC
-        (None when `table` holds one class only) and mean binary cross-entropy.
+        What `appliance.monitor.metrics.evaluation_metrics` returns for the bundle's task:
+        binary {"accuracy", "auc", "log_loss", "rows"} (accuracy at the bundle's threshold,
+        AUC None with one class only); multiclass {"accuracy", "macro_f1", "log_loss",
+        "rows"} (a class the bundle never saw counts as wrong); regression {"rmse", "mae",
+        "r2", "rows"}.
 
     Raises:
-        InvalidInput: `table` is empty, or lacks a feature or the label, or the label is not 0/1.
+        InvalidInput: `table` is empty, or lacks a feature or the label, or a label the task
+            cannot have.
     """
     if table.num_rows == 0:
         raise InvalidInput("cannot evaluate on an empty table (0 rows)")
-    y = _labels(table, label)
     columns = table_columns(table, bundle.feature_names, bundle.categorical)
-    return _metrics(y, bundle.predict_proba(columns), bundle.threshold)
+    out = bundle.score(columns)
+    if bundle.task == "multiclass":
+        y = _class_index(_class_values(table, label), bundle.classes or [])
+        return evaluation_metrics("multiclass", y, out.probabilities)
+    if bundle.task == "regression":
+        return evaluation_metrics("regression", _values(table, label), out.scores)
+    return evaluation_metrics("binary", _labels(table, label), out.scores,
+                              threshold=bundle.threshold)
+
+
+def _targets(table: pa.Table, label: str, task: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """(what the network learns for each row, what the bundle must keep to undo it).
+
+    binary: 0/1 as float32; multiclass: the class index as int64 (and the sorted classes);
+    regression: the label standardised, as float32 (and its mean and std).
+    """
+    if task == "multiclass":
+        values = _class_values(table, label)
+        classes = sorted(set(values))
+        if len(classes) < 2:
+            raise InvalidInput(
+                f"label {label!r} has only class {classes[0]!r} in the training rows; "
+                f"a classifier needs two or more"
+            )
+        return _class_index(values, classes), {"classes": classes}
+    if task == "regression":
+        y = _values(table, label)
+        mean, std = float(y.mean()), float(y.std()) or 1.0
+        return ((y - mean) / std).astype(np.float32), {"target": (mean, std)}
+    y = _labels(table, label)
+    if y.min() == y.max():
+        raise InvalidInput(
+            f"label {label!r} has only class {int(y[0])} in the training rows; "
+            f"a classifier needs both 0 and 1"
+        )
+    return y.astype(np.float32), {}
+
+
+class _Loss(torch.nn.Module):
+    """The task's training loss on the network's raw outputs: binary cross-entropy on the
+    logit, cross-entropy on the class logits, or squared error on the standardised value."""
+
+    def __init__(self, task: str) -> None:
+        super().__init__()
+        self.task = task
+        self.fn = (torch.nn.CrossEntropyLoss(ignore_index=-1) if task == "multiclass"
+                   else torch.nn.MSELoss() if task == "regression"
+                   else torch.nn.BCEWithLogitsLoss())
+
+    def forward(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.fn(raw if self.task == "multiclass" else raw.squeeze(-1), y)
 
 
 def _checkpoint_every(epochs: int) -> int:
@@ -247,8 +335,9 @@ def _train_loop(config: dict[str, Any]) -> None:
     """Per-worker training function (runs inside a Ray Train worker).
 
     Args:
-        config: x_ref / y_ref (object refs of the float32 design matrix and labels), xv_ref /
-            yv_ref (the validation slice's, None without early stopping), width, params
+        config: x_ref / y_ref (object refs of the float32 design matrix and the targets
+            `_targets` made), xv_ref / yv_ref (the validation slice's, None without early
+            stopping), width, outputs (the network's raw outputs per row), task, params
             (resolved), seed.
     """
     import ray
@@ -275,7 +364,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         xv = torch.from_numpy(np.array(ray.get(config["xv_ref"]))).to(device)
         yv = torch.from_numpy(np.array(ray.get(config["yv_ref"]))).to(device)
 
-    model = build_mlp(config["width"], params["hidden"], params["layers"])
+    model = build_mlp(config["width"], params["hidden"], params["layers"], config["outputs"])
     start_epoch, opt_state = 0, None
     best: dict[str, Any] = {"loss": math.inf, "state": None, "stale": 0}
     checkpoint = ray.train.get_checkpoint()
@@ -297,7 +386,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     )
     if opt_state is not None:
         opt.load_state_dict(opt_state)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    loss_fn = _Loss(config["task"])
     batch = params["batch_size"]
     every = _checkpoint_every(params["epochs"])
 
@@ -310,7 +399,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         for start in range(0, per, batch):
             idx = order[start : start + batch]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[idx]).squeeze(-1), y[idx])
+            loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
@@ -319,7 +408,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         if patience:
             inner.eval()
             with torch.no_grad():
-                valid_loss = float(loss_fn(inner(xv).squeeze(-1), yv))
+                valid_loss = float(loss_fn(inner(xv), yv))
             metrics["valid_loss"] = valid_loss
             if valid_loss < best["loss"]:
                 state_now = {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
@@ -354,10 +443,12 @@ def _digest(x: np.ndarray, y: np.ndarray, params: dict, seed: int, workers: int,
     return h.hexdigest()[:12]
 
 
-def _load_module(checkpoint: Any, width: int, params: dict) -> tuple[torch.nn.Module, int]:
+def _load_module(
+    checkpoint: Any, width: int, params: dict, outputs: int
+) -> tuple[torch.nn.Module, int]:
     """The trained network in `checkpoint` (the best epoch's under early stopping), and the
     number of epochs trained."""
-    module = build_mlp(width, params["hidden"], params["layers"])
+    module = build_mlp(width, params["hidden"], params["layers"], outputs)
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / _CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     best = state.get("best") or {}
@@ -378,15 +469,17 @@ def fit(
     storage_path: str | None = None,
     name: str = "train",
     holdout: pa.Table | None = None,
+    task: str = "binary",
 ) -> FitResult:
-    """Train the classifier on every row of `table` with Ray Train, and score it on `holdout`.
+    """Train the MLP on every row of `table` with Ray Train, and score it on `holdout`.
 
     Starts or joins Ray (`cluster.runtime.ensure_ray`) when the caller has not.
 
     Args:
         table: training rows: every column but `label` is a feature. All of them train the
             model, except the validation slice early stopping keeps back when it is on.
-        label: name of the 0/1 target column.
+        label: name of the target column: 0/1 for binary, int or string classes for
+            multiclass, numbers for regression.
         categorical: names of the categorical features (one-hot encoded); others are numerical.
         params: training params, see `resolve_params` (None: all defaults).
         seed: seeds the validation slice, weight init and batch order.
@@ -396,6 +489,8 @@ def fit(
         name: run name prefix; the run folder is ``{name}-{digest}`` (default "train").
         holdout: labelled rows the model never saw, to compute `FitResult.metrics` on
             (default None: no metrics).
+        task: "binary" (default: sigmoid and binary cross-entropy), "multiclass" (softmax and
+            cross-entropy) or "regression" (squared error on the standardised label).
 
     Raises:
         InvalidInput: bad params, arguments, columns or labels (the message names which).
@@ -422,8 +517,10 @@ def fit(
         raise InvalidInput(f"categorical feature(s) {unknown} not in the table's columns")
     if label in categorical:
         raise InvalidInput(f"label {label!r} cannot also be a categorical feature")
+    if task not in TASKS:
+        raise InvalidInput(f"task must be one of {list(TASKS)}, got {task!r}")
 
-    y_all = _labels(table, label)
+    _label_column(table, label)
     features = [c for c in table.column_names if c != label]
     if not features:
         raise InvalidInput(f"the table has no feature columns besides the label {label!r}")
@@ -438,12 +535,7 @@ def fit(
     order = np.random.default_rng([int(seed), 0xE5]).permutation(n)
     train_idx, valid_idx = np.sort(order[n_valid:]), np.sort(order[:n_valid])
     train_table = table.take(pa.array(train_idx))
-    y_train = y_all[train_idx]
-    if y_train.min() == y_train.max():
-        raise InvalidInput(
-            f"label {label!r} has only class {int(y_train[0])} in the training rows; "
-            f"a classifier needs both 0 and 1"
-        )
+    y_train, kept = _targets(train_table, label, task)
     # Preprocessor fitted on the rows the model trains on only, so no other row is seen.
     pre = Preprocessor.fit(table_columns(train_table, features, categorical), categorical)
     x_train = pre.transform(table_columns(train_table, pre.feature_names, categorical))
@@ -451,7 +543,15 @@ def fit(
     if n_valid:
         valid_table = table.take(pa.array(valid_idx))
         x_valid = pre.transform(table_columns(valid_table, pre.feature_names, categorical))
-        y_valid = y_all[valid_idx].astype(np.float32)
+        if task == "multiclass":
+            # A class only the slice holds is -1, which the loss ignores.
+            y_valid = _class_index(_class_values(valid_table, label), kept["classes"])
+        elif task == "regression":
+            mean, std = kept["target"]
+            y_valid = ((_values(valid_table, label) - mean) / std).astype(np.float32)
+        else:
+            y_valid = _labels(valid_table, label).astype(np.float32)
+    outputs = output_width(task, kept.get("classes"))
 
     if not ray.is_initialized():
         ensure_ray(load_config())
@@ -465,10 +565,12 @@ def fit(
         _train_loop,
         train_loop_config={
             "x_ref": ray.put(x_train),
-            "y_ref": ray.put(y_train.astype(np.float32)),
+            "y_ref": ray.put(y_train),
             "xv_ref": ray.put(x_valid) if n_valid else None,
             "yv_ref": ray.put(y_valid) if n_valid else None,
             "width": pre.width,
+            "outputs": outputs,
+            "task": task,
             "params": resolved,
             "seed": int(seed),
         },
@@ -496,8 +598,9 @@ def fit(
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name!r} finished without a checkpoint")
 
-    module, epochs = _load_module(result.checkpoint, pre.width, resolved)
-    bundle = ModelBundle(pre, module, resolved["hidden"], resolved["layers"], label)
+    module, epochs = _load_module(result.checkpoint, pre.width, resolved, outputs)
+    bundle = ModelBundle(pre, module, resolved["hidden"], resolved["layers"], label, task=task,
+                         classes=kept.get("classes"), target=kept.get("target"))
     return FitResult(
         bundle=bundle,
         metrics=evaluate(bundle, holdout, label) if holdout is not None else {},

@@ -32,6 +32,7 @@ from sqlmodel import Session, SQLModel, col, select
 from appliance.errors import CheckFailed, ConflictError, InvalidInput, NotFound, PermissionDenied
 from appliance.governance import audit
 from appliance.governance.users import require
+from appliance.monitor.metrics import LOWER_IS_BETTER, MAIN_METRIC
 from appliance.store.models import (
     Alias,
     ApiToken,
@@ -46,6 +47,14 @@ from appliance.store.models import (
 )
 
 DEFAULT_FLOORS = {"accuracy": 0.70, "auc": 0.70}
+# Each task's default checks: floors on scale-free metrics (a regressor's r2 >= 0 beats always
+# predicting the mean), and the no-regression check on the floors' metrics for binary, on the
+# task's main metric (`metrics.MAIN_METRIC`) for the others.
+TASK_FLOORS: dict[str, dict[str, float]] = {
+    "binary": DEFAULT_FLOORS,
+    "multiclass": {"macro_f1": 0.50},
+    "regression": {"r2": 0.0},
+}
 DEFAULT_TOLERANCE = 0.01  # metric points the candidate may trail the incumbent by
 DEFAULT_TTL = dt.timedelta(days=7)  # how long a request waits for its approvers
 # Distinct approvers a promotion needs, by the model's risk tier: the one place this is said.
@@ -75,31 +84,39 @@ def gate(
     *,
     floors: dict[str, float] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    task: str = "binary",
 ) -> GateResult:
-    """Check `candidate` metrics against floors and the `incumbent`'s, higher being better.
+    """Check `candidate` metrics against floors and the `incumbent`'s.
 
     Args:
         candidate: the candidate's metrics on the evaluation data.
         incumbent: the current alias holder's metrics on the same data, or None (default) if
             the alias is empty.
-        floors: metric -> minimum (default `DEFAULT_FLOORS`).
-        tolerance: how far below the incumbent the candidate may be (default 0.01).
+        floors: metric -> minimum (default: `TASK_FLOORS` of `task`).
+        tolerance: how far the candidate may trail the incumbent (default 0.01): in metric
+            points for a higher-is-better metric, as a share of the incumbent's value for a
+            lower-is-better one (an error in label units has no natural scale).
+        task: the models' task, "binary" (default), "multiclass" or "regression".
     """
+    floors = floors or TASK_FLOORS.get(task, DEFAULT_FLOORS)
     checks = []
-    for metric, floor in (floors or DEFAULT_FLOORS).items():
+    for metric, floor in floors.items():
         value = candidate.get(metric)
         ok = value is not None and value >= floor
         checks.append({"check": f"{metric} >= {floor}", "value": value, "passed": ok})
     if incumbent:
-        for metric in (floors or DEFAULT_FLOORS):
-            if metric in incumbent and metric in candidate:
+        compared = list(floors) if task == "binary" else [MAIN_METRIC.get(task, "accuracy")]
+        for metric in compared:
+            if candidate.get(metric) is None or incumbent.get(metric) is None:
+                continue
+            if metric in LOWER_IS_BETTER:
+                ok = candidate[metric] <= incumbent[metric] * (1 + tolerance)
+                check = f"{metric} <= incumbent * (1 + {tolerance})"
+            else:
                 ok = candidate[metric] >= incumbent[metric] - tolerance
-                checks.append({
-                    "check": f"{metric} >= incumbent - {tolerance}",
-                    "value": candidate[metric],
-                    "incumbent": incumbent[metric],
-                    "passed": ok,
-                })
+                check = f"{metric} >= incumbent - {tolerance}"
+            checks.append({"check": check, "value": candidate[metric],
+                           "incumbent": incumbent[metric], "passed": ok})
     return GateResult(all(c["passed"] for c in checks), checks)
 
 

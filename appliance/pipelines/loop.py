@@ -35,6 +35,7 @@ from appliance.governance.approvals import GateResult
 from appliance.monitor import alerts, canary, integrity, retrain
 from appliance.monitor.policy import Policy
 from appliance.monitor.policy_store import effective
+from appliance.monitor.window_stats import task_of
 from appliance.pipelines import deployment, promotion, training
 from appliance.pipelines.spec import TrainSpec
 from appliance.store import session_scope
@@ -138,7 +139,7 @@ class _Driver:
             candidate = session.get(ModelVersion, request.version_id)
             champion = session.get(ModelVersion, request.champion_version_id)
         mine, theirs = promotion.evaluate_on_holdout(self.cfg, candidate, [champion])
-        result = approvals.gate(mine, theirs)
+        result = approvals.gate(mine, theirs, task=task_of(candidate))
         with session_scope(self.cfg.db_url) as session:
             request, _ = self._load(session)
             request.gate = {**result.to_dict(), "candidate": mine, "champion": theirs,

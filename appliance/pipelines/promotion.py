@@ -11,6 +11,7 @@ from appliance.config import Config
 from appliance.errors import ConflictError
 from appliance.governance import approvals
 from appliance.monitor import integrity
+from appliance.monitor.window_stats import task_of
 from appliance.pipelines.split import holdout_split
 from appliance.registry import datasets, models
 from appliance.store import session_scope
@@ -60,7 +61,8 @@ def request(
     if incumbent is not None and incumbent.id == candidate.id:
         raise ConflictError(f"{ref} already holds the {alias!r} alias")
     metrics = evaluate_on_holdout(cfg, candidate, [incumbent] if incumbent else [])
-    result = approvals.gate(metrics[0], metrics[1] if incumbent else None)
+    result = approvals.gate(metrics[0], metrics[1] if incumbent else None,
+                            task=task_of(candidate))
     with session_scope(cfg.db_url) as session:
         approval = approvals.request_promotion(session, user, candidate, alias, result,
                                                incumbent=incumbent, expires_at=expires_at)

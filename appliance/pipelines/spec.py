@@ -3,6 +3,8 @@
     model = "credit"                 # required
     dataset = "credit-train"         # required: name (latest) or name:version
     label = "default"                # required
+    task = "binary"                  # optional: "binary" (0/1 labels), "multiclass" (int or
+                                     #   string classes) or "regression" (numbers)
     categorical = ["employment"]     # optional, default none
     seed = 7                         # optional, default 0
     holdout = 0.2                    # optional: share kept back for evaluation and the gate
@@ -23,9 +25,10 @@ import tomllib
 
 from appliance.errors import InvalidInput
 
-_TOP = {"model", "dataset", "label", "categorical", "seed", "holdout", "split", "params",
-        "resources"}
+_TOP = {"model", "dataset", "label", "task", "categorical", "seed", "holdout", "split",
+        "params", "resources"}
 SPLITS = ("random", "latest")
+TASKS = ("binary", "multiclass", "regression")
 _RESOURCES = {"num_workers", "use_gpu"}
 
 
@@ -41,6 +44,7 @@ class TrainSpec:
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     num_workers: int = 1
     use_gpu: bool | None = None
+    task: str = "binary"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -58,6 +62,8 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
     _expect(not unknown, where, f"unknown key(s) {unknown}; allowed: {sorted(_TOP)}")
     for key in ("model", "dataset", "label"):
         _expect(isinstance(doc.get(key), str) and doc[key], where, f"'{key}' is required")
+    task = doc.get("task", "binary")
+    _expect(task in TASKS, where, f"'task' must be one of {list(TASKS)}, got {task!r}")
     cats = doc.get("categorical", [])
     _expect(isinstance(cats, list) and all(isinstance(c, str) for c in cats), where,
             "'categorical' must be a list of column names")
@@ -83,7 +89,7 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
     return TrainSpec(
         model=doc["model"], dataset=doc["dataset"], label=doc["label"], categorical=cats,
         seed=seed, holdout=float(holdout), split=split, params=params, num_workers=workers,
-        use_gpu=None if gpu == "auto" else gpu,
+        use_gpu=None if gpu == "auto" else gpu, task=task,
     )
 
 

@@ -99,7 +99,7 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
             train_part, label=spec.label, categorical=spec.categorical, params=spec.params,
             seed=spec.seed, num_workers=spec.num_workers, use_gpu=spec.use_gpu,
             storage_path=str(cfg.artifacts / "ray_results"), name=f"{spec.model}-{run.id}",
-            holdout=holdout,
+            holdout=holdout, task=spec.task,
         )
     except Exception as exc:
         with session_scope(cfg.db_url) as session:
@@ -111,6 +111,8 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
     # 0 without it) + holdout = the dataset's rows.
     metrics.update(train_rows=fit.train_rows, valid_rows=fit.valid_rows,
                    holdout_rows=holdout.num_rows, epochs=fit.epochs)
+    # The monitor reads a version's task from its metrics (window_stats.task_of).
+    metrics["task"] = spec.task
     digest = store.put_bytes(fit.bundle.to_bytes())
     # The whole reference profile, features and predictions alike, is fitted on the holdout:
     # predictions on rows the model trained on are in-sample (more confident than anything it
@@ -118,7 +120,9 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
     # predictions because a profile is fitted on one set of rows (its missing shares and its
     # PCA, which includes the score, span them together), and the holdout is drawn from the
     # same data as the training part (with split = "latest" it is the newest rows, the ones
-    # most like what the model will serve).
+    # most like what the model will serve). The prediction part, per task (`ModelBundle`):
+    # binary the score and class, multiclass the top class's probability and the class,
+    # regression the predicted value (its class column is a constant 0).
     cols = to_columns(holdout, features, spec.categorical)
     classes, scores = fit.bundle.predict(cols)
     profile = store.put_bytes(fit_reference(cols, spec.categorical, scores, classes))
@@ -137,7 +141,13 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
 
 
 def _calibration(bundle, holdout, spec: TrainSpec) -> dict:
-    """How far the holdout scores are from probabilities, and the map that fixes them."""
+    """How far the holdout scores are from probabilities, and the map that fixes them.
+
+    Binary classifiers only: the label-free estimate (CBPE) that uses the map is defined for
+    one probability of class 1; other tasks get none ({}), and the monitor skips their
+    estimate (`window_stats._estimate`)."""
+    if bundle.task != "binary":
+        return {}
     cols = to_columns(holdout, bundle.feature_names, spec.categorical)
     _, scores = bundle.predict(cols)
     y = holdout.column(spec.label).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -79,6 +79,22 @@ def _fit_args(**over):
             {},
             "must hold 0/1",
         ),
+        (generate(100, seed=1), {"task": "ranking"}, "task must be one of"),
+        (
+            generate(100, seed=1).set_column(10, LABEL, pa.array(np.linspace(0, 1, 100))),
+            {"task": "multiclass"},
+            "integer or string classes",
+        ),
+        (
+            generate(100, seed=1).set_column(10, LABEL, pa.array(["a"] * 100)),
+            {"task": "multiclass"},
+            "only class 'a'",
+        ),
+        (
+            generate(100, seed=1).set_column(10, LABEL, pa.array(["a", "b"] * 50)),
+            {"task": "regression"},
+            "must hold numbers",
+        ),
     ],
 )
 def test_fit_rejects_bad_input_before_starting_ray(table, over, message):

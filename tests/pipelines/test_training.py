@@ -4,12 +4,14 @@ about its split, and what its drift reference is fitted on."""
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from loop_world import config
 
 import kernels
 from appliance.artifacts import ArtifactStore
 from appliance.data.synthetic import CATEGORICAL, LABEL, generate
+from appliance.errors import InvalidInput
 from appliance.governance.users import create_user
 from appliance.monitor.drift import SCORE, to_columns
 from appliance.pipelines import training
@@ -75,3 +77,68 @@ def test_early_stopping_records_its_validation_slice(world):
     m = training.train(cfg, ops, spec).version.metrics
     assert (m["train_rows"], m["valid_rows"], m["holdout_rows"]) == (480, 120, 200)
     assert m["epochs"] <= 30
+
+
+def _task_table(n: int, seed: int) -> pa.Table:
+    """x1, x2 ~ N(0, 1), c in {u, v}; `kind` (string classes by the sign pattern of x1 and
+    x2: three of them), `amount` (a regression target in units of hundreds)."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(0, 1, n), rng.normal(0, 1, n)
+    c = rng.choice(["u", "v"], n)
+    kind = np.where(x1 > 0.3, "high", np.where(x2 > 0, "mid", "low"))
+    amount = 500 + 120 * x1 - 80 * x2 + 60 * (c == "v") + rng.normal(0, 5, n)
+    return pa.table({"x1": x1, "x2": x2, "c": c, "kind": kind, "amount": amount})
+
+
+@pytest.mark.parametrize(
+    ("task", "label", "good"),
+    [("multiclass", "kind", ("macro_f1", 0.8)), ("regression", "amount", ("r2", 0.9))],
+)
+def test_each_task_trains_registers_and_profiles(tmp_path, ray_session, task, label, good):
+    cfg = config(tmp_path)
+    migrate(cfg.db_url)
+    table = _task_table(1_200, seed=9)
+    other = "amount" if label == "kind" else "kind"
+    store = ArtifactStore(cfg.artifacts)
+    with session_scope(cfg.db_url) as session:
+        admin = create_user(session, "admin", "admin", actor="admin")
+        ops = create_user(session, "ops", "operator", actor=admin.name)
+        datasets.add_table(session, store, table.drop_columns([other]), "tasks", actor=ops.name)
+    spec = parse_spec({"model": "tasks", "dataset": "tasks", "label": label, "task": task,
+                       "categorical": ["c"], "seed": 1,
+                       "params": {"epochs": 30, "hidden": 16, "lr": 0.01, "batch_size": 64}})
+    try:
+        out = training.train(cfg, ops, spec)
+    finally:
+        dispose_all()
+    m = out.version.metrics
+    assert m["task"] == task
+    assert m[good[0]] >= good[1], m
+    expected = ({"accuracy", "macro_f1", "log_loss"} if task == "multiclass"
+                else {"rmse", "mae", "r2"})
+    assert expected <= set(m)
+    # Calibration and its label-free estimate are for binary classifiers only.
+    assert out.version.calibration == {}
+    bundle = ModelBundle.from_bytes(store.get_bytes(out.version.digest))
+    assert bundle.task == task
+    _, holdout = holdout_split(table, spec.seed, spec.holdout, spec.split)
+    cols = to_columns(holdout, bundle.feature_names, ["c"])
+    got = bundle.score(cols)
+    if task == "multiclass":
+        assert bundle.classes == ["high", "low", "mid"]
+        assert got.probabilities.shape == (holdout.num_rows, 3)
+        np.testing.assert_allclose(got.probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    else:
+        # In label units: the network learnt the standardised amount.
+        truth = holdout.column("amount").to_numpy()
+        assert np.abs(got.scores - truth).mean() < 40
+    profile = kernels.ReferenceProfile.from_bytes(store.get_bytes(out.version.profile_digest))
+    np.testing.assert_allclose(profile.features[SCORE].sorted,
+                               np.sort(got.scores.astype(np.float64)))
+
+
+def test_spec_task_defaults_to_binary_and_refuses_unknown_ones():
+    assert _spec().task == "binary"
+    assert _spec(task="regression").to_dict()["task"] == "regression"
+    with pytest.raises(InvalidInput, match="'task' must be one of"):
+        _spec(task="ranking")

@@ -96,6 +96,21 @@ def test_gate_floors_and_incumbent_tolerance():
     assert approvals.gate({"accuracy": 0.895, "auc": 0.9}, {"accuracy": 0.9, "auc": 0.9}).passed
 
 
+def test_gate_judges_each_task_by_its_main_metric_in_its_direction():
+    # Regression: r2 floor; rmse is lower-is-better, the tolerance a share of the incumbent's.
+    reg = {"rmse": 1.0, "mae": 0.8, "r2": 0.6}
+    assert approvals.gate(reg, {**reg, "rmse": 0.995}, task="regression").passed
+    worse = approvals.gate({**reg, "rmse": 1.2}, reg, task="regression")
+    assert [c["check"] for c in worse.checks if not c["passed"]] == [
+        "rmse <= incumbent * (1 + 0.01)"]
+    assert not approvals.gate({**reg, "r2": -0.1}, task="regression").passed
+    # Multiclass: macro F1 floor and no regression on it; accuracy is not checked.
+    mc = {"accuracy": 0.5, "macro_f1": 0.7, "log_loss": 0.9}
+    assert approvals.gate(mc, {**mc, "macro_f1": 0.705}, task="multiclass").passed
+    assert not approvals.gate(mc, {**mc, "macro_f1": 0.75}, task="multiclass").passed
+    assert not approvals.gate({**mc, "macro_f1": 0.4}, task="multiclass").passed
+
+
 def test_four_eyes_promotion(db_url, tmp_path):
     _people(db_url)
     mv = _version(db_url, tmp_path)
