@@ -3,7 +3,9 @@
 Serving loads the same bytes that training wrote, so the transform applied to a request is
 exactly the one fitted on the training data (no training/serving skew).
 
-A bundle knows its task, and turns the network's raw outputs into the same three things for
+Two kinds of model share the bundle: the MLP (a torch network, `FORMAT`) and gradient-boosted
+trees (an XGBoost booster, `XGBOOST_FORMAT`); `ModelBundle.from_bytes` reads either. A bundle
+knows its task, and turns the network's raw outputs into the same three things for
 every task (`Outputs`), which is what serving answers and logs and what drift profiles:
 
 - binary: predictions are the class (0/1, at `threshold`), scores the probability of class 1;
@@ -28,7 +30,12 @@ from torch import nn
 from appliance.errors import InvalidInput
 
 FORMAT = "appliance.bundle/1"
+# A gradient-boosted trees bundle: this line, the meta JSON's length (8 bytes, big-endian), the
+# meta JSON, then the booster in XGBoost's own UBJSON format. Neither part can run code on load.
+XGBOOST_FORMAT = "appliance.bundle.xgboost/1"
+_XGBOOST_MAGIC = (XGBOOST_FORMAT + "\n").encode()
 TASKS = ("binary", "multiclass", "regression")
+KINDS = ("mlp", "xgboost")
 
 
 class Outputs(NamedTuple):
@@ -142,6 +149,8 @@ class ModelBundle:
         task: "binary" (default), "multiclass" or "regression".
         classes: multiclass only: the label values, sorted; index i is class i.
         target: regression only: (mean, std) of the training labels.
+        kind: "mlp" (default: `module` is the torch network) or "xgboost" (`module` is an
+            `xgboost.Booster` whose margins are the raw outputs; hidden and layers are 0).
     """
 
     preprocessor: Preprocessor
@@ -153,6 +162,7 @@ class ModelBundle:
     task: str = "binary"
     classes: list | None = None
     target: tuple[float, float] | None = None
+    kind: str = "mlp"
 
     @property
     def feature_names(self) -> list[str]:
@@ -183,10 +193,16 @@ class ModelBundle:
 
     def raw(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """The network's raw outputs for `columns`, shape (n, output_width)."""
-        x = torch.from_numpy(self.preprocessor.transform(columns))
+        x = self.preprocessor.transform(columns)
+        if self.kind == "xgboost":
+            # Deferred: only tree bundles need xgboost.
+            import xgboost
+
+            margins = self.module.predict(xgboost.DMatrix(x), output_margin=True)
+            return np.asarray(margins).reshape(len(x), -1)
         self.module.eval()
         with torch.no_grad():
-            return self.module(x).numpy()
+            return self.module(torch.from_numpy(x)).numpy()
 
     def score(self, columns: Mapping[str, np.ndarray]) -> Outputs:
         """`Outputs` for `columns`."""
@@ -205,7 +221,24 @@ class ModelBundle:
         out = self.score(columns)
         return out.predictions, out.scores
 
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "numerical": {k: list(v) for k, v in self.preprocessor.numerical.items()},
+            "categorical": self.preprocessor.categorical,
+            "label": self.label,
+            "threshold": self.threshold,
+            "task": self.task,
+            "classes": self.classes,
+            "target": list(self.target) if self.target else None,
+        }
+
     def to_bytes(self) -> bytes:
+        """The bundle as one artifact, in its kind's format (`from_bytes` reads both)."""
+        if self.kind == "xgboost":
+            # Never sort_keys, as below: the meta's order is the design matrix's column order.
+            meta = json.dumps({"format": XGBOOST_FORMAT, **self._meta()}).encode()
+            booster = bytes(self.module.save_raw(raw_format="ubj"))
+            return b"".join([_XGBOOST_MAGIC, len(meta).to_bytes(8, "big"), meta, booster])
         meta = {
             "format": FORMAT,
             "numerical": {k: list(v) for k, v in self.preprocessor.numerical.items()},
@@ -227,6 +260,13 @@ class ModelBundle:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ModelBundle:
+        """Read a bundle of either kind, dispatching on its format.
+
+        Raises:
+            InvalidInput: the bytes are not a bundle of a format this code reads.
+        """
+        if bytes(data[: len(_XGBOOST_MAGIC)]) == _XGBOOST_MAGIC:
+            return cls._from_xgboost(data)
         try:
             # weights_only refuses pickled code: a bundle cannot execute anything on load.
             blob = torch.load(io.BytesIO(data), weights_only=True)
@@ -237,10 +277,7 @@ class ModelBundle:
             raise InvalidInput(
                 f"unsupported bundle format {meta.get('format')!r}; expected {FORMAT!r}"
             )
-        pre = Preprocessor(
-            numerical={k: (float(v[0]), float(v[1])) for k, v in meta["numerical"].items()},
-            categorical={k: list(v) for k, v in meta["categorical"].items()},
-        )
+        pre = _preprocessor(meta)
         # Bundles written before tasks existed are binary classifiers.
         task: str = meta.get("task", "binary")
         classes: list[Any] | None = meta.get("classes")
@@ -250,3 +287,28 @@ class ModelBundle:
         module.load_state_dict(blob["state"])
         return cls(pre, module, meta["hidden"], meta["layers"], meta["label"], meta["threshold"],
                    task, classes, target)
+
+    @classmethod
+    def _from_xgboost(cls, data: bytes) -> ModelBundle:
+        # Deferred: only tree bundles need xgboost.
+        import xgboost
+
+        start = len(_XGBOOST_MAGIC)
+        try:
+            size = int.from_bytes(data[start : start + 8], "big")
+            meta = json.loads(bytes(data[start + 8 : start + 8 + size]))
+            booster = xgboost.Booster()
+            booster.load_model(bytearray(data[start + 8 + size :]))
+        except Exception as exc:
+            raise InvalidInput(f"not a {XGBOOST_FORMAT} bundle: {exc}") from exc
+        pre = _preprocessor(meta)
+        target = tuple(meta["target"]) if meta.get("target") else None
+        return cls(pre, booster, 0, 0, meta["label"], meta["threshold"], meta["task"],
+                   meta.get("classes"), target, kind="xgboost")
+
+
+def _preprocessor(meta: dict[str, Any]) -> Preprocessor:
+    return Preprocessor(
+        numerical={k: (float(v[0]), float(v[1])) for k, v in meta["numerical"].items()},
+        categorical={k: list(v) for k, v in meta["categorical"].items()},
+    )

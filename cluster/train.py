@@ -60,6 +60,34 @@ _PARAM_RULES: dict[str, tuple[type, float, float, bool]] = {
     "early_stopping": (int, 0, 10_000, True),
     "valid_fraction": (float, 0.0, 0.5, False),
 }
+# The xgboost kind's params (`cluster.train_xgboost`); early_stopping counts boosting rounds.
+XGBOOST_PARAMS: dict[str, Any] = {
+    "num_boost_round": 100,
+    "max_depth": 6,
+    "eta": 0.3,
+    "subsample": 1.0,
+    "colsample_bytree": 1.0,
+    "min_child_weight": 1.0,
+    "reg_lambda": 1.0,
+    "early_stopping": 0,
+    "valid_fraction": 0.1,
+}
+_XGBOOST_RULES: dict[str, tuple[type, float, float, bool]] = {
+    "num_boost_round": (int, 1, 100_000, True),
+    "max_depth": (int, 0, 64, True),
+    "eta": (float, 0.0, 1.0, False),
+    "subsample": (float, 0.0, 1.0, False),
+    "colsample_bytree": (float, 0.0, 1.0, False),
+    "min_child_weight": (float, 0.0, 1e6, True),
+    "reg_lambda": (float, 0.0, 1e6, True),
+    "early_stopping": (int, 0, 100_000, True),
+    "valid_fraction": (float, 0.0, 0.5, False),
+}
+# Built-in model kinds: name -> (default params, their rules).
+KINDS: dict[str, tuple[dict[str, Any], dict[str, tuple[type, float, float, bool]]]] = {
+    "mlp": (DEFAULT_PARAMS, _PARAM_RULES),
+    "xgboost": (XGBOOST_PARAMS, _XGBOOST_RULES),
+}
 _MIN_ROWS = 10
 _CHECKPOINT_FILE = "model.pt"
 _POLL_ENV, _POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
@@ -93,10 +121,15 @@ class FitResult:
     epochs: int = 0
 
 
-def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
+def resolve_params(params: dict[str, Any] | None, kind: str = "mlp") -> dict[str, Any]:
     """Return `params` with defaults filled in, after checking every key and value.
 
     Args:
+        kind: the model kind whose params these are: "mlp" (default) or "xgboost".
+            xgboost's (XGBOOST_PARAMS): num_boost_round (100), max_depth (6), eta (0.3),
+            subsample (1.0), colsample_bytree (1.0), min_child_weight (1.0), reg_lambda (1.0),
+            early_stopping (rounds without a lower validation loss; 0, off), valid_fraction
+            (0.1, with early_stopping only).
         params: any subset of DEFAULT_PARAMS (None or {} means all defaults): hidden (units per
             layer, 32), layers (hidden layers, 2), epochs (10), lr (AdamW learning rate, 3e-3),
             batch_size (per worker, 512), weight_decay (1e-4), early_stopping (stop after this
@@ -105,27 +138,32 @@ def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
             kept back as the validation slice when early_stopping is on, 0.1).
 
     Raises:
-        InvalidInput: an unknown key, or a value of the wrong type or out of range, or
-            valid_fraction without early_stopping (it would hold rows back for nothing).
+        InvalidInput: an unknown kind or key, or a value of the wrong type or out of range,
+            or valid_fraction without early_stopping (it would hold rows back for nothing).
     """
+    if kind not in KINDS:
+        raise InvalidInput(f"unknown model kind {kind!r}; built in: {sorted(KINDS)}")
+    defaults, rules = KINDS[kind]
     if params is None:
         params = {}
     if not isinstance(params, dict):
         raise InvalidInput(f"params must be a mapping of name to value, got {params!r}")
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise InvalidInput(f"unknown training param(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
-    out = dict(DEFAULT_PARAMS)
+        raise InvalidInput(
+            f"unknown training param(s) {unknown} for kind {kind!r}; known: {sorted(defaults)}"
+        )
+    out = dict(defaults)
     for key, value in params.items():
-        kind, low, high, low_ok = _PARAM_RULES[key]
+        typ, low, high, low_ok = rules[key]
         bad = isinstance(value, bool) or not isinstance(value, (int, float))
-        if kind is int and not bad and value != int(value):
+        if typ is int and not bad and value != int(value):
             bad = True
         if bad:
-            raise InvalidInput(f"training param {key!r} must be {kind.__name__}, got {value!r}")
-        value = kind(value)
+            raise InvalidInput(f"training param {key!r} must be {typ.__name__}, got {value!r}")
+        value = typ(value)
         below = value < low if low_ok else value <= low
-        if below or value > high or (kind is float and not math.isfinite(value)):
+        if below or value > high or (typ is float and not math.isfinite(value)):
             lower = "[" if low_ok else "("
             raise InvalidInput(
                 f"training param {key!r} must be in {lower}{low}, {high}], got {value!r}"
@@ -435,77 +473,33 @@ def _train_loop(config: dict[str, Any]) -> None:
             break
 
 
-def _digest(x: np.ndarray, y: np.ndarray, params: dict, seed: int, workers: int, gpu: bool) -> str:
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(x).tobytes())
-    h.update(np.ascontiguousarray(y).tobytes())
-    h.update(json.dumps([params, seed, workers, gpu], sort_keys=True).encode())
-    return h.hexdigest()[:12]
+@dataclasses.dataclass
+class Prepared:
+    """The rows of a fit, ready for any kind: the design matrix and targets of the rows the
+    model trains on and of the validation slice (None without early stopping), the fitted
+    `Preprocessor`, what the bundle keeps to undo the targets (`_targets`), and which rows of
+    the table each part holds."""
+
+    pre: Preprocessor
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray | None
+    y_valid: np.ndarray | None
+    kept: dict[str, Any]
+    train_idx: np.ndarray
+    valid_idx: np.ndarray
 
 
-def _load_module(
-    checkpoint: Any, width: int, params: dict, outputs: int
-) -> tuple[torch.nn.Module, int]:
-    """The trained network in `checkpoint` (the best epoch's under early stopping), and the
-    number of epochs trained."""
-    module = build_mlp(width, params["hidden"], params["layers"], outputs)
-    with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / _CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    best = state.get("best") or {}
-    module.load_state_dict(best["state"] if best.get("state") is not None else state["model"])
-    module.eval()
-    return module, int(state["epoch"]) + 1
-
-
-def fit(
-    table: pa.Table,
-    *,
-    label: str,
-    categorical: list[str],
-    params: dict[str, Any] | None,
-    seed: int,
-    num_workers: int = 1,
-    use_gpu: bool | None = None,
-    storage_path: str | None = None,
-    name: str = "train",
-    holdout: pa.Table | None = None,
-    task: str = "binary",
-) -> FitResult:
-    """Train the MLP on every row of `table` with Ray Train, and score it on `holdout`.
-
-    Starts or joins Ray (`cluster.runtime.ensure_ray`) when the caller has not.
-
-    Args:
-        table: training rows: every column but `label` is a feature. All of them train the
-            model, except the validation slice early stopping keeps back when it is on.
-        label: name of the target column: 0/1 for binary, int or string classes for
-            multiclass, numbers for regression.
-        categorical: names of the categorical features (one-hot encoded); others are numerical.
-        params: training params, see `resolve_params` (None: all defaults).
-        seed: seeds the validation slice, weight init and batch order.
-        num_workers: Ray Train workers (data-parallel; default 1).
-        use_gpu: train on GPUs; None (default) means when the Ray cluster has one per worker.
-        storage_path: folder for Ray Train runs (default ``$APPLIANCE_HOME/ray_results``).
-        name: run name prefix; the run folder is ``{name}-{digest}`` (default "train").
-        holdout: labelled rows the model never saw, to compute `FitResult.metrics` on
-            (default None: no metrics).
-        task: "binary" (default: sigmoid and binary cross-entropy), "multiclass" (softmax and
-            cross-entropy) or "regression" (squared error on the standardised label).
+def prepare(
+    table: pa.Table, *, label: str, categorical: list[str], resolved: dict[str, Any],
+    seed: int, num_workers: int, task: str,
+) -> Prepared:
+    """Check a fit's arguments and split `table` into the rows that train and the validation
+    slice (only when resolved["early_stopping"]), as every model kind does.
 
     Raises:
-        InvalidInput: bad params, arguments, columns or labels (the message names which).
-        RuntimeError: the training run failed after its retries (the cause is chained).
+        InvalidInput: bad arguments, columns or labels (the message names which).
     """
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from appliance.config import load_config
-    from cluster.runtime import ensure_ray
-
-    started = time.perf_counter()
-    resolved = resolve_params(params)
-    check_name("run name", name)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
@@ -551,6 +545,123 @@ def fit(
             y_valid = ((_values(valid_table, label) - mean) / std).astype(np.float32)
         else:
             y_valid = _labels(valid_table, label).astype(np.float32)
+    return Prepared(pre, x_train, y_train, x_valid, y_valid, kept, train_idx, valid_idx)
+
+
+def run_digest(
+    x: np.ndarray, y: np.ndarray, params: dict, seed: int, workers: int, gpu: bool
+) -> str:
+    """The run folder's digest: of the training rows, params, seed and scaling."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(x).tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    h.update(json.dumps([params, seed, workers, gpu], sort_keys=True).encode())
+    return h.hexdigest()[:12]
+
+
+def run_trainer(trainer: Any, run_name: str) -> Any:
+    """Run a Ray Train `trainer` and return its result, which holds a checkpoint.
+
+    Raises:
+        RuntimeError: the run failed after its retries (the cause is chained), or ended
+            without a checkpoint.
+    """
+    # Ray Train's controller polls its workers every 2 s and takes in one report per poll, which
+    # dominates a fit of a few seconds; a faster poll is cheap with this few workers. Ray reads
+    # the variable from the driver's environment when the run starts; an operator's own setting
+    # wins.
+    previous = os.environ.get(_POLL_ENV)
+    os.environ.setdefault(_POLL_ENV, _POLL_S)
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors in its own types; keep the chain
+        raise RuntimeError(f"training run {run_name!r} failed: {exc}") from exc
+    finally:
+        if previous is None:
+            os.environ.pop(_POLL_ENV, None)
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {run_name!r} finished without a checkpoint")
+    return result
+
+
+def _load_module(
+    checkpoint: Any, width: int, params: dict, outputs: int
+) -> tuple[torch.nn.Module, int]:
+    """The trained network in `checkpoint` (the best epoch's under early stopping), and the
+    number of epochs trained."""
+    module = build_mlp(width, params["hidden"], params["layers"], outputs)
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / _CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    best = state.get("best") or {}
+    module.load_state_dict(best["state"] if best.get("state") is not None else state["model"])
+    module.eval()
+    return module, int(state["epoch"]) + 1
+
+
+def fit(
+    table: pa.Table,
+    *,
+    label: str,
+    categorical: list[str],
+    params: dict[str, Any] | None,
+    seed: int,
+    num_workers: int = 1,
+    use_gpu: bool | None = None,
+    storage_path: str | None = None,
+    name: str = "train",
+    holdout: pa.Table | None = None,
+    task: str = "binary",
+    kind: str = "mlp",
+) -> FitResult:
+    """Train a model on every row of `table` with Ray Train, and score it on `holdout`.
+
+    Starts or joins Ray (`cluster.runtime.ensure_ray`) when the caller has not.
+
+    Args:
+        table: training rows: every column but `label` is a feature. All of them train the
+            model, except the validation slice early stopping keeps back when it is on.
+        label: name of the target column: 0/1 for binary, int or string classes for
+            multiclass, numbers for regression.
+        categorical: names of the categorical features (one-hot encoded); others are numerical.
+        params: training params, see `resolve_params` (None: all defaults).
+        seed: seeds the validation slice, weight init and batch order.
+        num_workers: Ray Train workers (data-parallel; default 1).
+        use_gpu: train on GPUs; None (default) means when the Ray cluster has one per worker.
+        storage_path: folder for Ray Train runs (default ``$APPLIANCE_HOME/ray_results``).
+        name: run name prefix; the run folder is ``{name}-{digest}`` (default "train").
+        holdout: labelled rows the model never saw, to compute `FitResult.metrics` on
+            (default None: no metrics).
+        task: "binary" (default: sigmoid and binary cross-entropy), "multiclass" (softmax and
+            cross-entropy) or "regression" (squared error on the standardised label).
+        kind: "mlp" (default: the MLP on `TorchTrainer`, DDP across workers) or "xgboost"
+            (gradient-boosted trees on `XGBoostTrainer`: `cluster.train_xgboost`).
+
+    Raises:
+        InvalidInput: bad params, arguments, columns or labels (the message names which).
+        RuntimeError: the training run failed after its retries (the cause is chained).
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from appliance.config import load_config
+    from cluster.runtime import ensure_ray
+
+    if kind == "xgboost":
+        # Deferred: xgboost is only imported by runs of its kind.
+        from cluster.train_xgboost import fit_xgboost
+
+        return fit_xgboost(table, label=label, categorical=categorical, params=params,
+                           seed=seed, num_workers=num_workers, use_gpu=use_gpu,
+                           storage_path=storage_path, name=name, holdout=holdout, task=task)
+    started = time.perf_counter()
+    resolved = resolve_params(params, kind=kind)
+    check_name("run name", name)
+    data = prepare(table, label=label, categorical=categorical, resolved=resolved, seed=seed,
+                   num_workers=num_workers, task=task)
+    pre, x_train, y_train, x_valid, y_valid, kept = (
+        data.pre, data.x_train, data.y_train, data.x_valid, data.y_valid, data.kept)
+    train_idx, valid_idx, n_valid = data.train_idx, data.valid_idx, len(data.valid_idx)
     outputs = output_width(task, kept.get("classes"))
 
     if not ray.is_initialized():
@@ -559,7 +670,7 @@ def fit(
         use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
     storage = Path(storage_path) if storage_path else load_config().home / "ray_results"
     storage.mkdir(parents=True, exist_ok=True)
-    run_name = f"{name}-{_digest(x_train, y_train, resolved, int(seed), num_workers, use_gpu)}"
+    run_name = f"{name}-{run_digest(x_train, y_train, resolved, int(seed), num_workers, use_gpu)}"
 
     trainer = TorchTrainer(
         _train_loop,
@@ -582,21 +693,7 @@ def fit(
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
-    # Ray Train's controller polls its workers every 2 s and takes in one report per poll, which
-    # dominates a fit of a few seconds; a faster poll is cheap with this few workers. Ray reads
-    # the variable from the driver's environment when the run starts; an operator's own setting
-    # wins.
-    previous = os.environ.get(_POLL_ENV)
-    os.environ.setdefault(_POLL_ENV, _POLL_S)
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # Ray wraps worker errors in its own types; keep the chain
-        raise RuntimeError(f"training run {run_name!r} failed: {exc}") from exc
-    finally:
-        if previous is None:
-            os.environ.pop(_POLL_ENV, None)
-    if result.checkpoint is None:
-        raise RuntimeError(f"training run {run_name!r} finished without a checkpoint")
+    result = run_trainer(trainer, run_name)
 
     module, epochs = _load_module(result.checkpoint, pre.width, resolved, outputs)
     bundle = ModelBundle(pre, module, resolved["hidden"], resolved["layers"], label, task=task,

@@ -5,6 +5,8 @@
     label = "default"                # required
     task = "binary"                  # optional: "binary" (0/1 labels), "multiclass" (int or
                                      #   string classes) or "regression" (numbers)
+    kind = "mlp"                     # optional: "mlp" (PyTorch) or "xgboost" (boosted trees);
+                                     #   [params] are the kind's (cluster.train.resolve_params)
     categorical = ["employment"]     # optional, default none
     seed = 7                         # optional, default 0
     holdout = 0.2                    # optional: share kept back for evaluation and the gate
@@ -25,10 +27,11 @@ import tomllib
 
 from appliance.errors import InvalidInput
 
-_TOP = {"model", "dataset", "label", "task", "categorical", "seed", "holdout", "split",
+_TOP = {"model", "dataset", "label", "task", "kind", "categorical", "seed", "holdout", "split",
         "params", "resources"}
 SPLITS = ("random", "latest")
 TASKS = ("binary", "multiclass", "regression")
+KINDS = ("mlp", "xgboost")
 _RESOURCES = {"num_workers", "use_gpu"}
 
 
@@ -45,6 +48,7 @@ class TrainSpec:
     num_workers: int = 1
     use_gpu: bool | None = None
     task: str = "binary"
+    kind: str = "mlp"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -64,6 +68,8 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
         _expect(isinstance(doc.get(key), str) and doc[key], where, f"'{key}' is required")
     task = doc.get("task", "binary")
     _expect(task in TASKS, where, f"'task' must be one of {list(TASKS)}, got {task!r}")
+    kind = doc.get("kind", "mlp")
+    _expect(kind in KINDS, where, f"'kind' must be one of {list(KINDS)}, got {kind!r}")
     cats = doc.get("categorical", [])
     _expect(isinstance(cats, list) and all(isinstance(c, str) for c in cats), where,
             "'categorical' must be a list of column names")
@@ -89,7 +95,7 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
     return TrainSpec(
         model=doc["model"], dataset=doc["dataset"], label=doc["label"], categorical=cats,
         seed=seed, holdout=float(holdout), split=split, params=params, num_workers=workers,
-        use_gpu=None if gpu == "auto" else gpu, task=task,
+        use_gpu=None if gpu == "auto" else gpu, task=task, kind=kind,
     )
 
 

@@ -56,7 +56,7 @@ from cluster.serve._metrics import IngressMetrics, ReplicaMetrics
 from cluster.serve._oip import Reply
 from cluster.serve._prediction_log import PredictionLog
 from cluster.serve._routing import new_request_id
-from cluster.serve._scoring import TorchScorer, installed
+from cluster.serve._scoring import BundleScorer, TorchScorer, installed
 
 logger = logging.getLogger("ray.serve")
 
@@ -196,13 +196,16 @@ class ModelServer(CanaryRouting):
             from cluster.export import export_bundle
             from cluster.serve._triton import TritonBackend
 
-            if self.bundle.task != "binary":
+            if self.bundle.task != "binary" or self.bundle.kind != "mlp":
                 raise InvalidInput(
-                    f"the triton backend serves binary classifiers only; {self.model}:"
-                    f"{self.version} is {self.bundle.task}: serve it with backend 'torch'"
+                    f"the triton backend serves binary MLP classifiers only; {self.model}:"
+                    f"{self.version} is a {self.bundle.task} {self.bundle.kind}: serve it with "
+                    f"backend 'torch'"
                 )
 
             return TritonBackend(self.bundle, export_bundle(bundle_path), name=self.model)
+        if self.bundle.kind != "mlp":
+            return BundleScorer(self.bundle)
         return TorchScorer(self.bundle, float(options.get("num_gpus", 0) or 0))
 
     def __del__(self) -> None:

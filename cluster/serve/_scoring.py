@@ -44,6 +44,22 @@ class TorchScorer:
         return self.bundle.outputs(raw)
 
 
+class BundleScorer:
+    """Scores with the bundle itself, on the CPU: gradient-boosted trees (XGBoost predicts
+    with its own threads, not torch's)."""
+
+    INLINE_ROWS = 256
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+        self.device = "cpu"
+        self.inline_rows = self.INLINE_ROWS
+
+    def predict(self, columns: dict[str, np.ndarray]) -> Outputs:
+        """The bundle's `Outputs` for `columns`."""
+        return self.bundle.score(columns)
+
+
 def installed(requirements: list[str]) -> dict[str, str | None]:
     """Each required package's installed version here (None when it is not installed)."""
     out: dict[str, str | None] = {}

@@ -20,6 +20,18 @@ pytestmark = pytest.mark.slow
 CLASSES = ["east", "north", "south"]
 
 
+def _trees() -> ModelBundle:
+    """A binary gradient-boosted trees bundle over the same columns (xgboost.train here)."""
+    import xgboost
+
+    cols = columns(256, seed=0)
+    pre = Preprocessor.fit(cols, CATEGORICAL)
+    y = (cols["income"] > 50.0).astype(np.float32)
+    booster = xgboost.train({"objective": "binary:logistic", "max_depth": 2, "seed": 0},
+                            xgboost.DMatrix(pre.transform(cols), label=y), num_boost_round=10)
+    return ModelBundle(pre, booster, 0, 0, label="y", kind="xgboost")
+
+
 def _bundle(task: str) -> ModelBundle:
     """A small model of `task` over serve_helpers' columns, fitted for a few steps: multiclass
     learns which third of incomes a row is in (string classes), regression its age in years."""
@@ -54,9 +66,9 @@ def served(ray_session, tmp_path_factory):
     home = tmp_path_factory.mktemp("serve-tasks")
     cfg = serve_config(home)
     bundles = {}
-    for model, task in (("segment", "multiclass"), ("age", "regression")):
+    for model, task in (("segment", "multiclass"), ("age", "regression"), ("trees", "binary")):
         path = home / f"{model}.bundle"
-        path.write_bytes(_bundle(task).to_bytes())
+        path.write_bytes((_trees() if model == "trees" else _bundle(task)).to_bytes())
         bundles[model] = ModelBundle.from_bytes(path.read_bytes())
         url = deploy(cfg, model=model, version="1", bundle_path=path, deployment=f"{model}-prod")
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -116,3 +128,14 @@ def test_regression_answers_the_value_in_label_units(served):
     refused = client.post("/v2/models/age/infer", json=ask, headers=AUTH)
     assert refused.status_code == 400
     assert "probabilities" in refused.json()["error"]
+
+
+def test_trees_answer_through_the_same_endpoint(served):
+    client, bundle = served["client"], served["bundles"]["trees"]
+    cols = columns(5, seed=5)
+    resp = client.post("/v2/models/trees/infer", json=infer_request(cols, "t-1"), headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    outputs = {o["name"]: o for o in resp.json()["outputs"]}
+    predictions, scores = bundle.predict(cols)
+    assert outputs["predictions"]["data"] == predictions.tolist()
+    np.testing.assert_allclose(outputs["scores"]["data"], scores, rtol=1e-6)

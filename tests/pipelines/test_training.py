@@ -142,3 +142,36 @@ def test_spec_task_defaults_to_binary_and_refuses_unknown_ones():
     assert _spec(task="regression").to_dict()["task"] == "regression"
     with pytest.raises(InvalidInput, match="'task' must be one of"):
         _spec(task="ranking")
+
+
+def test_xgboost_is_registered_profiled_and_gated_like_the_mlp(tmp_path, ray_session):
+    from appliance.pipelines import promotion
+
+    cfg = config(tmp_path)
+    migrate(cfg.db_url)
+    table = _task_table(1_000, seed=11).drop_columns(["amount"])
+    store = ArtifactStore(cfg.artifacts)
+    with session_scope(cfg.db_url) as session:
+        admin = create_user(session, "admin", "admin", actor="admin")
+        ops = create_user(session, "ops", "operator", actor=admin.name)
+        datasets.add_table(session, store, table, "kinds", actor=ops.name)
+    doc = {"model": "kinds", "dataset": "kinds", "label": "kind", "task": "multiclass",
+           "kind": "xgboost", "categorical": ["c"], "params": {"num_boost_round": 20}}
+    # Params are the kind's: an MLP param is refused before any run is recorded.
+    with pytest.raises(InvalidInput, match="'hidden'"):
+        training.start(cfg, ops, parse_spec({**doc, "params": {"hidden": 8}}))
+    try:
+        out = training.train(cfg, ops, parse_spec(doc))
+        with session_scope(cfg.db_url) as session:
+            assert lineage(session, "kinds:1")["run"]["params"]["num_boost_round"] == 20
+        # The gate re-scores the stored artifact on the same holdout: the same metrics.
+        (again,) = promotion.evaluate_on_holdout(cfg, out.version, [])
+    finally:
+        dispose_all()
+    m = out.version.metrics
+    assert m["macro_f1"] >= 0.85 and m["epochs"] == 20
+    assert again == {k: m[k] for k in again}
+    bundle = ModelBundle.from_bytes(store.get_bytes(out.version.digest))
+    assert bundle.kind == "xgboost" and bundle.classes == ["high", "low", "mid"]
+    profile = kernels.ReferenceProfile.from_bytes(store.get_bytes(out.version.profile_digest))
+    assert profile.rows == m["holdout_rows"] == 200
