@@ -1,6 +1,6 @@
 """Fit gradient-boosted trees (XGBoost) on Ray Train, into the same bundle as the MLP.
 
-`fit_xgboost` prepares the rows exactly as the MLP's fit does (`cluster.train.prepare`: the
+`fit_xgboost` prepares the rows exactly as the MLP's fit does (`cluster.fit_data.prepare`: the
 same validation slice, targets and `Preprocessor`), hands the design matrix to Ray Train's
 `XGBoostTrainer` as Ray Data datasets (each worker reads its shard with
 ``ray.train.get_dataset_shard`` and trains with XGBoost's own collective, rabit), and checkpoints
@@ -21,15 +21,9 @@ import pyarrow as pa
 
 from appliance.names import check_name
 from cluster.bundle import ModelBundle
-from cluster.train import (
-    FitResult,
-    Prepared,
-    evaluate,
-    prepare,
-    resolve_params,
-    run_digest,
-    run_trainer,
-)
+from cluster.fit_data import Prepared, evaluate, prepare
+from cluster.train import FitResult, run_digest, run_trainer
+from cluster.train_params import resolve_params
 
 _OBJECTIVES = {
     "binary": ("binary:logistic", "logloss"),
@@ -41,7 +35,7 @@ _Y = "__y__"
 
 def booster_params(resolved: dict[str, Any], task: str, classes: int, seed: int,
                    use_gpu: bool) -> dict[str, Any]:
-    """XGBoost's own params for the resolved appliance params (see `cluster.train`)."""
+    """XGBoost's own params for the resolved appliance params (`cluster.train_params`)."""
     objective, metric = _OBJECTIVES[task]
     out = {
         "objective": objective,
@@ -142,7 +136,7 @@ def fit_xgboost(
     """Train gradient-boosted trees on every row of `table` with Ray Train's XGBoostTrainer.
 
     The arguments are `cluster.train.fit`'s; params are the xgboost kind's (see
-    `cluster.train.resolve_params`). `FitResult.epochs` is the number of boosting rounds kept
+    `cluster.train_params.resolve_params`). `FitResult.epochs` is the number of boosting rounds kept
     (up to the best round under early stopping).
 
     Raises:

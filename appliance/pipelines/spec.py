@@ -6,7 +6,7 @@
     task = "binary"                  # optional: "binary" (0/1 labels), "multiclass" (int or
                                      #   string classes) or "regression" (numbers)
     kind = "mlp"                     # optional: "mlp" (PyTorch) or "xgboost" (boosted trees);
-                                     #   [params] are the kind's (cluster.train.resolve_params)
+                                     #   [params] are the kind's (cluster.train_params)
     categorical = ["employment"]     # optional, default none
     seed = 7                         # optional, default 0
     holdout = 0.2                    # optional: share kept back for evaluation and the gate
