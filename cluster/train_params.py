@@ -78,8 +78,7 @@ def resolve_params(params: dict[str, Any] | None, kind: str = "mlp") -> dict[str
             kept back as the validation slice when early_stopping is on, 0.1).
 
     Raises:
-        InvalidInput: an unknown kind or key, or a value of the wrong type or out of range,
-            or valid_fraction without early_stopping (it would hold rows back for nothing).
+        InvalidInput: an unknown kind or key, or a value of the wrong type or out of range.
     """
     if kind not in KINDS:
         raise InvalidInput(f"unknown model kind {kind!r}; built in: {sorted(KINDS)}")
@@ -109,9 +108,6 @@ def resolve_params(params: dict[str, Any] | None, kind: str = "mlp") -> dict[str
                 f"training param {key!r} must be in {lower}{low}, {high}], got {value!r}"
             )
         out[key] = value
-    if "valid_fraction" in params and not out["early_stopping"]:
-        raise InvalidInput(
-            "training param 'valid_fraction' only applies with 'early_stopping' > 0; without "
-            "it the model trains on every row"
-        )
+    # valid_fraction without early_stopping is accepted and unused: a run records its params
+    # with every default filled in, and a retraining or a rerun passes them back as given.
     return out
