@@ -207,6 +207,12 @@ def export_bundle(bundle_path: Path) -> OnnxExport:
     if existing is not None and existing.bundle_sha256 == bundle_sha:
         return existing
     bundle = ModelBundle.from_bytes(raw)
+    if bundle.task != "binary" or bundle.kind != "mlp":
+        # The graph is the MLP ending in the sigmoid of one logit: a binary classifier's.
+        raise InvalidInput(
+            f"only binary MLP classifiers export to ONNX; {str(bundle_path)!r} is a "
+            f"{bundle.task} {bundle.kind}"
+        )
     data = onnx_bytes(bundle)
     check_export(bundle, data)
     folder = export_dir(bundle_path)

@@ -1,10 +1,15 @@
-"""Fit the tabular classifier on Ray Train, and score a model on labelled data.
+"""Fit the tabular MLP on Ray Train for a binary, multiclass or regression task, and score a
+model on labelled data with its task's metrics.
 
-`fit` runs a `ray.train.torch.TorchTrainer`: the driver splits the table (seeded holdout), fits
-the `Preprocessor` on the training split only, and ships the design matrix to the workers through
-the object store; each worker trains its shard (DDP when there are several), rank 0 checkpoints
-the state dict about three times per run, and a restarted worker resumes from the latest one.
-The driver then loads the final checkpoint into a `ModelBundle` and scores it on the holdout.
+`fit` runs a `ray.train.torch.TorchTrainer` on every row it is given: the caller's holdout (the
+spec's, `appliance.pipelines.split`) is the only one, and `fit` splits nothing off silently. Only
+when early stopping is asked for (param ``early_stopping`` > 0) does it keep a seeded validation
+slice (``valid_fraction``) of those rows back, to decide when to stop; `FitResult` says how many
+rows each part had. The driver fits the `Preprocessor` on the rows the model trains on and ships
+the design matrix to the workers through the object store; each worker trains its shard (DDP
+when there are several), rank 0 checkpoints the state dict about three times per run, and a
+restarted worker resumes from the latest one. The driver then loads the final checkpoint into a
+`ModelBundle` and, when given a holdout, scores it there.
 
 The run directory is ``{storage_path}/{name}-{digest}``, where the digest covers the training
 data, params, seed and scaling. It is deterministic (no timestamps) on purpose: Ray Train V2
@@ -29,31 +34,23 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from appliance.errors import InvalidInput
-from appliance.monitor.metrics import binary_metrics, roc_auc
+from appliance.monitor.metrics import roc_auc
 from appliance.names import check_name
-from cluster.bundle import ModelBundle, Preprocessor, build_mlp
+from cluster.bundle import ModelBundle, build_mlp, output_width
 
-DEFAULT_PARAMS: dict[str, Any] = {
-    "hidden": 32,
-    "layers": 2,
-    "epochs": 10,
-    "lr": 3e-3,
-    "batch_size": 512,
-    "weight_decay": 1e-4,
-    "valid_fraction": 0.2,
-}
-# name -> (type, lowest, highest, whether the lowest bound is allowed)
-_PARAM_RULES: dict[str, tuple[type, float, float, bool]] = {
-    "hidden": (int, 1, 4096, True),
-    "layers": (int, 0, 16, True),
-    "epochs": (int, 1, 10_000, True),
-    "lr": (float, 0.0, 1.0, False),
-    "batch_size": (int, 1, 1 << 20, True),
-    "weight_decay": (float, 0.0, 1.0, True),
-    "valid_fraction": (float, 0.0, 0.5, False),
-}
-_MIN_ROWS = 10
+# Re-exported: callers (the pipelines, the gate, bench, tests) import these from here.
+from cluster.fit_data import Prepared, evaluate, prepare, table_columns  # noqa: F401
+from cluster.train_params import (  # noqa: F401
+    DEFAULT_PARAMS,
+    KINDS,
+    XGBOOST_PARAMS,
+    resolve_params,
+)
+
+# tests/cluster/test_train.py still imports the AUC under its old private name here.
+_auc = roc_auc
+
+
 _CHECKPOINT_FILE = "model.pt"
 _POLL_ENV, _POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
 
@@ -64,13 +61,15 @@ class FitResult:
 
     Args:
         bundle: the fitted model with its preprocessing, on the CPU.
-        metrics: accuracy, auc, log_loss and rows on the seeded holdout (see `evaluate`).
+        metrics: the model's metrics on the holdout `fit` was given (see `evaluate`); empty
+            when it was given none.
         train_rows: rows the model was trained on.
-        valid_rows: rows of the holdout the metrics were computed on.
+        valid_rows: rows of the validation slice early stopping watched (0 without it).
         seconds: wall-clock seconds of the whole fit, Ray Train start-up included.
         device: "cuda" when the workers trained on GPUs, else "cpu".
         params: the params used, defaults filled in.
         run_path: the Ray Train run directory (checkpoints, worker logs).
+        epochs: epochs trained (fewer than params["epochs"] when early stopping stopped it).
     """
 
     bundle: ModelBundle
@@ -81,131 +80,22 @@ class FitResult:
     device: str
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     run_path: str = ""
+    epochs: int = 0
 
 
-def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
-    """Return `params` with defaults filled in, after checking every key and value.
+class _Loss(torch.nn.Module):
+    """The task's training loss on the network's raw outputs: binary cross-entropy on the
+    logit, cross-entropy on the class logits, or squared error on the standardised value."""
 
-    Args:
-        params: any subset of DEFAULT_PARAMS (None or {} means all defaults): hidden (units per
-            layer, 32), layers (hidden layers, 2), epochs (10), lr (AdamW learning rate, 3e-3),
-            batch_size (per worker, 512), weight_decay (1e-4), valid_fraction (share of rows
-            held out for the metrics, 0.2).
+    def __init__(self, task: str) -> None:
+        super().__init__()
+        self.task = task
+        self.fn = (torch.nn.CrossEntropyLoss(ignore_index=-1) if task == "multiclass"
+                   else torch.nn.MSELoss() if task == "regression"
+                   else torch.nn.BCEWithLogitsLoss())
 
-    Raises:
-        InvalidInput: an unknown key, or a value of the wrong type or out of range.
-    """
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise InvalidInput(f"params must be a mapping of name to value, got {params!r}")
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise InvalidInput(f"unknown training param(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
-    out = dict(DEFAULT_PARAMS)
-    for key, value in params.items():
-        kind, low, high, low_ok = _PARAM_RULES[key]
-        bad = isinstance(value, bool) or not isinstance(value, (int, float))
-        if kind is int and not bad and value != int(value):
-            bad = True
-        if bad:
-            raise InvalidInput(f"training param {key!r} must be {kind.__name__}, got {value!r}")
-        value = kind(value)
-        below = value < low if low_ok else value <= low
-        if below or value > high or (kind is float and not math.isfinite(value)):
-            lower = "[" if low_ok else "("
-            raise InvalidInput(
-                f"training param {key!r} must be in {lower}{low}, {high}], got {value!r}"
-            )
-        out[key] = value
-    return out
-
-
-def table_columns(table: pa.Table, features: list[str], categorical: list[str]) -> dict:
-    """Return `features` of `table` as the NumPy columns the bundle expects.
-
-    Numerical features become float64 (nulls -> NaN, which the bundle imputes); categorical ones
-    become object arrays of str.
-
-    Raises:
-        InvalidInput: a feature is absent, or a non-numeric one is not listed as categorical.
-    """
-    out: dict[str, np.ndarray] = {}
-    for name in features:
-        if name not in table.column_names:
-            raise InvalidInput(f"missing feature {name!r}; the table has {table.column_names}")
-        col = table.column(name)
-        if name in categorical:
-            # Nulls stay None, which the bundle encodes as str(None), as it does at serving.
-            out[name] = np.array(col.cast(pa.string()).to_pylist(), dtype=object)
-            continue
-        t = col.type
-        if not (
-            pa.types.is_integer(t)
-            or pa.types.is_floating(t)
-            or pa.types.is_boolean(t)
-            or pa.types.is_null(t)
-            or pa.types.is_decimal(t)
-        ):
-            raise InvalidInput(
-                f"feature {name!r} has type {t}, not a number; list it in categorical if it is a "
-                f"category"
-            )
-        out[name] = np.asarray(
-            col.cast(pa.float64()).fill_null(float("nan")).to_numpy(), dtype=np.float64
-        )
-    return out
-
-
-def _labels(table: pa.Table, label: str) -> np.ndarray:
-    if label not in table.column_names:
-        raise InvalidInput(f"label column {label!r} not found; the table has {table.column_names}")
-    col = table.column(label)
-    if col.null_count:
-        raise InvalidInput(f"label column {label!r} has {col.null_count} missing value(s)")
-    try:
-        y = np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InvalidInput(f"label column {label!r} must hold 0/1, got type {col.type}") from exc
-    bad = ~np.isin(y, (0.0, 1.0))
-    if bad.any():
-        raise InvalidInput(
-            f"label column {label!r} must hold 0/1 (binary classifier), got {y[bad][0]!r}"
-        )
-    return y.astype(np.int64)
-
-
-# tests/cluster/test_train.py still imports the AUC under its old private name here.
-_auc = roc_auc
-
-
-def _metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
-    scores = scores.astype(np.float64)
-    m = binary_metrics(y, (scores >= threshold).astype(np.int64), scores)
-    # Only these keys: they are what FitResult.metrics has always held, and what gets recorded.
-    return {key: m[key] for key in ("accuracy", "auc", "log_loss", "rows")}
-
-
-def evaluate(bundle: ModelBundle, table: pa.Table, label: str) -> dict[str, Any]:
-    """Score `bundle` on the labelled `table`.
-
-    Args:
-        bundle: the model to score.
-        table: rows with the bundle's features (extra columns are ignored) and `label`.
-        label: name of the 0/1 target column.
-
-    Returns:
-        {"accuracy", "auc", "log_loss", "rows"}: accuracy at the bundle's threshold, ROC AUC
-        (None when `table` holds one class only) and mean binary cross-entropy.
-
-    Raises:
-        InvalidInput: `table` is empty, or lacks a feature or the label, or the label is not 0/1.
-    """
-    if table.num_rows == 0:
-        raise InvalidInput("cannot evaluate on an empty table (0 rows)")
-    y = _labels(table, label)
-    columns = table_columns(table, bundle.feature_names, bundle.categorical)
-    return _metrics(y, bundle.predict_proba(columns), bundle.threshold)
+    def forward(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.fn(raw if self.task == "multiclass" else raw.squeeze(-1), y)
 
 
 def _checkpoint_every(epochs: int) -> int:
@@ -217,12 +107,23 @@ def _checkpoint_every(epochs: int) -> int:
     return max(1, math.ceil(epochs / 3))
 
 
+def _shard(n: int, rank: int, world: int) -> np.ndarray:
+    """Row indices of `rank`'s shard: every world-th row, padded by wrapping around so that all
+    ranks hold ceil(n / world) rows (DDP all-reduces every step, so every rank must take the
+    same number), and no row is left out."""
+    own = np.arange(rank, n, world)
+    per = -(-n // world)
+    return np.resize(own, per) if len(own) < per else own
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Per-worker training function (runs inside a Ray Train worker).
 
     Args:
-        config: x_ref / y_ref (object refs of the float32 design matrix and labels), width,
-            params (resolved), seed.
+        config: x_ref / y_ref (object refs of the float32 design matrix and the targets
+            `_targets` made), xv_ref / yv_ref (the validation slice's, None without early
+            stopping), width, outputs (the network's raw outputs per row), task, params
+            (resolved), seed.
     """
     import ray
     import ray.train
@@ -236,15 +137,21 @@ def _train_loop(config: dict[str, Any]) -> None:
     torch.manual_seed(seed)
 
     x_all, y_all = ray.get(config["x_ref"]), ray.get(config["y_ref"])
-    # Equal shards so every rank takes the same number of steps (DDP all-reduces each step);
-    # the rows were already shuffled by the driver's holdout split.
-    per = len(y_all) // world
+    rows = _shard(len(y_all), rank, world)
+    per = len(rows)
     device = ray.train.torch.get_device()
-    x = torch.from_numpy(np.array(x_all[rank * per : (rank + 1) * per])).to(device)
-    y = torch.from_numpy(np.array(y_all[rank * per : (rank + 1) * per])).to(device)
+    x = torch.from_numpy(np.array(x_all[rows])).to(device)
+    y = torch.from_numpy(np.array(y_all[rows])).to(device)
+    patience = params["early_stopping"]
+    if patience:
+        # Every rank scores the whole (small) slice: DDP keeps the replicas' weights equal, so
+        # every rank reaches the same decision to stop, in the same epoch.
+        xv = torch.from_numpy(np.array(ray.get(config["xv_ref"]))).to(device)
+        yv = torch.from_numpy(np.array(ray.get(config["yv_ref"]))).to(device)
 
-    model = build_mlp(config["width"], params["hidden"], params["layers"])
+    model = build_mlp(config["width"], params["hidden"], params["layers"], config["outputs"])
     start_epoch, opt_state = 0, None
+    best: dict[str, Any] = {"loss": math.inf, "state": None, "stale": 0}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
@@ -253,6 +160,9 @@ def _train_loop(config: dict[str, Any]) -> None:
             )
         model.load_state_dict(state["model"])
         opt_state, start_epoch = state["optimizer"], state["epoch"] + 1
+        best = state.get("best", best)
+        if state.get("stopped"):
+            start_epoch = params["epochs"]
     model = ray.train.torch.prepare_model(model)
     inner = model.module if hasattr(model, "module") else model
     # Built after prepare_model so its state lands on the parameters' device.
@@ -261,7 +171,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     )
     if opt_state is not None:
         opt.load_state_dict(opt_state)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    loss_fn = _Loss(config["task"])
     batch = params["batch_size"]
     every = _checkpoint_every(params["epochs"])
 
@@ -274,27 +184,46 @@ def _train_loop(config: dict[str, Any]) -> None:
         for start in range(0, per, batch):
             idx = order[start : start + batch]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[idx]).squeeze(-1), y[idx])
+            loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        if (epoch + 1) % every and epoch + 1 < params["epochs"]:
+        metrics: dict[str, Any] = {"epoch": epoch, "loss": total / max(per, 1)}
+        stop = False
+        if patience:
+            inner.eval()
+            with torch.no_grad():
+                valid_loss = float(loss_fn(inner(xv), yv))
+            metrics["valid_loss"] = valid_loss
+            if valid_loss < best["loss"]:
+                state_now = {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
+                best = {"loss": valid_loss, "state": state_now, "stale": 0, "epoch": epoch}
+            else:
+                best["stale"] += 1
+            stop = best["stale"] >= patience
+        if not stop and (epoch + 1) % every and epoch + 1 < params["epochs"]:
             continue
-        metrics = {"epoch": epoch, "loss": total / max(per, 1)}
         if rank == 0:
             with tempfile.TemporaryDirectory() as folder:
                 state = {
                     "model": {k: v.detach().cpu() for k, v in inner.state_dict().items()},
                     "optimizer": opt.state_dict(),
                     "epoch": epoch,
+                    "best": best,
+                    "stopped": stop,
                 }
                 torch.save(state, Path(folder) / _CHECKPOINT_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
             ray.train.report(metrics)
+        if stop:
+            break
 
 
-def _digest(x: np.ndarray, y: np.ndarray, params: dict, seed: int, workers: int, gpu: bool) -> str:
+def run_digest(
+    x: np.ndarray, y: np.ndarray, params: dict, seed: int, workers: int, gpu: bool
+) -> str:
+    """The run folder's digest: of the training rows, params, seed and scaling."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(x).tobytes())
     h.update(np.ascontiguousarray(y).tobytes())
@@ -302,117 +231,13 @@ def _digest(x: np.ndarray, y: np.ndarray, params: dict, seed: int, workers: int,
     return h.hexdigest()[:12]
 
 
-def _load_module(checkpoint: Any, width: int, params: dict) -> torch.nn.Module:
-    module = build_mlp(width, params["hidden"], params["layers"])
-    with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / _CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    module.load_state_dict(state["model"])
-    module.eval()
-    return module
-
-
-def fit(
-    table: pa.Table,
-    *,
-    label: str,
-    categorical: list[str],
-    params: dict[str, Any] | None,
-    seed: int,
-    num_workers: int = 1,
-    use_gpu: bool | None = None,
-    storage_path: str | None = None,
-    name: str = "train",
-) -> FitResult:
-    """Train the classifier on `table` with Ray Train and score it on a seeded holdout.
-
-    Starts or joins Ray (`cluster.runtime.ensure_ray`) when the caller has not.
-
-    Args:
-        table: training rows: every column but `label` is a feature.
-        label: name of the 0/1 target column.
-        categorical: names of the categorical features (one-hot encoded); others are numerical.
-        params: training params, see `resolve_params` (None: all defaults).
-        seed: seeds the holdout split, weight init and batch order.
-        num_workers: Ray Train workers (data-parallel; default 1).
-        use_gpu: train on GPUs; None (default) means when the Ray cluster has one per worker.
-        storage_path: folder for Ray Train runs (default ``$APPLIANCE_HOME/ray_results``).
-        name: run name prefix; the run folder is ``{name}-{digest}`` (default "train").
+def run_trainer(trainer: Any, run_name: str) -> Any:
+    """Run a Ray Train `trainer` and return its result, which holds a checkpoint.
 
     Raises:
-        InvalidInput: bad params, arguments, columns or labels (the message names which).
-        RuntimeError: the training run failed after its retries (the cause is chained).
+        RuntimeError: the run failed after its retries (the cause is chained), or ended
+            without a checkpoint.
     """
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from appliance.config import load_config
-    from cluster.runtime import ensure_ray
-
-    started = time.perf_counter()
-    resolved = resolve_params(params)
-    check_name("run name", name)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-        raise InvalidInput(f"num_workers must be a positive integer, got {num_workers!r}")
-    if not isinstance(table, pa.Table):
-        raise InvalidInput(f"table must be a pyarrow.Table, got {type(table).__name__}")
-    unknown = sorted(set(categorical) - set(table.column_names))
-    if unknown:
-        raise InvalidInput(f"categorical feature(s) {unknown} not in the table's columns")
-    if label in categorical:
-        raise InvalidInput(f"label {label!r} cannot also be a categorical feature")
-
-    y_all = _labels(table, label)
-    features = [c for c in table.column_names if c != label]
-    if not features:
-        raise InvalidInput(f"the table has no feature columns besides the label {label!r}")
-    n = table.num_rows
-    n_valid = max(1, round(n * resolved["valid_fraction"]))
-    if n - n_valid < max(_MIN_ROWS, num_workers):
-        raise InvalidInput(
-            f"too few rows to train: {n} rows leave {n - n_valid} after the holdout "
-            f"(need >= {max(_MIN_ROWS, num_workers)})"
-        )
-    order = np.random.default_rng(int(seed)).permutation(n)
-    train_idx, valid_idx = order[n_valid:], order[:n_valid]
-    train_table, valid_table = table.take(pa.array(train_idx)), table.take(pa.array(valid_idx))
-    y_train = y_all[train_idx]
-    if y_train.min() == y_train.max():
-        raise InvalidInput(
-            f"label {label!r} has only class {int(y_train[0])} in the training split; "
-            f"a classifier needs both 0 and 1"
-        )
-    # Preprocessor fitted on the training split only, so the holdout stays unseen.
-    pre = Preprocessor.fit(table_columns(train_table, features, categorical), categorical)
-    x_train = pre.transform(table_columns(train_table, pre.feature_names, categorical))
-
-    if not ray.is_initialized():
-        ensure_ray(load_config())
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
-    storage = Path(storage_path) if storage_path else load_config().home / "ray_results"
-    storage.mkdir(parents=True, exist_ok=True)
-    run_name = f"{name}-{_digest(x_train, y_train, resolved, int(seed), num_workers, use_gpu)}"
-
-    trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config={
-            "x_ref": ray.put(x_train),
-            "y_ref": ray.put(y_train.astype(np.float32)),
-            "width": pre.width,
-            "params": resolved,
-            "seed": int(seed),
-        },
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=bool(use_gpu)),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=2),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-        ),
-    )
     # Ray Train's controller polls its workers every 2 s and takes in one report per poll, which
     # dominates a fit of a few seconds; a faster poll is cheap with this few workers. Ray reads
     # the variable from the driver's environment when the run starts; an operator's own setting
@@ -428,16 +253,142 @@ def fit(
             os.environ.pop(_POLL_ENV, None)
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name!r} finished without a checkpoint")
+    return result
 
-    module = _load_module(result.checkpoint, pre.width, resolved)
-    bundle = ModelBundle(pre, module, resolved["hidden"], resolved["layers"], label)
+
+def _load_module(
+    checkpoint: Any, width: int, params: dict, outputs: int
+) -> tuple[torch.nn.Module, int]:
+    """The trained network in `checkpoint` (the best epoch's under early stopping), and the
+    number of epochs trained."""
+    module = build_mlp(width, params["hidden"], params["layers"], outputs)
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / _CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    best = state.get("best") or {}
+    module.load_state_dict(best["state"] if best.get("state") is not None else state["model"])
+    module.eval()
+    return module, int(state["epoch"]) + 1
+
+
+def fit(
+    table: pa.Table,
+    *,
+    label: str,
+    categorical: list[str],
+    params: dict[str, Any] | None,
+    seed: int,
+    num_workers: int = 1,
+    use_gpu: bool | None = None,
+    storage_path: str | None = None,
+    name: str = "train",
+    holdout: pa.Table | None = None,
+    task: str = "binary",
+    kind: str = "mlp",
+    function: str | None = None,
+) -> FitResult:
+    """Train a model on every row of `table` with Ray Train, and score it on `holdout`.
+
+    Starts or joins Ray (`cluster.runtime.ensure_ray`) when the caller has not.
+
+    Args:
+        table: training rows: every column but `label` is a feature. All of them train the
+            model, except the validation slice early stopping keeps back when it is on.
+        label: name of the target column: 0/1 for binary, int or string classes for
+            multiclass, numbers for regression.
+        categorical: names of the categorical features (one-hot encoded); others are numerical.
+        params: training params, see `resolve_params` (None: all defaults).
+        seed: seeds the validation slice, weight init and batch order.
+        num_workers: Ray Train workers (data-parallel; default 1).
+        use_gpu: train on GPUs; None (default) means when the Ray cluster has one per worker.
+        storage_path: folder for Ray Train runs (default ``$APPLIANCE_HOME/ray_results``).
+        name: run name prefix; the run folder is ``{name}-{digest}`` (default "train").
+        holdout: labelled rows the model never saw, to compute `FitResult.metrics` on
+            (default None: no metrics).
+        task: "binary" (default: sigmoid and binary cross-entropy), "multiclass" (softmax and
+            cross-entropy) or "regression" (squared error on the standardised label).
+        kind: "mlp" (default: the MLP on `TorchTrainer`, DDP across workers), "xgboost"
+            (gradient-boosted trees on `XGBoostTrainer`: `cluster.train_xgboost`) or
+            "custom" (the user's `function` on `TorchTrainer`: `cluster.train_custom`).
+        function: "module:function", the custom kind's training function (default None).
+
+    Raises:
+        InvalidInput: bad params, arguments, columns or labels (the message names which).
+        RuntimeError: the training run failed after its retries (the cause is chained).
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from appliance.config import load_config
+    from cluster.runtime import ensure_ray
+
+    if kind == "xgboost":
+        # Deferred: xgboost is only imported by runs of its kind.
+        from cluster.train_xgboost import fit_xgboost
+
+        return fit_xgboost(table, label=label, categorical=categorical, params=params,
+                           seed=seed, num_workers=num_workers, use_gpu=use_gpu,
+                           storage_path=storage_path, name=name, holdout=holdout, task=task)
+    if kind == "custom":
+        # Deferred, as above.
+        from cluster.train_custom import fit_custom
+
+        return fit_custom(table, label=label, categorical=categorical, params=params,
+                          seed=seed, function=function, num_workers=num_workers,
+                          use_gpu=use_gpu, storage_path=storage_path, name=name,
+                          holdout=holdout, task=task)
+    started = time.perf_counter()
+    resolved = resolve_params(params, kind=kind)
+    check_name("run name", name)
+    data = prepare(table, label=label, categorical=categorical, resolved=resolved, seed=seed,
+                   num_workers=num_workers, task=task)
+    pre, x_train, y_train, x_valid, y_valid, kept = (
+        data.pre, data.x_train, data.y_train, data.x_valid, data.y_valid, data.kept)
+    train_idx, valid_idx, n_valid = data.train_idx, data.valid_idx, len(data.valid_idx)
+    outputs = output_width(task, kept.get("classes"))
+
+    if not ray.is_initialized():
+        ensure_ray(load_config())
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
+    storage = Path(storage_path) if storage_path else load_config().home / "ray_results"
+    storage.mkdir(parents=True, exist_ok=True)
+    run_name = f"{name}-{run_digest(x_train, y_train, resolved, int(seed), num_workers, use_gpu)}"
+
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={
+            "x_ref": ray.put(x_train),
+            "y_ref": ray.put(y_train),
+            "xv_ref": ray.put(x_valid) if n_valid else None,
+            "yv_ref": ray.put(y_valid) if n_valid else None,
+            "width": pre.width,
+            "outputs": outputs,
+            "task": task,
+            "params": resolved,
+            "seed": int(seed),
+        },
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=bool(use_gpu)),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    result = run_trainer(trainer, run_name)
+
+    module, epochs = _load_module(result.checkpoint, pre.width, resolved, outputs)
+    bundle = ModelBundle(pre, module, resolved["hidden"], resolved["layers"], label, task=task,
+                         classes=kept.get("classes"), target=kept.get("target"))
     return FitResult(
         bundle=bundle,
-        metrics=evaluate(bundle, valid_table, label),
+        metrics=evaluate(bundle, holdout, label) if holdout is not None else {},
         train_rows=len(train_idx),
         valid_rows=len(valid_idx),
         seconds=time.perf_counter() - started,
         device="cuda" if use_gpu else "cpu",
         params=resolved,
         run_path=str(storage / run_name),
+        epochs=epochs,
     )

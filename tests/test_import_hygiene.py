@@ -1,4 +1,4 @@
-"""Headless modules import neither Ray, Textual nor CuPy; `kernels` stays a leaf.
+"""Headless modules import neither Ray, Textual, CuPy nor XGBoost; `kernels` stays a leaf.
 
 import-linter checks the import graph statically; this checks what a fresh interpreter really
 loads, which also catches imports hidden in plugins, `__init__` side effects and re-exports. Each
@@ -14,7 +14,7 @@ import sys
 import pytest
 
 # Heavy or interactive: the CLI, the monitor and the store must start without them.
-FORBIDDEN = ("ray", "textual", "cupy")
+FORBIDDEN = ("ray", "textual", "cupy", "xgboost")
 
 HEADLESS = [
     "appliance",

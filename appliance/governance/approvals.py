@@ -77,8 +77,9 @@ def gate(
         candidate: the candidate's metrics on the evaluation data.
         incumbent: the current alias holder's metrics on the same data, or None (default) if
             the alias is empty.
-        checks: the checks (default `gate_checks.DEFAULT_CHECKS`: floors of 0.7 on accuracy
-            and AUC, and no more than 0.01 below the incumbent on either).
+        checks: the checks (default `gate_checks.DEFAULT_CHECKS`, a binary classifier's:
+            floors of 0.7 on accuracy and AUC, and no more than 0.01 below the incumbent on
+            either; `gate_checks.default_checks(task)` for another task's).
         segments: the candidate's metrics per segment, for segment checks (default none).
         functions: the user test functions' outcomes (default none).
     """

@@ -13,7 +13,7 @@ judgement of a candidate's measurements against them.
     min_rows = 50                  #   smaller segments are reported, not judged (default 30)
     functions = ["my_checks:no_segment_collapses"]   # user tests, imported at gate time
 
-A spec without ``[gate]`` gets `DEFAULT_CHECKS`, today's floors and tolerance. The checks are
+A spec without ``[gate]`` gets its task's `default_checks`. The checks are
 stored with the model version at registration, so a version is always judged by the gate it was
 trained with. Metric names are checked against what the evaluation produced when the gate runs,
 not here: which metrics exist depends on the task. Only a tolerance needs a metric whose
@@ -83,18 +83,35 @@ class GateChecks(SQLModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-# Today's gate: absolute floors, and no worse than the alias holder by more than 0.01.
-DEFAULT_CHECKS = GateChecks(
-    thresholds={"accuracy": Limit(min=0.70), "auc": Limit(min=0.70)},
-    tolerance={"accuracy": 0.01, "auc": 0.01},
-)
+# Each task's gate when the spec has no [gate]: floors on scale-free metrics (a regressor's
+# r2 >= 0 beats always predicting the mean), and no worse than the alias holder by more than
+# 0.01 on them (r2 rather than rmse for a regressor: an error in label units has no natural
+# tolerance).
+TASK_DEFAULTS: dict[str, GateChecks] = {
+    "binary": GateChecks(
+        thresholds={"accuracy": Limit(min=0.70), "auc": Limit(min=0.70)},
+        tolerance={"accuracy": 0.01, "auc": 0.01},
+    ),
+    "multiclass": GateChecks(
+        thresholds={"macro_f1": Limit(min=0.50)},
+        tolerance={"accuracy": 0.01, "macro_f1": 0.01},
+    ),
+    "regression": GateChecks(thresholds={"r2": Limit(min=0.0)}, tolerance={"r2": 0.01}),
+}
+# A binary classifier's: the gate of every version registered before tasks existed.
+DEFAULT_CHECKS = TASK_DEFAULTS["binary"]
 
 
-def from_stored(doc: dict[str, Any] | None) -> GateChecks:
-    """The checks a version stored; `DEFAULT_CHECKS` for one registered before checks were
+def default_checks(task: str = "binary") -> GateChecks:
+    """The gate of a `task`'s version whose spec had no [gate] (a copy: callers may change it)."""
+    return TASK_DEFAULTS.get(task, DEFAULT_CHECKS).model_copy(deep=True)
+
+
+def from_stored(doc: dict[str, Any] | None, task: str = "binary") -> GateChecks:
+    """The checks a version stored; its task's default for one registered before checks were
     stored (an empty or null column)."""
     if not doc:
-        return DEFAULT_CHECKS.model_copy(deep=True)
+        return default_checks(task)
     return GateChecks.model_validate(doc)
 
 
@@ -155,18 +172,19 @@ def _segment(doc: Any, where: str, key: str, categorical: list[str]) -> SegmentC
                         min_rows=min_rows)
 
 
-def parse_gate(doc: Any, where: str = "<spec>", categorical: list[str] | None = None
-               ) -> GateChecks:
+def parse_gate(doc: Any, where: str = "<spec>", categorical: list[str] | None = None,
+               *, task: str = "binary") -> GateChecks:
     """Validate a spec's ``[gate]`` table; InvalidInput names the offending key.
 
     Args:
-        doc: the table, or None when the spec has none (then `DEFAULT_CHECKS`).
+        doc: the table, or None when the spec has none (then `task`'s `default_checks`).
         where: the spec's name for messages (default "<spec>").
         categorical: the spec's categorical columns, the only ones segments may split on
             (default none).
+        task: the spec's task (default "binary"), whose default gate a spec without one gets.
     """
     if doc is None:
-        return DEFAULT_CHECKS.model_copy(deep=True)
+        return default_checks(task)
     doc = _table(doc, where, "gate")
     allowed = {"thresholds", "tolerance", "segments", "functions"}
     bad = sorted(set(doc) - allowed)

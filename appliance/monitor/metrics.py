@@ -2,7 +2,10 @@
 
 Binary tasks get accuracy, precision and recall of class 1, ROC AUC and log loss (the last two
 from the scores); multiclass tasks get accuracy and macro-averaged precision and recall;
-regression gets MAE and RMSE. ROC AUC is the Mann-Whitney statistic: the share of (positive,
+regression gets MAE and RMSE. `evaluation_metrics` is what training and the promotion gate
+record for each task on a holdout (binary: accuracy, auc, log_loss; multiclass: accuracy,
+macro_f1, log_loss; regression: rmse, mae, r2), and `MAIN_METRIC` names each task's headline
+one. ROC AUC is the Mann-Whitney statistic: the share of (positive,
 negative) pairs that the scores put in the right order, a tie counting half. It is computed from
 average ranks in O(n log n) instead of over all n1 * n0 pairs.
 
@@ -21,8 +24,10 @@ import numpy as np
 from appliance.errors import InvalidInput
 
 TASKS = ("binary", "multiclass", "regression")
-HIGHER_IS_BETTER = frozenset({"accuracy", "auc", "precision", "recall"})
+HIGHER_IS_BETTER = frozenset({"accuracy", "auc", "precision", "recall", "macro_f1", "r2"})
 LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
+# The metric a task is judged by first (the gate's no-regression check, comparisons).
+MAIN_METRIC = {"binary": "auc", "multiclass": "macro_f1", "regression": "rmse"}
 # log(1e-7) ~ -16: one confidently wrong row costs a lot, but never infinity.
 _CLIP = 1e-7
 
@@ -263,6 +268,68 @@ def live_metrics(task: str, y_true: Any, y_pred: Any, scores: Any = None) -> dic
     if task == "multiclass":
         return multiclass_metrics(y_true, y_pred)
     return regression_metrics(y_true, y_pred)
+
+
+def evaluation_metrics(
+    task: str, y_true: Any, outputs: Any, *, threshold: float = 0.5
+) -> dict[str, Any]:
+    """The holdout metrics of a model of `task`: the one place they are computed.
+
+    Args:
+        task: "binary", "multiclass" or "regression".
+        y_true: binary: 0/1 labels; multiclass: class indices (-1 for a class the model never
+            saw, which counts as wrong); regression: true values.
+        outputs: binary: probabilities of class 1; multiclass: the (rows, classes) matrix of
+            probabilities; regression: predicted values.
+        threshold: binary only: the score at or above which the class is 1 (default 0.5).
+
+    Returns:
+        binary: {"accuracy", "auc", "log_loss", "rows"}; multiclass: {"accuracy", "macro_f1",
+        "log_loss", "rows"} (macro F1 over the classes seen in the labels or predictions; log
+        loss is the mean cross-entropy, probabilities clipped to [1e-7, 1]); regression:
+        {"rmse", "mae", "r2", "rows"} (r2 None when the labels are constant).
+
+    Raises:
+        InvalidInput: an unknown task, no rows, or input the task cannot have.
+    """
+    if task not in TASKS:
+        raise InvalidInput(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if task == "binary":
+        scores = _finite("scores", outputs)
+        m = binary_metrics(y_true, (scores >= threshold).astype(np.int64), scores)
+        return {key: m[key] for key in ("accuracy", "auc", "log_loss", "rows")}
+    if task == "regression":
+        t, p = _finite("y_true", y_true), _finite("y_pred", outputs)
+        n = _same_length(y_true=t, y_pred=p)
+        m = regression_metrics(t, p)
+        total = float(np.sum((t - t.mean()) ** 2)) if n else 0.0
+        r2 = 1.0 - float(np.sum((p - t) ** 2)) / total if total > 0 else None
+        return {"rmse": m["rmse"], "mae": m["mae"], "r2": r2, "rows": n}
+    t = _vector("y_true", y_true).astype(np.int64)
+    proba = np.asarray(outputs, dtype=np.float64)
+    if proba.ndim != 2 or len(proba) != len(t):
+        raise InvalidInput(
+            f"multiclass outputs must be a (rows, classes) matrix for {len(t)} rows, got shape "
+            f"{proba.shape}"
+        )
+    n = len(t)
+    if n == 0:
+        return {"accuracy": None, "macro_f1": None, "log_loss": None, "rows": 0}
+    pred = proba.argmax(axis=1)
+    seen = np.unique(np.concatenate([t[t >= 0], pred]))
+    f1 = []
+    for c in seen:
+        tp = int(np.sum((pred == c) & (t == c)))
+        both = int(np.sum(pred == c)) + int(np.sum(t == c))
+        f1.append(2 * tp / both if both else 0.0)
+    # A class the model never saw has no probability: the clip floor, the worst it can do.
+    p_true = np.where(t >= 0, proba[np.arange(n), np.clip(t, 0, None)], 0.0)
+    return {
+        "accuracy": float(np.mean(pred == t)),
+        "macro_f1": float(np.mean(f1)),
+        "log_loss": float(-np.mean(np.log(np.clip(p_true, _CLIP, 1.0)))),
+        "rows": n,
+    }
 
 
 def _undefined(value: float | None) -> bool:

@@ -154,10 +154,17 @@ def refresh_metrics(
     joined = joined.filter(pc.invert(bad))
     served = joined.filter(served_mask(joined))
     window.labelled_rows = served.num_rows
+    # A regressor's rows have no class to be right about: the window's accuracy is its
+    # classifiers' (a regressor's own metrics, rmse and mae, are in its slice's metrics).
+    regressors = {str(versions[r.version_id].version) for r in rows
+                  if task_of(versions[r.version_id]) == "regression"}
+    classified = served.filter(pc.invert(pc.is_in(served.column("version"),
+                                                  value_set=pa.array(sorted(regressors),
+                                                                     pa.string()))))
     window.accuracy = (
-        float(pc.mean(pc.equal(served.column("prediction"),
-                               served.column("label")).cast(pa.float64())).as_py())
-        if served.num_rows else None
+        float(pc.mean(pc.equal(classified.column("prediction"),
+                               classified.column("label")).cast(pa.float64())).as_py())
+        if classified.num_rows else None
     )
     window.labels_updated_at = utcnow()
     session.add(window)
@@ -169,10 +176,12 @@ def refresh_metrics(
         dropped = invalid.filter(pc.and_(
             pc.equal(invalid.column("version"), str(version.version)),
             pc.equal(invalid.column("shadow"), stats.shadow))).num_rows
+        # A regressor logs its value as the score (`cluster.bundle.Outputs`).
+        predicted = "score" if task_of(version) == "regression" else "prediction"
         stats.metrics = metrics.live_metrics(
             task_of(version),
             part.column("label").to_numpy(),
-            part.column("prediction").to_numpy(),
+            part.column(predicted).to_numpy(zero_copy_only=False),
             part.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
             if task_of(version) == "binary" else None,
         ) if part.num_rows else {}

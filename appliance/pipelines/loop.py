@@ -42,6 +42,7 @@ from appliance.governance.approvals import GateResult
 from appliance.monitor import alerts, canary, integrity, retrain
 from appliance.monitor.policy import Policy
 from appliance.monitor.policy_store import effective
+from appliance.monitor.window_stats import task_of
 from appliance.pipelines import deployment, promotion, training
 from appliance.pipelines.spec import TrainSpec
 from appliance.registry import datasets
@@ -150,7 +151,7 @@ class _Driver:
         doc = {**run.spec, "dataset": f"{ds.name}:{ds.version}",
                "holdout": policy.holdout_share, "split": "latest",
                "params": dict(run.params),
-               "gate": gate_checks.from_stored(champion.gate_checks).to_dict()}
+               "gate": gate_checks.from_stored(champion.gate_checks, task_of(champion)).to_dict()}
         return TrainSpec(**doc)
 
     def training(self) -> str:

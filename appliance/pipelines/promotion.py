@@ -19,6 +19,7 @@ from appliance.governance import approvals, gate_checks
 from appliance.governance.approvals import GateResult
 from appliance.governance.gate_checks import GateChecks
 from appliance.monitor import integrity
+from appliance.monitor.window_stats import task_of
 from appliance.pipelines import gating
 from appliance.pipelines.split import holdout_split
 from appliance.registry import datasets, models
@@ -81,7 +82,7 @@ def run_gate(
         checks: the checks (default: those `candidate` stored at registration, which are
             today's defaults for a version registered before checks were stored).
     """
-    checks = checks or gate_checks.from_stored(candidate.gate_checks)
+    checks = checks or gate_checks.from_stored(candidate.gate_checks, task_of(candidate))
     holdout, bundles = _holdout_and_bundles(cfg, candidate, [incumbent] if incumbent else [])
     metrics = [_score(bundle, holdout, candidate.label) for bundle in bundles]
     segments = gating.measure_segments(

@@ -3,6 +3,11 @@
     model = "credit"                 # required
     dataset = "credit-train"         # required: name (latest) or name:version
     label = "default"                # required
+    task = "binary"                  # optional: "binary" (0/1 labels), "multiclass" (int or
+                                     #   string classes) or "regression" (numbers)
+    kind = "mlp"                     # optional: "mlp" (PyTorch), "xgboost" (boosted trees)
+                                     #   or "custom"; [params] are the kind's (train_params)
+    function = "pkg.mod:train"       # the custom kind's training function (required by it)
     categorical = ["employment"]     # optional, default none
     seed = 7                         # optional, default 0
     holdout = 0.2                    # optional: share kept back for evaluation and the gate
@@ -26,9 +31,11 @@ import tomllib
 from appliance.errors import InvalidInput
 from appliance.governance.gate_checks import DEFAULT_CHECKS, parse_gate
 
-_TOP = {"model", "dataset", "label", "categorical", "seed", "holdout", "split", "params",
-        "resources", "gate"}
+_TOP = {"model", "dataset", "label", "task", "kind", "function", "categorical", "seed",
+        "holdout", "split", "params", "resources", "gate"}
 SPLITS = ("random", "latest")
+TASKS = ("binary", "multiclass", "regression")
+KINDS = ("mlp", "xgboost", "custom")
 _RESOURCES = {"num_workers", "use_gpu"}
 
 
@@ -44,7 +51,11 @@ class TrainSpec:
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     num_workers: int = 1
     use_gpu: bool | None = None
-    # The promotion gate (a GateChecks as a dict); the default gate when the spec has none.
+    task: str = "binary"
+    kind: str = "mlp"
+    function: str | None = None
+    # The promotion gate (a GateChecks as a dict); the task's default gate when the spec has
+    # none.
     gate: dict[str, Any] = dataclasses.field(default_factory=DEFAULT_CHECKS.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +74,15 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
     _expect(not unknown, where, f"unknown key(s) {unknown}; allowed: {sorted(_TOP)}")
     for key in ("model", "dataset", "label"):
         _expect(isinstance(doc.get(key), str) and doc[key], where, f"'{key}' is required")
+    task = doc.get("task", "binary")
+    _expect(task in TASKS, where, f"'task' must be one of {list(TASKS)}, got {task!r}")
+    kind = doc.get("kind", "mlp")
+    _expect(kind in KINDS, where, f"'kind' must be one of {list(KINDS)}, got {kind!r}")
+    function = doc.get("function")
+    _expect((function is not None) == (kind == "custom"), where,
+            "'function' (\"module:function\") is required with kind = \"custom\", and only then")
+    _expect(function is None or isinstance(function, str), where,
+            f"'function' must be a string \"module:function\", got {function!r}")
     cats = doc.get("categorical", [])
     _expect(isinstance(cats, list) and all(isinstance(c, str) for c in cats), where,
             "'categorical' must be a list of column names")
@@ -88,8 +108,8 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
     return TrainSpec(
         model=doc["model"], dataset=doc["dataset"], label=doc["label"], categorical=cats,
         seed=seed, holdout=float(holdout), split=split, params=params, num_workers=workers,
-        use_gpu=None if gpu == "auto" else gpu,
-        gate=parse_gate(doc.get("gate"), where, cats).to_dict(),
+        use_gpu=None if gpu == "auto" else gpu, task=task, kind=kind,
+        function=function, gate=parse_gate(doc.get("gate"), where, cats, task=task).to_dict(),
     )
 
 

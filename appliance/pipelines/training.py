@@ -61,7 +61,12 @@ def start(
 
     require(user, "operate")
     # Bad params are bad input: refuse them before a run is recorded.
-    ray_train.resolve_params(spec.params)
+    ray_train.resolve_params(spec.params, kind=spec.kind)
+    if spec.kind == "custom":
+        # Deferred as above; an unimportable function is bad input, refused here too.
+        from cluster.train_custom import resolve_function
+
+        resolve_function(spec.function)
     store = ArtifactStore(cfg.artifacts)
     with integrity.alerting(cfg), session_scope(cfg.db_url) as session:
         ds = datasets.resolve(session, spec.dataset)
@@ -108,16 +113,31 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
             train_part, label=spec.label, categorical=spec.categorical, params=spec.params,
             seed=spec.seed, num_workers=spec.num_workers, use_gpu=spec.use_gpu,
             storage_path=str(cfg.artifacts / "ray_results"), name=f"{spec.model}-{run.id}",
+            holdout=holdout, task=spec.task, kind=spec.kind, function=spec.function,
         )
     except Exception as exc:
         with session_scope(cfg.db_url) as session:
             models.finish_run(session, session.merge(run), metrics={}, device=None,
                               error="".join(traceback.format_exception_only(exc)).strip())
         raise
-    metrics = ray_train.evaluate(fit.bundle, holdout, spec.label)
-    metrics["train_rows"], metrics["holdout_rows"] = train_part.num_rows, holdout.num_rows
+    metrics = dict(fit.metrics)
+    # The true size of each part: train + valid (early stopping's slice of the training part,
+    # 0 without it) + holdout = the dataset's rows.
+    metrics.update(train_rows=fit.train_rows, valid_rows=fit.valid_rows,
+                   holdout_rows=holdout.num_rows, epochs=fit.epochs)
+    # The monitor reads a version's task from its metrics (window_stats.task_of).
+    metrics["task"] = spec.task
     digest = store.put_bytes(fit.bundle.to_bytes())
-    cols = to_columns(train_part, features, spec.categorical)
+    # The whole reference profile, features and predictions alike, is fitted on the holdout:
+    # predictions on rows the model trained on are in-sample (more confident than anything it
+    # will serve), so their reference would flag drift on day one. The features follow the
+    # predictions because a profile is fitted on one set of rows (its missing shares and its
+    # PCA, which includes the score, span them together), and the holdout is drawn from the
+    # same data as the training part (with split = "latest" it is the newest rows, the ones
+    # most like what the model will serve). The prediction part, per task (`ModelBundle`):
+    # binary the score and class, multiclass the top class's probability and the class,
+    # regression the predicted value (its class column is a constant 0).
+    cols = to_columns(holdout, features, spec.categorical)
     classes, scores = fit.bundle.predict(cols)
     profile = store.put_bytes(fit_reference(cols, spec.categorical, scores, classes))
     calibration = _calibration(fit.bundle, holdout, spec)
@@ -135,7 +155,13 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
 
 
 def _calibration(bundle, holdout, spec: TrainSpec) -> dict:
-    """How far the holdout scores are from probabilities, and the map that fixes them."""
+    """How far the holdout scores are from probabilities, and the map that fixes them.
+
+    Binary classifiers only: the label-free estimate (CBPE) that uses the map is defined for
+    one probability of class 1; other tasks get none ({}), and the monitor skips their
+    estimate (`window_stats._estimate`)."""
+    if bundle.task != "binary":
+        return {}
     cols = to_columns(holdout, bundle.feature_names, spec.categorical)
     _, scores = bundle.predict(cols)
     y = holdout.column(spec.label).to_numpy(zero_copy_only=False).astype(np.int64)

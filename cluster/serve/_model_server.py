@@ -55,7 +55,7 @@ from cluster.serve._metrics import IngressMetrics, ReplicaMetrics
 from cluster.serve._oip import Reply
 from cluster.serve._prediction_log import PredictionLog
 from cluster.serve._routing import new_request_id
-from cluster.serve._scoring import TorchScorer, installed
+from cluster.serve._scoring import BundleScorer, TorchScorer, installed
 
 logger = logging.getLogger("ray.serve")
 
@@ -115,6 +115,8 @@ class _Scored:
     predictions: np.ndarray
     scores: np.ndarray
     refusal: Reply | None = None
+    # A multiclass model's per-class probabilities (rows, classes); None for other tasks.
+    probabilities: np.ndarray | None = None
 
 
 def _concat(parts: list[dict[str, np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
@@ -191,7 +193,16 @@ class ModelServer(CanaryRouting):
             from cluster.export import export_bundle
             from cluster.serve._triton import TritonBackend
 
+            if self.bundle.task != "binary" or self.bundle.kind != "mlp":
+                raise InvalidInput(
+                    f"the triton backend serves binary MLP classifiers only; {self.model}:"
+                    f"{self.version} is a {self.bundle.task} {self.bundle.kind}: serve it with "
+                    f"backend 'torch'"
+                )
+
             return TritonBackend(self.bundle, export_bundle(bundle_path), name=self.model)
+        if self.bundle.kind == "xgboost":
+            return BundleScorer(self.bundle)
         return TorchScorer(self.bundle, float(options.get("num_gpus", 0) or 0))
 
     def __del__(self) -> None:
@@ -263,6 +274,8 @@ class ModelServer(CanaryRouting):
             version=self.version,
             features=self._features,
             categorical=self._categorical,
+            task=self.bundle.task,
+            classes=self.bundle.classes,
         )
         return Reply(200, body, self._headers())
 
@@ -284,14 +297,18 @@ class ModelServer(CanaryRouting):
         columns = _concat([job.columns for job in jobs], self._features)
         if sum(sizes) <= getattr(self._scorer, "inline_rows", 0):
             # A small batch on the CPU scores faster than a hand-off to a thread costs.
-            predictions, scores = self._scorer.predict(columns)
+            out = self._scorer.predict(columns)
         else:
             # The network runs in a thread: the loop meanwhile parses and queues the next batch.
-            predictions, scores = await asyncio.to_thread(self._scorer.predict, columns)
+            out = await asyncio.to_thread(self._scorer.predict, columns)
+        # (predictions, scores), and a multiclass model's probabilities (`bundle.Outputs`).
+        predictions, scores = out[0], out[1]
+        proba = out[2] if len(out) > 2 else None
         self._metrics.batch(len(jobs), sum(sizes))
         bounds = np.cumsum([0, *sizes])
         scored = [
-            _Scored(predictions[a:b], scores[a:b])
+            _Scored(predictions[a:b], scores[a:b],
+                    probabilities=None if proba is None else proba[a:b])
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         if self._log_on:
@@ -386,8 +403,10 @@ class ModelServer(CanaryRouting):
             request=req,
             # The protocol echoes the client's id; the logged id comes back beside it.
             request_id=req.id or request_id,
-            predictions=out.predictions,
+            # A regressor answers its value as the prediction (its logged class is 0).
+            predictions=out.scores if self.bundle.task == "regression" else out.predictions,
             scores=out.scores,
+            probabilities=out.probabilities,
             headers=self._headers(**{"x-appliance-request-id": request_id}),
             parameters={"request_id": request_id},
         )

@@ -2,8 +2,9 @@
 
 Pure functions, no Ray: the model replica calls them, and the tests drive them directly.
 A tabular model takes one input tensor per feature (KServe's tabular convention), each of
-shape ``[N]`` or ``[N, 1]``; the response carries two outputs, ``predictions`` (INT64 class)
-and ``scores`` (FP32 probability of class 1).
+shape ``[N]`` or ``[N, 1]``; the response carries the outputs of the model's task (see
+`cluster.serve._oip_reply`): for a binary classifier ``predictions`` (INT64 class) and
+``scores`` (FP32 probability of class 1).
 
 Requests come in both forms: plain JSON (``data`` inside each input) and the binary tensor
 extension (the ``Inference-Header-Content-Length`` header gives the JSON header's length; each
@@ -39,6 +40,7 @@ import numpy as np
 
 from appliance.errors import InvalidInput
 from cluster.serve._oip_reply import (  # noqa: F401 (re-exported: the protocol in one place)
+    ALL_OUTPUTS,
     OUTPUTS,
     PLATFORM,
     Reply,
@@ -483,7 +485,7 @@ def _requested_outputs(
 ) -> tuple[tuple[str, ...] | None, frozenset[str]]:
     """The outputs asked for (None: all) and which of them to send binary."""
     if outputs is None or outputs == []:
-        return None, frozenset(OUTPUTS) if default_binary else frozenset()
+        return None, frozenset(ALL_OUTPUTS) if default_binary else frozenset()
     if not isinstance(outputs, list):
         raise InvalidInput(f"'outputs' must be a list, got {_show(outputs)}")
     names: list[str] = []
@@ -494,9 +496,10 @@ def _requested_outputs(
                 f'outputs[{i}] must be an object like {{"name": "scores"}}, got {_show(out)}'
             )
         name = out.get("name")
-        if not isinstance(name, str) or name not in OUTPUTS:
+        # Whether this model answers it (probabilities: multiclass only) is the reply's call.
+        if not isinstance(name, str) or name not in ALL_OUTPUTS:
             raise InvalidInput(
-                f"outputs[{i}]: unknown output {_show(name)}; available: {list(OUTPUTS)}"
+                f"outputs[{i}]: unknown output {_show(name)}; available: {list(ALL_OUTPUTS)}"
             )
         if name in names:
             raise InvalidInput(f"outputs[{i}]: output {name!r} is asked for twice")

@@ -8,6 +8,12 @@ is bytes, as Triton answers: the JSON header (binary outputs carry ``parameters.
 and no ``data``) followed by each binary output's little-endian bytes in output order, with the
 headers ``Inference-Header-Content-Length: <header bytes>`` and
 ``Content-Type: application/octet-stream``.
+
+Outputs by the model's task (`cluster.bundle.Outputs`): a binary classifier answers
+``predictions`` (INT64 class) and ``scores`` (FP32 probability of class 1); a multiclass one
+``predictions`` (INT64 index into the classes its metadata lists), ``scores`` (FP32 probability
+of that class) and ``probabilities`` (FP32, shape [N, classes]); a regressor ``predictions``
+and ``scores``, both the FP32 predicted value.
 """
 
 from __future__ import annotations
@@ -23,8 +29,25 @@ if TYPE_CHECKING:
     from cluster.serve._oip import InferRequest
 
 PLATFORM = "appliance-torch"
+# A binary classifier's outputs (and the default ones); ALL_OUTPUTS: any task's.
 OUTPUTS = ("predictions", "scores")
-_OUTPUT_DTYPES = {"predictions": ("INT64", np.dtype("<i8")), "scores": ("FP32", np.dtype("<f4"))}
+ALL_OUTPUTS = (*OUTPUTS, "probabilities")
+_OUTPUT_DTYPES = {"predictions": ("INT64", np.dtype("<i8")), "scores": ("FP32", np.dtype("<f4")),
+                  "probabilities": ("FP32", np.dtype("<f4"))}
+_FP32 = ("FP32", np.dtype("<f4"))
+
+
+def task_outputs(task: str) -> tuple[str, ...]:
+    """The outputs a model of `task` answers, in order."""
+    return ALL_OUTPUTS if task == "multiclass" else OUTPUTS
+
+
+def _typed(name: str, values: np.ndarray) -> tuple[str, np.dtype]:
+    """(datatype, dtype) of output `name` holding `values`: a regressor's predictions are
+    values, not classes."""
+    if name == "predictions" and np.asarray(values).dtype.kind == "f":
+        return _FP32
+    return _OUTPUT_DTYPES[name]
 
 
 class Reply(NamedTuple):
@@ -55,13 +78,14 @@ def _response(
 ) -> dict[str, Any]:
     outputs = []
     for name in names:
-        datatype, dtype = _OUTPUT_DTYPES[name]
         values = tensors[name]
-        out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [len(values)]}
+        datatype, dtype = _typed(name, values)
+        out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(values.shape)}
         if name in binary:
-            out["parameters"] = {"binary_data_size": len(values) * dtype.itemsize}
+            out["parameters"] = {"binary_data_size": values.size * dtype.itemsize}
         else:
-            data = values.tolist()
+            # Row-major flattened, as the protocol's JSON tensors are.
+            data = values.reshape(-1).tolist()
             if datatype == "FP32" and not np.isfinite(values).all():
                 data = [v if math.isfinite(v) else None for v in data]  # JSON has no NaN
             out["data"] = data
@@ -81,6 +105,7 @@ def infer_response(
     scores: np.ndarray,
     outputs: Sequence[str] | None = None,
     parameters: Mapping[str, Any] | None = None,
+    probabilities: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The v2 inference response body, all JSON.
 
@@ -90,11 +115,22 @@ def infer_response(
         request_id: the id logged for this request (the client's, or one made up for it).
         predictions: int64 classes, shape (N,).
         scores: float32 probabilities of class 1, shape (N,); a non-finite score is null.
-        outputs: which outputs to return, in order (default both).
+        outputs: which outputs to return, in order (default: predictions and scores, plus
+            probabilities when given).
         parameters: the response's ``parameters`` (default none).
+        probabilities: a multiclass model's (N, classes) probabilities (default None).
     """
-    tensors = {"predictions": np.asarray(predictions), "scores": np.asarray(scores)}
-    return _response(model, version, request_id, tensors, outputs or OUTPUTS, (), parameters)
+    tensors = _tensors(predictions, scores, probabilities)
+    return _response(model, version, request_id, tensors, outputs or tuple(tensors), (),
+                     parameters)
+
+
+def _tensors(predictions: np.ndarray, scores: np.ndarray,
+             probabilities: np.ndarray | None) -> dict[str, np.ndarray]:
+    out = {"predictions": np.asarray(predictions), "scores": np.asarray(scores)}
+    if probabilities is not None:
+        out["probabilities"] = np.asarray(probabilities)
+    return out
 
 
 def infer_reply(
@@ -109,8 +145,10 @@ def infer_reply(
     binary_outputs: Collection[str] = frozenset(),
     headers: Mapping[str, str] | None = None,
     parameters: Mapping[str, Any] | None = None,
+    probabilities: np.ndarray | None = None,
 ) -> Reply:
-    """The 200 `Reply` to an inference request, JSON or binary as the client asked.
+    """The 200 `Reply` to an inference request, JSON or binary as the client asked (a 400
+    when it asked for an output the model does not have).
 
     Args:
         model: the model name.
@@ -125,10 +163,16 @@ def infer_reply(
             `infer_response` object).
         headers: extra headers for the reply (default none).
         parameters: the response's ``parameters`` (default none).
+        probabilities: a multiclass model's (N, classes) probabilities (default None).
     """
     if request is not None:
         outputs, binary_outputs = request.outputs, request.binary_outputs
-    names = outputs or OUTPUTS
+    tensors = _tensors(predictions, scores, probabilities)
+    names = outputs or tuple(tensors)
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        return error(400, f"output {missing[0]!r} is not answered by this model; it answers "
+                          f"{list(tensors)}", headers)
     binary = [name for name in names if name in binary_outputs]
     if not binary:
         body = infer_response(
@@ -139,12 +183,10 @@ def infer_reply(
             scores=scores,
             outputs=outputs,
             parameters=parameters,
+            probabilities=probabilities,
         )
         return Reply(200, body, dict(headers) if headers else None)
-    tensors = {
-        name: np.asarray(values, dtype=_OUTPUT_DTYPES[name][1])
-        for name, values in (("predictions", predictions), ("scores", scores))
-    }
+    tensors = {name: np.asarray(v, dtype=_typed(name, v)[1]) for name, v in tensors.items()}
     doc = _response(model, version, request_id, tensors, names, binary, parameters)
     head = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("ascii")
     extra = {
@@ -156,7 +198,8 @@ def infer_reply(
 
 
 def model_metadata(
-    *, model: str, version: str, features: Sequence[str], categorical: Collection[str] = ()
+    *, model: str, version: str, features: Sequence[str], categorical: Collection[str] = (),
+    task: str = "binary", classes: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """The v2 model metadata body.
 
@@ -165,8 +208,12 @@ def model_metadata(
         version: the served version.
         features: input names in the model's order.
         categorical: which inputs are strings (default none).
+        task: the model's task (default "binary"): it sets the outputs listed; a model of
+            another task says so in ``parameters``.
+        classes: a multiclass model's classes; ``predictions`` index them (default None).
     """
-    return {
+    outputs = task_outputs(task)
+    doc = {
         "name": model,
         "versions": [version],
         "platform": PLATFORM,
@@ -175,7 +222,12 @@ def model_metadata(
             for f in features
         ],
         "outputs": [
-            {"name": name, "datatype": datatype, "shape": [-1]}
-            for name, (datatype, _) in _OUTPUT_DTYPES.items()
+            {"name": name,
+             "datatype": "FP32" if task == "regression" else _OUTPUT_DTYPES[name][0],
+             "shape": [-1, len(classes or ())] if name == "probabilities" else [-1]}
+            for name in outputs
         ],
     }
+    if task != "binary":
+        doc["parameters"] = {"task": task, **({"classes": list(classes)} if classes else {})}
+    return doc

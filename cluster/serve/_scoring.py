@@ -8,7 +8,7 @@ from importlib import metadata
 
 import numpy as np
 
-from cluster.bundle import ModelBundle
+from cluster.bundle import ModelBundle, Outputs
 
 
 class TorchScorer:
@@ -34,12 +34,30 @@ class TorchScorer:
         self.inline_rows = self.INLINE_ROWS if self.device == "cpu" else 0
         bundle.module.to(self.device).eval()
 
-    def predict(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, columns: dict[str, np.ndarray]) -> Outputs:
+        """The bundle's `Outputs` for `columns`: the network runs here (on the replica's
+        device), the task's decision is the bundle's, as at training time."""
         torch = self._torch
         x = torch.from_numpy(self.bundle.preprocessor.transform(columns)).to(self.device)
         with torch.no_grad():
-            scores = torch.sigmoid(self.bundle.module(x)).squeeze(-1).float().cpu().numpy()
-        return (scores >= self.bundle.threshold).astype(np.int64), scores.astype(np.float32)
+            raw = self.bundle.module(x).float().cpu().numpy()
+        return self.bundle.outputs(raw)
+
+
+class BundleScorer:
+    """Scores with the bundle itself, on the CPU: gradient-boosted trees (XGBoost predicts
+    with its own threads, not torch's)."""
+
+    INLINE_ROWS = 256
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+        self.device = "cpu"
+        self.inline_rows = self.INLINE_ROWS
+
+    def predict(self, columns: dict[str, np.ndarray]) -> Outputs:
+        """The bundle's `Outputs` for `columns`."""
+        return self.bundle.score(columns)
 
 
 def installed(requirements: list[str]) -> dict[str, str | None]:

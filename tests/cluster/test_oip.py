@@ -13,6 +13,7 @@ import tritonclient.http as httpclient
 
 from appliance.errors import InvalidInput
 from cluster.serve._oip import (
+    ALL_OUTPUTS,
     MAX_DEPTH,
     OUTPUTS,
     _max_depth,
@@ -75,7 +76,7 @@ VALID = [
     (
         "binary_data_output",
         _body(*_good(), parameters={"binary_data_output": True}),
-        {"binary_outputs": frozenset({"predictions", "scores"}), "outputs": None},
+        {"binary_outputs": frozenset({"predictions", "scores", "probabilities"}), "outputs": None},
     ),
     (
         "custom parameters pass through",
@@ -725,7 +726,9 @@ def test_tritonclient_round_trip(income_type, binary_inputs, wish):
     assert req.columns["age"].tolist() == [30.0, 40.0, 50.0]
     assert req.columns["region"].tolist() == ["north", "s\u00fcd", ""]
     names = [name for name, _ in outputs] if outputs else list(OUTPUTS)
-    binary = {name for name, b in outputs if b} if outputs else set(OUTPUTS)
+    # binary_data_output: every output the model answers goes binary (a multiclass model's
+    # probabilities too).
+    binary = {name for name, b in outputs if b} if outputs else set(ALL_OUTPUTS)
     assert req.outputs == (tuple(names) if outputs else None)
     assert req.binary_outputs == binary
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from appliance.errors import InvalidInput
 from cluster.serve._oip import (
+    ALL_OUTPUTS,
     DATATYPES,
     MAX_DEPTH,
     OUTPUTS,
@@ -103,7 +104,7 @@ def _check_request(req: InferRequest) -> None:
     if req.id is not None:
         assert req.id and req.id.encode("utf-8")
     json.dumps(req.parameters, ensure_ascii=False).encode("utf-8")
-    assert req.binary_outputs <= set(OUTPUTS)
+    assert req.binary_outputs <= set(ALL_OUTPUTS)
     predictions = np.arange(req.rows, dtype=np.int64) % 2
     scores = np.linspace(0, 1, req.rows, dtype=np.float32)
     reply = infer_reply(

@@ -11,6 +11,7 @@ import pytest
 
 from appliance.data.synthetic import CATEGORICAL, LABEL, generate
 from appliance.errors import InvalidInput
+from appliance.pipelines.split import holdout_split
 from cluster.bundle import ModelBundle
 from cluster.train import DEFAULT_PARAMS, _auc, evaluate, fit, resolve_params
 
@@ -23,6 +24,9 @@ TEST_ROWS = 10_000
 
 def test_resolve_params_fills_defaults():
     assert resolve_params(None) == DEFAULT_PARAMS
+    # What a run records (every default filled in) is accepted back as given: the retrain
+    # loop and reruns pass it again.
+    assert resolve_params(DEFAULT_PARAMS) == DEFAULT_PARAMS
     assert resolve_params({"epochs": 3, "lr": 1})["lr"] == 1.0
     assert resolve_params({"hidden": 64.0})["hidden"] == 64
 
@@ -40,8 +44,9 @@ def test_resolve_params_fills_defaults():
         ({"lr": float("nan")}, "lr"),
         ({"batch_size": 0}, "batch_size"),
         ({"weight_decay": -0.1}, "weight_decay"),
-        ({"valid_fraction": 0.0}, "valid_fraction"),
-        ({"valid_fraction": 0.9}, "valid_fraction"),
+        ({"valid_fraction": 0.0, "early_stopping": 2}, "valid_fraction"),
+        ({"valid_fraction": 0.9, "early_stopping": 2}, "valid_fraction"),
+        ({"early_stopping": -1}, "early_stopping"),
     ],
 )
 def test_bad_params_name_the_param(params, named):
@@ -76,6 +81,22 @@ def _fit_args(**over):
             {},
             "must hold 0/1",
         ),
+        (generate(100, seed=1), {"task": "ranking"}, "task must be one of"),
+        (
+            generate(100, seed=1).set_column(10, LABEL, pa.array(np.linspace(0, 1, 100))),
+            {"task": "multiclass"},
+            "integer or string classes",
+        ),
+        (
+            generate(100, seed=1).set_column(10, LABEL, pa.array(["a"] * 100)),
+            {"task": "multiclass"},
+            "only class 'a'",
+        ),
+        (
+            generate(100, seed=1).set_column(10, LABEL, pa.array(["a", "b"] * 50)),
+            {"task": "regression"},
+            "must hold numbers",
+        ),
     ],
 )
 def test_fit_rejects_bad_input_before_starting_ray(table, over, message):
@@ -109,11 +130,15 @@ def storage(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ray_results")
 
 
+def _v1_parts():
+    return holdout_split(generate(TRAIN_ROWS, seed=101), seed=1, fraction=0.2)
+
+
 @pytest.fixture(scope="module")
 def v1(ray_session, storage):
     """The champion: trained before any drift."""
-    table = generate(TRAIN_ROWS, seed=101)
-    return fit(table, **_fit_args(seed=1, storage_path=str(storage), name="v1"))
+    train, holdout = _v1_parts()
+    return fit(train, **_fit_args(seed=1, storage_path=str(storage), name="v1", holdout=holdout))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +157,9 @@ def test_sets():
 
 
 def test_fit_result(v1, storage):
-    assert v1.train_rows == 24_000 and v1.valid_rows == 6_000
+    # Every row of the training part trains the model: no split of fit's own.
+    assert v1.train_rows == 24_000 and v1.valid_rows == 0
+    assert v1.epochs == DEFAULT_PARAMS["epochs"]
     assert v1.device == "cpu"
     assert v1.params == DEFAULT_PARAMS
     assert 0 < v1.seconds < 600
@@ -169,12 +196,22 @@ def test_same_fit_again_resumes_its_finished_run(v1, storage, test_sets):
     # Same data, params and seed -> same run folder; Ray Train hands the workers the final
     # checkpoint, so no epoch is trained again (no new checkpoint) and the model is the same one.
     checkpoints = sorted(p.name for p in Path(v1.run_path).glob("checkpoint_*"))
-    again = fit(
-        generate(TRAIN_ROWS, seed=101), **_fit_args(seed=1, storage_path=str(storage), name="v1")
-    )
+    train, holdout = _v1_parts()
+    again = fit(train, **_fit_args(seed=1, storage_path=str(storage), name="v1", holdout=holdout))
     assert again.run_path == v1.run_path
     assert sorted(p.name for p in Path(v1.run_path).glob("checkpoint_*")) == checkpoints
     table = test_sets["before"]
     cols = {f: table.column(f).to_numpy(zero_copy_only=False) for f in v1.bundle.feature_names}
     np.testing.assert_array_equal(again.bundle.predict_proba(cols), v1.bundle.predict_proba(cols))
     assert again.metrics == v1.metrics
+
+
+def test_early_stopping_keeps_a_validation_slice_and_stops(ray_session, storage):
+    table = generate(1_000, seed=5)
+    # A learning rate this high makes the validation loss stop improving within a few epochs.
+    params = {"epochs": 40, "early_stopping": 2, "valid_fraction": 0.25, "lr": 0.5}
+    out = fit(table, **_fit_args(params=params, storage_path=str(storage), name="es"))
+    assert out.valid_rows == 250 and out.train_rows == 750
+    assert out.metrics == {}
+    assert out.epochs < 40
+    assert out.params["early_stopping"] == 2

@@ -13,8 +13,10 @@ from appliance.errors import InvalidInput
 from appliance.monitor.metrics import (
     HIGHER_IS_BETTER,
     LOWER_IS_BETTER,
+    MAIN_METRIC,
     better,
     binary_metrics,
+    evaluation_metrics,
     live_metrics,
     multiclass_metrics,
     regression_metrics,
@@ -213,6 +215,9 @@ def test_every_metric_has_one_direction():
     assert not HIGHER_IS_BETTER & LOWER_IS_BETTER
     quality = set(binary_metrics([0, 1], [0, 1], [0.2, 0.8])) - {"rows", "correct"}
     quality |= set(regression_metrics([1.0], [1.0])) - {"rows"}
+    # ... and what training records on a holdout, for every task.
+    quality |= set(evaluation_metrics("multiclass", [0, 1], [[0.9, 0.1], [0.2, 0.8]])) - {"rows"}
+    quality |= set(evaluation_metrics("regression", [1.0, 2.0], [1.0, 2.5])) - {"rows"}
     assert quality == HIGHER_IS_BETTER | LOWER_IS_BETTER
 
 
@@ -238,3 +243,36 @@ def test_better(metric, a, b, expected):
 def test_better_rejects_a_count():
     with pytest.raises(InvalidInput, match="'rows'"):
         better("rows", 10, 5)
+
+
+# --- evaluation metrics per task ---------------------------------------------------------------
+
+
+def test_evaluation_metrics_multiclass_by_hand():
+    # Rows: true 0,1,2,2; predicted (argmax) 0,2,2,2; a class-3 row the model never saw (-1).
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.2, 0.6], [0.1, 0.1, 0.8],
+                      [0.5, 0.3, 0.2]])
+    m = evaluation_metrics("multiclass", [0, 1, 2, 2, -1], proba)
+    assert m["rows"] == 5 and m["accuracy"] == pytest.approx(3 / 5)
+    # F1 per class seen: 0: tp 1 of (2 predicted + 1 true) -> 2/3; 1: 0; 2: 2*2/(3+2) = 0.8.
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0 + 0.8) / 3)
+    expected = -np.mean(np.log([0.7, 0.3, 0.6, 0.8, 1e-7]))
+    assert m["log_loss"] == pytest.approx(expected)
+
+
+def test_evaluation_metrics_regression_by_hand():
+    m = evaluation_metrics("regression", [1.0, 2.0, 3.0], [1.0, 2.0, 5.0])
+    assert m["mae"] == pytest.approx(2 / 3)
+    assert m["rmse"] == pytest.approx(np.sqrt(4 / 3))
+    assert m["r2"] == pytest.approx(1 - 4 / 2)
+    assert evaluation_metrics("regression", [2.0, 2.0], [2.0, 1.0])["r2"] is None
+
+
+def test_evaluation_metrics_binary_thresholds_and_every_task_has_a_main_metric():
+    m = evaluation_metrics("binary", [0, 1, 1], [0.2, 0.6, 0.9], threshold=0.7)
+    assert m == {"accuracy": pytest.approx(2 / 3), "auc": 1.0, "log_loss": pytest.approx(
+        -np.mean(np.log([0.8, 0.6, 0.9]))), "rows": 3}
+    assert set(MAIN_METRIC) == {"binary", "multiclass", "regression"}
+    assert set(MAIN_METRIC.values()) <= HIGHER_IS_BETTER | LOWER_IS_BETTER
+    with pytest.raises(InvalidInput, match="unknown task"):
+        evaluation_metrics("ranking", [1], [1])

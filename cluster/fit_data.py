@@ -1,0 +1,252 @@
+"""What every model kind's fit starts from, and how any model is scored.
+
+`prepare` checks a fit's arguments and turns a table into the design matrix and targets of the
+rows that train (and of early stopping's validation slice), with the `Preprocessor` fitted on
+the training rows only. Targets per task (`_targets`): binary 0/1, multiclass class indices
+(the sorted classes kept in the bundle), regression the standardised label (its mean and std
+kept). `evaluate` scores a bundle on labelled rows with its task's metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from appliance.errors import InvalidInput
+from appliance.monitor.metrics import evaluation_metrics
+from cluster.bundle import TASKS, ModelBundle, Preprocessor
+
+_MIN_ROWS = 10
+
+
+def table_columns(table: pa.Table, features: list[str], categorical: list[str]) -> dict:
+    """Return `features` of `table` as the NumPy columns the bundle expects.
+
+    Numerical features become float64 (nulls -> NaN, which the bundle imputes); categorical ones
+    become object arrays of str.
+
+    Raises:
+        InvalidInput: a feature is absent, or a non-numeric one is not listed as categorical.
+    """
+    out: dict[str, np.ndarray] = {}
+    for name in features:
+        if name not in table.column_names:
+            raise InvalidInput(f"missing feature {name!r}; the table has {table.column_names}")
+        col = table.column(name)
+        if name in categorical:
+            # Nulls stay None, which the bundle encodes as str(None), as it does at serving.
+            out[name] = np.array(col.cast(pa.string()).to_pylist(), dtype=object)
+            continue
+        t = col.type
+        if not (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_boolean(t)
+            or pa.types.is_null(t)
+            or pa.types.is_decimal(t)
+        ):
+            raise InvalidInput(
+                f"feature {name!r} has type {t}, not a number; list it in categorical if it is a "
+                f"category"
+            )
+        out[name] = np.asarray(
+            col.cast(pa.float64()).fill_null(float("nan")).to_numpy(), dtype=np.float64
+        )
+    return out
+
+
+def _label_column(table: pa.Table, label: str) -> pa.ChunkedArray:
+    if label not in table.column_names:
+        raise InvalidInput(f"label column {label!r} not found; the table has {table.column_names}")
+    col = table.column(label)
+    if col.null_count:
+        raise InvalidInput(f"label column {label!r} has {col.null_count} missing value(s)")
+    return col
+
+
+def _labels(table: pa.Table, label: str) -> np.ndarray:
+    """A binary classifier's labels: int64 0/1."""
+    col = _label_column(table, label)
+    try:
+        y = np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInput(f"label column {label!r} must hold 0/1, got type {col.type}") from exc
+    bad = ~np.isin(y, (0.0, 1.0))
+    if bad.any():
+        raise InvalidInput(
+            f"label column {label!r} must hold 0/1 (binary classifier), got {y[bad][0]!r}; "
+            f"is the task multiclass or regression?"
+        )
+    return y.astype(np.int64)
+
+
+def _class_values(table: pa.Table, label: str) -> list:
+    """A multiclass label column as Python ints or strings (one kind for the whole column)."""
+    col = _label_column(table, label)
+    if pa.types.is_integer(col.type) or pa.types.is_boolean(col.type):
+        return [int(v) for v in col.cast(pa.int64()).to_pylist()]
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col.to_pylist()
+    raise InvalidInput(
+        f"label column {label!r} must hold integer or string classes for a multiclass task, "
+        f"got type {col.type}"
+    )
+
+
+def _class_index(values: list, classes: list) -> np.ndarray:
+    """Index of each value in `classes`; -1 for a class not among them."""
+    index = {c: i for i, c in enumerate(classes)}
+    return np.fromiter((index.get(v, -1) for v in values), np.int64, len(values))
+
+
+def _values(table: pa.Table, label: str) -> np.ndarray:
+    """A regressor's targets: finite float64."""
+    col = _label_column(table, label)
+    try:
+        y = np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInput(
+            f"label column {label!r} must hold numbers for a regression task, got type "
+            f"{col.type}"
+        ) from exc
+    if not np.isfinite(y).all():
+        raise InvalidInput(f"label column {label!r} holds a non-finite value")
+    return y
+
+
+def evaluate(bundle: ModelBundle, table: pa.Table, label: str) -> dict[str, Any]:
+    """Score `bundle` on the labelled `table` with its task's metrics.
+
+    Args:
+        bundle: the model to score.
+        table: rows with the bundle's features (extra columns are ignored) and `label`.
+        label: name of the target column.
+
+    Returns:
+        What `appliance.monitor.metrics.evaluation_metrics` returns for the bundle's task:
+        binary {"accuracy", "auc", "log_loss", "rows"} (accuracy at the bundle's threshold,
+        AUC None with one class only); multiclass {"accuracy", "macro_f1", "log_loss",
+        "rows"} (a class the bundle never saw counts as wrong); regression {"rmse", "mae",
+        "r2", "rows"}.
+
+    Raises:
+        InvalidInput: `table` is empty, or lacks a feature or the label, or a label the task
+            cannot have.
+    """
+    if table.num_rows == 0:
+        raise InvalidInput("cannot evaluate on an empty table (0 rows)")
+    columns = table_columns(table, bundle.feature_names, bundle.categorical)
+    out = bundle.score(columns)
+    if bundle.task == "multiclass":
+        y = _class_index(_class_values(table, label), bundle.classes or [])
+        return evaluation_metrics("multiclass", y, out.probabilities)
+    if bundle.task == "regression":
+        return evaluation_metrics("regression", _values(table, label), out.scores)
+    return evaluation_metrics("binary", _labels(table, label), out.scores,
+                              threshold=bundle.threshold)
+
+
+def _targets(table: pa.Table, label: str, task: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """(what the network learns for each row, what the bundle must keep to undo it).
+
+    binary: 0/1 as float32; multiclass: the class index as int64 (and the sorted classes);
+    regression: the label standardised, as float32 (and its mean and std).
+    """
+    if task == "multiclass":
+        values = _class_values(table, label)
+        classes = sorted(set(values))
+        if len(classes) < 2:
+            raise InvalidInput(
+                f"label {label!r} has only class {classes[0]!r} in the training rows; "
+                f"a classifier needs two or more"
+            )
+        return _class_index(values, classes), {"classes": classes}
+    if task == "regression":
+        y = _values(table, label)
+        mean, std = float(y.mean()), float(y.std()) or 1.0
+        return ((y - mean) / std).astype(np.float32), {"target": (mean, std)}
+    y = _labels(table, label)
+    if y.min() == y.max():
+        raise InvalidInput(
+            f"label {label!r} has only class {int(y[0])} in the training rows; "
+            f"a classifier needs both 0 and 1"
+        )
+    return y.astype(np.float32), {}
+
+
+@dataclasses.dataclass
+class Prepared:
+    """The rows of a fit, ready for any kind: the design matrix and targets of the rows the
+    model trains on and of the validation slice (None without early stopping), the fitted
+    `Preprocessor`, what the bundle keeps to undo the targets (`_targets`), and which rows of
+    the table each part holds."""
+
+    pre: Preprocessor
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray | None
+    y_valid: np.ndarray | None
+    kept: dict[str, Any]
+    train_idx: np.ndarray
+    valid_idx: np.ndarray
+
+
+def prepare(
+    table: pa.Table, *, label: str, categorical: list[str], resolved: dict[str, Any],
+    seed: int, num_workers: int, task: str,
+) -> Prepared:
+    """Check a fit's arguments and split `table` into the rows that train and the validation
+    slice (only when resolved["early_stopping"]), as every model kind does.
+
+    Raises:
+        InvalidInput: bad arguments, columns or labels (the message names which).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise InvalidInput(f"num_workers must be a positive integer, got {num_workers!r}")
+    if not isinstance(table, pa.Table):
+        raise InvalidInput(f"table must be a pyarrow.Table, got {type(table).__name__}")
+    unknown = sorted(set(categorical) - set(table.column_names))
+    if unknown:
+        raise InvalidInput(f"categorical feature(s) {unknown} not in the table's columns")
+    if label in categorical:
+        raise InvalidInput(f"label {label!r} cannot also be a categorical feature")
+    if task not in TASKS:
+        raise InvalidInput(f"task must be one of {list(TASKS)}, got {task!r}")
+
+    _label_column(table, label)
+    features = [c for c in table.column_names if c != label]
+    if not features:
+        raise InvalidInput(f"the table has no feature columns besides the label {label!r}")
+    n = table.num_rows
+    n_valid = max(1, round(n * resolved["valid_fraction"])) if resolved["early_stopping"] else 0
+    if n - n_valid < max(_MIN_ROWS, num_workers):
+        raise InvalidInput(
+            f"too few rows to train: {n} rows leave {n - n_valid} after the validation slice "
+            f"(need >= {max(_MIN_ROWS, num_workers)})"
+        )
+    # The validation slice is a seeded sample of the given rows, never of the holdout.
+    order = np.random.default_rng([int(seed), 0xE5]).permutation(n)
+    train_idx, valid_idx = np.sort(order[n_valid:]), np.sort(order[:n_valid])
+    train_table = table.take(pa.array(train_idx))
+    y_train, kept = _targets(train_table, label, task)
+    # Preprocessor fitted on the rows the model trains on only, so no other row is seen.
+    pre = Preprocessor.fit(table_columns(train_table, features, categorical), categorical)
+    x_train = pre.transform(table_columns(train_table, pre.feature_names, categorical))
+    x_valid = y_valid = None
+    if n_valid:
+        valid_table = table.take(pa.array(valid_idx))
+        x_valid = pre.transform(table_columns(valid_table, pre.feature_names, categorical))
+        if task == "multiclass":
+            # A class only the slice holds is -1, which the loss ignores.
+            y_valid = _class_index(_class_values(valid_table, label), kept["classes"])
+        elif task == "regression":
+            mean, std = kept["target"]
+            y_valid = ((_values(valid_table, label) - mean) / std).astype(np.float32)
+        else:
+            y_valid = _labels(valid_table, label).astype(np.float32)
+    return Prepared(pre, x_train, y_train, x_valid, y_valid, kept, train_idx, valid_idx)
