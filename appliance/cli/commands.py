@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
         promote,
         status,
         train,
+        tune,
         users,
     )
 
@@ -30,6 +31,7 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status.status)
     app.add_typer(data.app, name="data")
     app.command("train")(train.train)
+    app.command("tune")(tune.tune)
     app.add_typer(models.app, name="models")
     app.command("lineage")(models.lineage)
     app.command("promote")(promote.promote)

@@ -31,7 +31,9 @@ def lineage(session: Session, ref: str) -> dict[str, Any]:
                     "rows": ds.rows, "source": ds.source, "lineage": ds.lineage or None},
         "run": {"id": run.id, "params": run.params, "seed": run.seed, "status": run.status,
                 "device": run.device, "started_at": run.started_at,
-                "finished_at": run.finished_at, "requested_by": run.created_by},
+                "finished_at": run.finished_at, "requested_by": run.created_by,
+                # A version retrained from a sweep's best trial names the tuning run.
+                "kind": run.kind, "tuning_run": run.parent_run_id},
         "code_version": run.code_version,
         "environment": run.environment,
         "approvals": [

@@ -112,6 +112,7 @@ MUTATING = [
     (["data", "add", "@CSV@", "--name", "loans"], "operate", "val"),
     # The spec is not read before the caller is known: a refusal, not "does not exist".
     (["train", "/no/such/spec.toml"], "operate", "val"),
+    (["tune", "/no/such/spec.toml"], "operate", "val"),
     (["models", "set", "credit", "--team", "x"], "operate", "val"),
     (["models", "set", "credit", "--risk-tier", "low"], "approve", "ops"),
     (["promote", "credit", "1"], "operate", "val"),
