@@ -47,7 +47,7 @@ SHAPES = {
 LINEAGE_PARTS = {
     "dataset": {"name", "version", "digest", "rows", "source", "lineage"},
     "run": {"id", "params", "seed", "status", "device", "started_at", "finished_at",
-            "requested_by"},
+            "requested_by", "kind", "tuning_run"},
 }
 
 

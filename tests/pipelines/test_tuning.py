@@ -56,6 +56,13 @@ def test_a_sweep_stops_trials_early_records_them_and_registers_the_best(world):
     spec, tune_spec = _specs()
     out = tuning.tune(cfg, ops, spec, tune_spec)
 
+    # `appliance tune --json` prints this record: its keys are a contract.
+    doc = out.model_dump(mode="json")
+    assert set(doc) == {"run", "model", "dataset", "metric", "mode", "max_concurrent_trials",
+                        "trials", "stopped_early", "best", "registered", "seconds"}
+    assert set(doc["best"]) == {"run", "trial_id", "status", "epochs", "params", "metrics",
+                                "error"}
+    assert set(doc["registered"]) == {"model", "version", "run", "metrics", "digest"}
     assert len(out.trials) == 6 and out.max_concurrent_trials == 2
     assert (out.metric, out.mode) == ("auc", "max")
     stopped = [t for t in out.trials if t.status == "stopped"]
