@@ -25,6 +25,12 @@ from cluster import train as mlp_train
 from cluster import tune_mlp
 
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
+# Keys Tune adds to every report (times, ids, host): not the trial's metrics.
+_TUNE_KEYS = frozenset({
+    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
+    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config",
+    "time_since_restore", "iterations_since_restore", "experiment_tag", "should_checkpoint",
+})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,11 +218,3 @@ def sweep(
             ended_at=float(m["timestamp"]) if m.get("timestamp") else None,
         ))
     return sorted(out, key=lambda t: t.trial_id)
-
-
-# Keys Tune adds to every report (times, ids, host): not the trial's metrics.
-_TUNE_KEYS = frozenset({
-    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
-    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config",
-    "time_since_restore", "iterations_since_restore", "experiment_tag", "should_checkpoint",
-})

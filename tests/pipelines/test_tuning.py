@@ -14,6 +14,7 @@ from appliance.errors import PermissionDenied
 from appliance.governance.users import create_user
 from appliance.pipelines import tuning
 from appliance.pipelines.tune_spec import parse_tuning
+from appliance.pipelines.tuning import TrialPublic, _best
 from appliance.registry import datasets
 from appliance.registry.lineage import lineage
 from appliance.store import dispose_all, migrate, session_scope
@@ -105,3 +106,15 @@ def test_tuning_needs_the_operate_permission(world):
         tuning.tune(cfg, viewer, spec, tune_spec)
     with session_scope(cfg.db_url) as session:
         assert session.exec(select(Run)).all() == []
+
+
+def test_the_best_trial_is_the_best_last_report_in_the_metrics_direction():
+    def trial(run, status, value):
+        return TrialPublic(run=run, trial_id=run, status=status, epochs=1, params={},
+                           metrics={} if value is None else {"rmse": value})
+
+    trials = [trial("a", "finished", 0.5), trial("b", "stopped", 0.4),
+              trial("c", "failed", 0.1), trial("d", "finished", None)]
+    assert _best(trials, "rmse", "min").run == "b"
+    assert _best(trials, "rmse", "max").run == "a"
+    assert _best([trials[2], trials[3]], "rmse", "min") is None
