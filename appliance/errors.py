@@ -6,7 +6,8 @@
     ├── PermissionDenied            the actor's role or identity forbids the action -> exit 2
     ├── CheckFailed                 a check ran and said no (gate, audit verify)    -> exit 1
     │   ├── GateFailed              a candidate failed the promotion gate            -> exit 1
-    │   └── ArtifactIntegrityError  an artifact's bytes no longer match its digest   -> exit 1
+    │   ├── ArtifactIntegrityError  an artifact's bytes no longer match its digest   -> exit 1
+    │   └── TuningFailed            a sweep failed or no trial reported its metric  -> exit 1
     └── ConflictError               the action clashes with current state           -> exit 2
 
 The CLI maps these in one place (`exit_code_for`); HTTP maps them to 4xx.
@@ -74,6 +75,10 @@ class ArtifactIntegrityError(CheckFailed):
             f"{what}{where} is corrupt or was altered: recorded sha256 {expected}, its bytes "
             f"hash to {actual}; refusing to load it (restore it from a backup or re-create it)"
         )
+
+
+class TuningFailed(CheckFailed):
+    """A hyperparameter sweep failed, or ended without a trial that reported its metric."""
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:

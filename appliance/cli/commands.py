@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         runs,
         status,
         train,
+        tune,
         users,
     )
 
@@ -32,6 +33,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(data.app, name="data")
     app.command("train")(train.train)
     app.add_typer(runs.app, name="runs")
+    app.command("tune")(tune.tune)
     app.add_typer(models.app, name="models")
     app.command("lineage")(models.lineage)
     app.command("promote")(promote.promote)

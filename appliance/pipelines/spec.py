@@ -14,9 +14,12 @@
     split = "random"                 # optional: "random" (seeded) or "latest" (the last rows,
                                      #   in the dataset's order: for time-ordered data)
     [params]                         # optional: passed to the trainer (epochs, lr, hidden...)
-    [resources]                      # optional: num_workers (1), use_gpu ("auto"|true|false)
+    [resources]                      # optional: num_workers (1), use_gpu ("auto"|true|false),
+                                     #   max_concurrent_trials (tuning only)
     [gate]                           # optional: the promotion gate's checks, stored with the
                                      #   version (appliance.governance.gate_checks)
+    [tune]                           # optional: the search `appliance tune` runs
+                                     #   (appliance.pipelines.tune_spec); `train` ignores it
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ from appliance.errors import InvalidInput
 from appliance.governance.gate_checks import DEFAULT_CHECKS, parse_gate
 
 _TOP = {"model", "dataset", "label", "task", "kind", "function", "categorical", "seed",
-        "holdout", "split", "params", "resources", "gate"}
+        "holdout", "split", "params", "resources", "gate", "tune"}
 SPLITS = ("random", "latest")
 TASKS = ("binary", "multiclass", "regression")
 KINDS = ("mlp", "xgboost", "custom")
-_RESOURCES = {"num_workers", "use_gpu"}
+_RESOURCES = {"num_workers", "use_gpu", "max_concurrent_trials"}
 
 
 @dataclasses.dataclass
@@ -103,6 +106,10 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
     workers = res.get("num_workers", 1)
     _expect(isinstance(workers, int) and workers >= 1, where,
             f"'resources.num_workers' must be >= 1, got {workers!r}")
+    trials = res.get("max_concurrent_trials", 1)
+    _expect(isinstance(trials, int) and not isinstance(trials, bool) and trials >= 1, where,
+            f"'resources.max_concurrent_trials' must be >= 1, got {trials!r}")
+    _expect(isinstance(doc.get("tune", {}), dict), where, "'tune' must be a table")
     gpu = res.get("use_gpu", "auto")
     _expect(gpu in ("auto", True, False), where, "'resources.use_gpu' must be auto, true or false")
     return TrainSpec(
@@ -114,6 +121,17 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
 
 
 def load_spec(path: Path) -> TrainSpec:
+    """Read and validate the spec file at `path` (TOML, or JSON by its suffix)."""
+    doc, where = read_spec_doc(path)
+    return parse_spec(doc, where)
+
+
+def read_spec_doc(path: Path) -> tuple[dict[str, Any], str]:
+    """(the spec file's document, how messages name the file), before any validation.
+
+    Raises:
+        InvalidInput: the file is missing or is not valid TOML/JSON.
+    """
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"spec file {str(path)!r} does not exist")
@@ -122,4 +140,4 @@ def load_spec(path: Path) -> TrainSpec:
         doc = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidInput(f"spec file {str(path)!r} is malformed: {exc}") from exc
-    return parse_spec(doc, repr(str(path)))
+    return doc, repr(str(path))

@@ -32,7 +32,9 @@ def lineage(session: Session, ref: str) -> dict[str, Any]:
         "run": {"id": run.id, "params": run.params, "seed": run.seed, "status": run.status,
                 "device": run.device, "started_at": run.started_at,
                 "finished_at": run.finished_at, "requested_by": run.created_by,
-                "rerun_of": run.rerun_of},
+                "rerun_of": run.rerun_of,
+                # A version retrained from a sweep's best trial names the tuning run.
+                "kind": run.kind, "tuning_run": run.parent_run_id},
         "code_version": run.code_version,
         "environment": run.environment,
         "approvals": [

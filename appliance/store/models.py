@@ -137,6 +137,11 @@ class Run(SQLModel, table=True):
     created_by: str
     started_at: dt.datetime = Field(default_factory=utcnow)
     finished_at: dt.datetime | None = None
+    # "train" (one fit), "tune" (a sweep: its trials and the retrained best are its children)
+    # or "trial" (one configuration of a sweep, scored on a validation slice of the training
+    # part). A trial's status may be "stopped": the scheduler ended it early.
+    kind: str = Field(default="train", sa_column_kwargs={"server_default": "train"})
+    parent_run_id: str | None = Field(default=None, foreign_key="run.id", index=True)
 
 
 class ModelVersion(SQLModel, table=True):

@@ -92,6 +92,16 @@ def test_malformed_spec_names_the_key(env, tmp_path):
     assert res.returncode == 2 and "is malformed" in res.stderr
 
 
+def test_a_bad_tune_space_names_the_key(env, tmp_path):
+    spec = tmp_path / "tune.toml"
+    spec.write_text('model = "credit"\ndataset = "d"\nlabel = "y"\n'
+                    '[tune.space]\nlr = {loguniform = [0.0, 0.1]}\n')
+    res = _cli(["tune", str(spec)], env)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'tune.space.lr' loguniform needs low > 0" in lines[0], lines
+
+
 def test_mutation_without_permission_exits_2(env):
     created = _cli(["users", "create", "val", "--role", "viewer", "--json"], env)
     assert created.returncode == 0, created.stderr

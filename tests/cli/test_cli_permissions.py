@@ -116,6 +116,7 @@ MUTATING = [
     # The spec is not read before the caller is known: a refusal, not "does not exist".
     (["train", "/no/such/spec.toml"], "operate", "val"),
     (["runs", "rerun", "@RUN@"], "operate", "val"),
+    (["tune", "/no/such/spec.toml"], "operate", "val"),
     (["models", "set", "credit", "--team", "x"], "operate", "val"),
     (["models", "set", "credit", "--risk-tier", "low"], "approve", "ops"),
     (["promote", "credit", "1"], "operate", "val"),

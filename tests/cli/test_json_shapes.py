@@ -53,7 +53,7 @@ SHAPES = {
 LINEAGE_PARTS = {
     "dataset": {"name", "version", "digest", "rows", "source", "lineage"},
     "run": {"id", "params", "seed", "status", "device", "started_at", "finished_at",
-            "requested_by", "rerun_of"},
+            "requested_by", "rerun_of", "kind", "tuning_run"},
 }
 
 

@@ -1,0 +1,41 @@
+"""`appliance tune SPEC`: a sweep on Ray Tune, the best retrained and registered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from appliance.cli._context import TOKEN, TOKEN_FILE, acting
+from appliance.cli._output import emit_json, err_console
+from appliance.cli._table import print_table
+from appliance.pipelines import tuning
+from appliance.pipelines.tune_spec import load_tuning
+
+
+def tune(
+    spec_file: Path = typer.Argument(..., metavar="SPEC",
+                                     help="Spec with a [tune] table (TOML or JSON)."),
+    token: str = TOKEN,
+    token_file: str = TOKEN_FILE,
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Search the [tune] space of SPEC with Ray Tune (ASHA), then register the best."""
+    # Who asks is settled before anything is read: an outsider learns nothing from the errors.
+    cfg, user = acting(token or token_file, "operate")
+    spec, tune_spec = load_tuning(spec_file)
+    with err_console.status(f"tuning {spec.model} on {spec.dataset}: {tune_spec.num_samples} "
+                            f"trials with Ray Tune (ASHA)..."):
+        out = tuning.tune(cfg, user, spec, tune_spec)
+    if json_out:
+        emit_json(out)
+        return
+    metric = out.metric
+    print_table(["trial", "run", "status", "epochs", metric],
+                [[t.trial_id, t.run, t.status, t.epochs, t.metrics.get(metric)]
+                 for t in out.trials])
+    err_console.print(
+        f"tuning run {out.run}: best trial {out.best.trial_id} ({metric} "
+        f"{out.best.metrics.get(metric)}), {out.stopped_early} stopped early; registered "
+        f"{out.registered.model}:{out.registered.version} (run {out.registered.run})"
+    )

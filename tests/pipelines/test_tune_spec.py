@@ -1,0 +1,73 @@
+"""`appliance.pipelines.tune_spec`: every bad [tune] table is refused with its key named."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.errors import InvalidInput
+from appliance.pipelines.tune_spec import parse_tuning
+
+
+def _doc(tune=None, **over):
+    doc = {"model": "credit", "dataset": "d", "label": "y", "params": {"hidden": 8},
+           "tune": {"space": {"lr": {"loguniform": [1e-3, 0.3]}}} if tune is None else tune}
+    doc.update(over)
+    return doc
+
+
+def test_defaults_follow_the_task_and_the_params():
+    spec, t = parse_tuning(_doc(params={"epochs": 5}))
+    assert (t.kind, t.metric, t.mode, t.max_epochs) == ("mlp", "auc", "max", 5)
+    assert (t.num_samples, t.grace_period, t.reduction_factor) == (8, 1, 2.0)
+    assert t.max_concurrent_trials == 1 and t.space == {"lr": ("loguniform", [1e-3, 0.3])}
+    _, t = parse_tuning(_doc(task="regression"))
+    assert (t.metric, t.mode) == ("rmse", "min")
+    _, t = parse_tuning(_doc(task="multiclass", resources={"max_concurrent_trials": 3}))
+    assert (t.metric, t.mode, t.max_concurrent_trials) == ("macro_f1", "max", 3)
+    _, t = parse_tuning(_doc(tune={"metric": "log_loss", "num_samples": 6, "max_epochs": 8,
+                                   "space": {"layers": {"randint": [1, 3]},
+                                             "weight_decay": {"uniform": [0, 0.01]},
+                                             "batch_size": {"choice": [32, 64]}}}))
+    assert (t.metric, t.mode, t.num_samples, t.max_epochs) == ("log_loss", "min", 6, 8)
+    assert t.to_dict()["space"]["layers"] == {"randint": [1, 3]}
+
+
+@pytest.mark.parametrize(("tune", "needle"), [
+    (None, "a [tune] table with a [tune.space] is required"),
+    ({"space": {"lr": {"uniform": [0.1]}}}, "'tune.space.lr' uniform needs [low, high]"),
+    ({"space": {"lr": {"uniform": [0.3, 0.1]}}}, "'tune.space.lr' uniform needs [low, high]"),
+    ({"space": {"lr": {"loguniform": [0, 0.1]}}}, "'tune.space.lr' loguniform needs low > 0"),
+    ({"space": {"lr": {"normal": [0, 1]}}}, "'tune.space.lr' must be one of"),
+    ({"space": {"lr": 0.1}}, "'tune.space.lr' must be one of"),
+    ({"space": {"lr": {"choice": []}}}, "'tune.space.lr' choice needs a non-empty list"),
+    ({"space": {"lr": {"choice": [0.1, 2.0]}}}, "'tune.space.lr' holds 2.0, which the mlp"),
+    ({"space": {"layers": {"randint": [1.5, 3]}}}, "'tune.space.layers' randint needs integer"),
+    ({"space": {"layers": {"randint": [0, 99]}}}, "'tune.space.layers' holds 99"),
+    ({"space": {"hidden": {"choice": [4]}}}, "'tune.space.hidden' is also fixed in [params]"),
+    ({"space": {"layers": {"uniform": [1, 3]}}}, "'tune.space.layers' is an integer param"),
+    ({"space": {"dropout": {"choice": [0.1]}}}, "'tune.space.dropout' is not a param of the mlp"),
+    ({"space": {"epochs": {"choice": [3]}}}, "'tune.space.epochs' cannot be tuned"),
+    ({"space": {}}, "'tune.space' must be a table with at least one param"),
+    ({"space": {"lr": {"choice": [0.1]}}, "metric": "rmse"},
+     "'tune.metric' must be one of ['accuracy', 'auc', 'log_loss'] for a binary task"),
+    ({"space": {"lr": {"choice": [0.1]}}, "mode": "up"}, "'tune.mode' must be 'min' or 'max'"),
+    ({"space": {"lr": {"choice": [0.1]}}, "num_samples": 0}, "'tune.num_samples' must be"),
+    ({"space": {"lr": {"choice": [0.1]}}, "max_epochs": 4, "grace_period": 5},
+     "'tune.grace_period' must be an integer in [1, 4]"),
+    ({"space": {"lr": {"choice": [0.1]}}, "reduction_factor": 1},
+     "'tune.reduction_factor' must be a number > 1"),
+    ({"space": {"lr": {"choice": [0.1]}}, "valid_fraction": 0.9}, "'tune.valid_fraction'"),
+    ({"space": {"lr": {"choice": [0.1]}}, "sampler": "grid"}, "unknown tune key(s) ['sampler']"),
+])
+def test_a_bad_tune_table_names_its_key(tune, needle):
+    doc = _doc(tune=tune) if tune is not None else {**_doc(), "tune": {}}
+    with pytest.raises(InvalidInput) as err:
+        parse_tuning(doc)
+    assert needle in str(err.value)
+
+
+def test_resources_and_params_are_checked_first():
+    with pytest.raises(InvalidInput, match="max_concurrent_trials' must be >= 1"):
+        parse_tuning(_doc(resources={"max_concurrent_trials": 0}))
+    with pytest.raises(InvalidInput, match="unknown training param"):
+        parse_tuning(_doc(params={"nope": 1}))
