@@ -6,6 +6,7 @@
     ├── PermissionDenied            the actor's role or identity forbids the action -> exit 2
     ├── CheckFailed                 a check ran and said no (gate, audit verify)    -> exit 1
     │   └── ArtifactIntegrityError  an artifact's bytes no longer match its digest   -> exit 1
+    ├── RunFailed                   a training run started and failed on Ray        -> exit 1
     └── ConflictError               the action clashes with current state           -> exit 2
 
 The CLI maps these in one place (`exit_code_for`); HTTP maps them to 4xx.
@@ -20,7 +21,7 @@ class ExitCode(enum.IntEnum):
     """Process exit codes of the `appliance` CLI."""
 
     OK = 0
-    CHECK_FAILED = 1  # a check ran and failed: gate, audit verify, doctor
+    CHECK_FAILED = 1  # a check ran and failed: gate, audit verify, doctor; or a run failed
     USAGE = 2  # bad usage or input: the message names what was wrong
     INTERNAL = 3  # a bug: anything not raised on purpose
 
@@ -65,6 +66,12 @@ class ArtifactIntegrityError(CheckFailed):
             f"{what}{where} is corrupt or was altered: recorded sha256 {expected}, its bytes "
             f"hash to {actual}; refusing to load it (restore it from a backup or re-create it)"
         )
+
+
+class RunFailed(ApplianceError):
+    """A training run started and failed (its code raised, or it ran out of retries)."""
+
+    exit_code = ExitCode.CHECK_FAILED
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:

@@ -12,6 +12,9 @@
                                      #   in the dataset's order: for time-ordered data)
     [params]                         # optional: passed to the trainer (epochs, lr, hidden...)
     [resources]                      # optional: num_workers (1), use_gpu ("auto"|true|false)
+    [fault_tolerance]                # optional: max_failures (2: restarts from the last
+                                     #   checkpoint after a worker dies or raises),
+                                     #   checkpoints_to_keep (2: one is written every epoch)
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ import tomllib
 from appliance.errors import InvalidInput
 
 _TOP = {"model", "dataset", "label", "task", "categorical", "seed", "holdout", "split",
-        "params", "resources"}
+        "params", "resources", "fault_tolerance"}
 SPLITS = ("random", "latest")
 TASKS = ("binary", "multiclass", "regression")
 _RESOURCES = {"num_workers", "use_gpu"}
+_FAULT_TOLERANCE = {"max_failures", "checkpoints_to_keep"}
 
 
 @dataclasses.dataclass
@@ -45,6 +49,8 @@ class TrainSpec:
     num_workers: int = 1
     use_gpu: bool | None = None
     task: str = "binary"
+    max_failures: int = 2
+    checkpoints_to_keep: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,10 +92,22 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
             f"'resources.num_workers' must be >= 1, got {workers!r}")
     gpu = res.get("use_gpu", "auto")
     _expect(gpu in ("auto", True, False), where, "'resources.use_gpu' must be auto, true or false")
+    ft = doc.get("fault_tolerance", {})
+    _expect(isinstance(ft, dict), where, "'fault_tolerance' must be a table")
+    bad = sorted(set(ft) - _FAULT_TOLERANCE)
+    _expect(not bad, where,
+            f"unknown fault_tolerance key(s) {bad}; allowed: {sorted(_FAULT_TOLERANCE)}")
+    limits = {}
+    for key, low in (("max_failures", 0), ("checkpoints_to_keep", 1)):
+        value = ft.get(key, 2)
+        _expect(isinstance(value, int) and not isinstance(value, bool) and low <= value <= 100,
+                where, f"'fault_tolerance.{key}' must be an integer in [{low}, 100], got "
+                f"{value!r}")
+        limits[key] = value
     return TrainSpec(
         model=doc["model"], dataset=doc["dataset"], label=doc["label"], categorical=cats,
         seed=seed, holdout=float(holdout), split=split, params=params, num_workers=workers,
-        use_gpu=None if gpu == "auto" else gpu, task=task,
+        use_gpu=None if gpu == "auto" else gpu, task=task, **limits,
     )
 
 
