@@ -128,4 +128,8 @@ class ProgressListener:
                     self.restarts.resumed_from.append(event.step - 1)
                 self._pid = event.pid
             if self._on_event is not None:
-                self._on_event(event)
+                try:
+                    self._on_event(event)
+                except Exception:  # noqa: BLE001 - a display's bug must not stop the count
+                    # The restarts above still need every event; only the display is dropped.
+                    self._on_event = None

@@ -42,5 +42,5 @@ class TrainProgress:
         """Show one `ProgressEvent`: its step of total and its loss (and validation loss)."""
         shown = [f"{key} {event.metrics[key]:.4g}" for key in ("loss", "valid_loss")
                  if isinstance(event.metrics.get(key), (int, float))]
-        self._progress.update(self._task, description=f"{self._title} epoch",
+        self._progress.update(self._task, description=f"{self._title}: epoch",
                               completed=event.step, total=event.total, metrics="  ".join(shown))

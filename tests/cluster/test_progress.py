@@ -44,6 +44,28 @@ def test_gpus_on_a_cluster_without_enough_is_refused(ray_session):
         check_capacity(gpus + 1, True)
 
 
+def test_resources_held_by_others_are_waited_for_then_refused(ray_session):
+    @ray_session.remote(num_cpus=1.5)
+    class Holder:  # stands in for Serve replicas or another run holding CPUs
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.remote()
+    try:
+        ray_session.get(holder.ready.remote())
+        said: list[str] = []
+        started = time.monotonic()
+        with pytest.raises(InsufficientResources,
+                           match=r"has 2 CPUs but only 0.5 free after waiting 1 s"):
+            check_capacity(1, False, wait_s=1.0, on_wait=said.append)
+        assert 1.0 <= time.monotonic() - started < 5
+        assert len(said) == 1 and "waiting up to 1 s for 1 free CPUs" in said[0], said
+    finally:
+        ray_session.kill(holder)
+    # Freed again: the same request passes (once Ray has taken the slot back).
+    check_capacity(1, False, wait_s=10.0)
+
+
 def test_diverging_run_fails_with_its_cause_on_one_line(ray_session, tmp_path):
     # Sixteen layers at learning rate 1 blow the squared error up to NaN in the first epoch:
     # the worker refuses to go on, for real, and Ray Train is told not to retry.
