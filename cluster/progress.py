@@ -105,8 +105,12 @@ class ProgressListener:
         if self._thread is not None:
             self._thread.join()
         if self._queue is not None:
-            self._take(self._queue.get_nowait_batch(self._queue.size()))
-            self._queue.shutdown()
+            try:
+                self._take(self._queue.get_nowait_batch(self._queue.size()))
+            except ray.exceptions.RayError:
+                pass  # the queue's actor died with the run: what it held is lost, not the error
+            finally:
+                self._queue.shutdown()
 
     def _drain(self) -> None:
         assert self._queue is not None
