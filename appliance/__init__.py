@@ -14,6 +14,7 @@ from appliance.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    RunFailed,
     exit_code_for,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "PermissionDenied",
+    "RunFailed",
     "__version__",
     "exit_code_for",
     "load_config",

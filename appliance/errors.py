@@ -8,6 +8,7 @@
     │   ├── GateFailed              a candidate failed the promotion gate            -> exit 1
     │   ├── ArtifactIntegrityError  an artifact's bytes no longer match its digest   -> exit 1
     │   └── TuningFailed            a sweep failed or no trial reported its metric  -> exit 1
+    ├── RunFailed                   a training run started and failed on Ray        -> exit 1
     └── ConflictError               the action clashes with current state           -> exit 2
 
 The CLI maps these in one place (`exit_code_for`); HTTP maps them to 4xx.
@@ -22,7 +23,7 @@ class ExitCode(enum.IntEnum):
     """Process exit codes of the `appliance` CLI."""
 
     OK = 0
-    CHECK_FAILED = 1  # a check ran and failed: gate, audit verify, doctor
+    CHECK_FAILED = 1  # a check ran and failed: gate, audit verify, doctor; or a run failed
     USAGE = 2  # bad usage or input: the message names what was wrong
     INTERNAL = 3  # a bug: anything not raised on purpose
 
@@ -79,6 +80,12 @@ class ArtifactIntegrityError(CheckFailed):
 
 class TuningFailed(CheckFailed):
     """A hyperparameter sweep failed, or ended without a trial that reported its metric."""
+
+
+class RunFailed(ApplianceError):
+    """A training run started and failed (its code raised, or it ran out of retries)."""
+
+    exit_code = ExitCode.CHECK_FAILED
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:

@@ -7,8 +7,10 @@ when early stopping is asked for (param ``early_stopping`` > 0) does it keep a s
 slice (``valid_fraction``) of those rows back, to decide when to stop; `FitResult` says how many
 rows each part had. The driver fits the `Preprocessor` on the rows the model trains on and ships
 the design matrix to the workers through the object store; each worker trains its shard (DDP
-when there are several), rank 0 checkpoints the state dict about three times per run, and a
-restarted worker resumes from the latest one. The driver then loads the final checkpoint into a
+when there are several), rank 0 checkpoints the state dict every epoch and reports the epoch's
+loss to the driver (`cluster.progress`), and a restarted worker resumes from the latest
+checkpoint (Ray Train retries up to ``max_failures`` times). A loss that is no longer finite
+fails the run at once, naming the epoch. The driver then loads the final checkpoint into a
 `ModelBundle` and, when given a holdout, scores it there.
 
 The run directory is ``{storage_path}/{name}-{digest}``, where the digest covers the training
@@ -27,13 +29,15 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from appliance.errors import InvalidInput, RunFailed
 from appliance.monitor.metrics import roc_auc
 from appliance.names import check_name
 from cluster.bundle import ModelBundle, build_mlp, output_width
@@ -47,12 +51,17 @@ from cluster.train_params import (  # noqa: F401
     resolve_params,
 )
 
+if TYPE_CHECKING:
+    from cluster.progress import ProgressEvent
+
 # tests/cluster/test_train.py still imports the AUC under its old private name here.
 _auc = roc_auc
+DEFAULT_MAX_FAILURES = 2
+DEFAULT_CHECKPOINTS_TO_KEEP = 2
 
 
 _CHECKPOINT_FILE = "model.pt"
-_POLL_ENV, _POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
+_POLL_ENV, _POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1"
 
 
 @dataclasses.dataclass
@@ -70,6 +79,9 @@ class FitResult:
         params: the params used, defaults filled in.
         run_path: the Ray Train run directory (checkpoints, worker logs).
         epochs: epochs trained (fewer than params["epochs"] when early stopping stopped it).
+        restarts: times Ray Train replaced the workers (a worker died or raised) and the run
+            went on from its last checkpoint.
+        resumed_from: for each restart, the epochs already done that it resumed after.
     """
 
     bundle: ModelBundle
@@ -81,6 +93,8 @@ class FitResult:
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     run_path: str = ""
     epochs: int = 0
+    restarts: int = 0
+    resumed_from: list[int] = dataclasses.field(default_factory=list)
 
 
 class _Loss(torch.nn.Module):
@@ -96,15 +110,6 @@ class _Loss(torch.nn.Module):
 
     def forward(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.fn(raw if self.task == "multiclass" else raw.squeeze(-1), y)
-
-
-def _checkpoint_every(epochs: int) -> int:
-    """Epochs between checkpoints: about three per run, plus the last epoch.
-
-    The controller takes in one report per poll of its workers, so a report per epoch of a
-    seconds-long fit would cost more than the training itself.
-    """
-    return max(1, math.ceil(epochs / 3))
 
 
 def _shard(n: int, rank: int, world: int) -> np.ndarray:
@@ -123,7 +128,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         config: x_ref / y_ref (object refs of the float32 design matrix and the targets
             `_targets` made), xv_ref / yv_ref (the validation slice's, None without early
             stopping), width, outputs (the network's raw outputs per row), task, params
-            (resolved), seed.
+            (resolved), seed, progress (a `cluster.progress.ProgressSink`, or None).
     """
     import ray
     import ray.train
@@ -173,7 +178,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         opt.load_state_dict(opt_state)
     loss_fn = _Loss(config["task"])
     batch = params["batch_size"]
-    every = _checkpoint_every(params["epochs"])
+    sink = config.get("progress")
 
     for epoch in range(start_epoch, params["epochs"]):
         model.train()
@@ -189,6 +194,12 @@ def _train_loop(config: dict[str, Any]) -> None:
             opt.step()
             total += float(loss.detach()) * len(idx)
         metrics: dict[str, Any] = {"epoch": epoch, "loss": total / max(per, 1)}
+        if not math.isfinite(metrics["loss"]):
+            # Every later epoch would only carry the NaN on; no checkpoint of it is worth keeping.
+            raise FloatingPointError(
+                f"the training loss is {metrics['loss']} at epoch {epoch + 1}: the model "
+                f"diverged; lower params.lr or use fewer layers"
+            )
         stop = False
         if patience:
             inner.eval()
@@ -201,8 +212,6 @@ def _train_loop(config: dict[str, Any]) -> None:
             else:
                 best["stale"] += 1
             stop = best["stale"] >= patience
-        if not stop and (epoch + 1) % every and epoch + 1 < params["epochs"]:
-            continue
         if rank == 0:
             with tempfile.TemporaryDirectory() as folder:
                 state = {
@@ -214,10 +223,41 @@ def _train_loop(config: dict[str, Any]) -> None:
                 }
                 torch.save(state, Path(folder) / _CHECKPOINT_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            if sink is not None:
+                sink.report(epoch + 1, params["epochs"], metrics)
         else:
             ray.train.report(metrics)
         if stop:
             break
+
+
+def check_fault_tolerance(max_failures: int, checkpoints_to_keep: int) -> None:
+    """Refuse fault-tolerance settings Ray Train would misread.
+
+    Raises:
+        InvalidInput: max_failures not an integer in [0, 100], or checkpoints_to_keep not an
+            integer in [1, 100].
+    """
+    for key, value, low in (("max_failures", max_failures, 0),
+                            ("checkpoints_to_keep", checkpoints_to_keep, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 100:
+            raise InvalidInput(f"{key} must be an integer in [{low}, 100], got {value!r}")
+
+
+def _cause(exc: BaseException) -> str:
+    """Why a Ray Train run failed, on one line: the first worker's own exception when Ray
+    carries one (its type and message), else Ray's own error."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    cause: BaseException = exc
+    if failures:
+        cause = failures[min(failures)]
+    # Ray wraps a worker's exception (UserExceptionWithTraceback, RayTaskError): unwrap it.
+    for attr in ("_base_exc", "cause"):
+        inner = getattr(cause, attr, None)
+        if isinstance(inner, BaseException):
+            cause = inner
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[0].strip() if lines else 'no message'}"
 
 
 def run_digest(
@@ -235,8 +275,8 @@ def run_trainer(trainer: Any, run_name: str) -> Any:
     """Run a Ray Train `trainer` and return its result, which holds a checkpoint.
 
     Raises:
-        RuntimeError: the run failed after its retries (the cause is chained), or ended
-            without a checkpoint.
+        RunFailed: the run failed after its retries (the first worker's exception on one
+            line, the whole cause chained), or ended without a checkpoint.
     """
     # Ray Train's controller polls its workers every 2 s and takes in one report per poll, which
     # dominates a fit of a few seconds; a faster poll is cheap with this few workers. Ray reads
@@ -247,12 +287,12 @@ def run_trainer(trainer: Any, run_name: str) -> Any:
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors in its own types; keep the chain
-        raise RuntimeError(f"training run {run_name!r} failed: {exc}") from exc
+        raise RunFailed(f"training run {run_name} failed: {_cause(exc)}") from exc
     finally:
         if previous is None:
             os.environ.pop(_POLL_ENV, None)
     if result.checkpoint is None:
-        raise RuntimeError(f"training run {run_name!r} finished without a checkpoint")
+        raise RunFailed(f"training run {run_name} finished without a checkpoint")
     return result
 
 
@@ -285,6 +325,9 @@ def fit(
     task: str = "binary",
     kind: str = "mlp",
     function: str | None = None,
+    max_failures: int = DEFAULT_MAX_FAILURES,
+    checkpoints_to_keep: int = DEFAULT_CHECKPOINTS_TO_KEEP,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
 ) -> FitResult:
     """Train a model on every row of `table` with Ray Train, and score it on `holdout`.
 
@@ -310,25 +353,36 @@ def fit(
             (gradient-boosted trees on `XGBoostTrainer`: `cluster.train_xgboost`) or
             "custom" (the user's `function` on `TorchTrainer`: `cluster.train_custom`).
         function: "module:function", the custom kind's training function (default None).
+        max_failures: times Ray Train may restart the workers from the last checkpoint after
+            one dies or raises (default 2).
+        checkpoints_to_keep: checkpoints kept in the run folder (default 2).
+        on_progress: called in a driver thread with each epoch's `ProgressEvent` (default
+            None; the MLP reports every epoch).
 
     Raises:
-        InvalidInput: bad params, arguments, columns or labels (the message names which).
-        RuntimeError: the training run failed after its retries (the cause is chained).
+        InvalidInput: bad params, arguments, columns or labels (the message names which), or
+            more workers or GPUs than the Ray cluster has (`cluster.capacity`).
+        RunFailed: the training run failed after its retries (the cause on one line, and
+            chained).
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from appliance.config import load_config
+    from cluster.capacity import check_capacity, resolve_gpu
+    from cluster.progress import ProgressListener
     from cluster.runtime import ensure_ray
 
+    check_fault_tolerance(max_failures, checkpoints_to_keep)
     if kind == "xgboost":
         # Deferred: xgboost is only imported by runs of its kind.
         from cluster.train_xgboost import fit_xgboost
 
         return fit_xgboost(table, label=label, categorical=categorical, params=params,
                            seed=seed, num_workers=num_workers, use_gpu=use_gpu,
-                           storage_path=storage_path, name=name, holdout=holdout, task=task)
+                           storage_path=storage_path, name=name, holdout=holdout, task=task,
+                           max_failures=max_failures, checkpoints_to_keep=checkpoints_to_keep)
     if kind == "custom":
         # Deferred, as above.
         from cluster.train_custom import fit_custom
@@ -336,7 +390,8 @@ def fit(
         return fit_custom(table, label=label, categorical=categorical, params=params,
                           seed=seed, function=function, num_workers=num_workers,
                           use_gpu=use_gpu, storage_path=storage_path, name=name,
-                          holdout=holdout, task=task)
+                          holdout=holdout, task=task, max_failures=max_failures,
+                          checkpoints_to_keep=checkpoints_to_keep)
     started = time.perf_counter()
     resolved = resolve_params(params, kind=kind)
     check_name("run name", name)
@@ -349,34 +404,36 @@ def fit(
 
     if not ray.is_initialized():
         ensure_ray(load_config())
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
+    use_gpu = resolve_gpu(num_workers, use_gpu)
+    check_capacity(num_workers, use_gpu)
     storage = Path(storage_path) if storage_path else load_config().home / "ray_results"
     storage.mkdir(parents=True, exist_ok=True)
     run_name = f"{name}-{run_digest(x_train, y_train, resolved, int(seed), num_workers, use_gpu)}"
 
-    trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config={
-            "x_ref": ray.put(x_train),
-            "y_ref": ray.put(y_train),
-            "xv_ref": ray.put(x_valid) if n_valid else None,
-            "yv_ref": ray.put(y_valid) if n_valid else None,
-            "width": pre.width,
-            "outputs": outputs,
-            "task": task,
-            "params": resolved,
-            "seed": int(seed),
-        },
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=bool(use_gpu)),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=2),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-        ),
-    )
-    result = run_trainer(trainer, run_name)
+    with ProgressListener(on_progress) as listener:
+        trainer = TorchTrainer(
+            _train_loop,
+            train_loop_config={
+                "progress": listener.sink,
+                "x_ref": ray.put(x_train),
+                "y_ref": ray.put(y_train),
+                "xv_ref": ray.put(x_valid) if n_valid else None,
+                "yv_ref": ray.put(y_valid) if n_valid else None,
+                "width": pre.width,
+                "outputs": outputs,
+                "task": task,
+                "params": resolved,
+                "seed": int(seed),
+            },
+            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=bool(use_gpu)),
+            run_config=RunConfig(
+                name=run_name,
+                storage_path=str(storage),
+                failure_config=FailureConfig(max_failures=max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=checkpoints_to_keep),
+            ),
+        )
+        result = run_trainer(trainer, run_name)
 
     module, epochs = _load_module(result.checkpoint, pre.width, resolved, outputs)
     bundle = ModelBundle(pre, module, resolved["hidden"], resolved["layers"], label, task=task,
@@ -391,4 +448,6 @@ def fit(
         params=resolved,
         run_path=str(storage / run_name),
         epochs=epochs,
+        restarts=listener.restarts.count,
+        resumed_from=list(listener.restarts.resumed_from),
     )

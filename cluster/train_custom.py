@@ -38,7 +38,15 @@ from appliance.errors import InvalidInput
 from appliance.names import check_name
 from cluster.bundle import ModelBundle, output_width
 from cluster.fit_data import evaluate, prepare
-from cluster.train import FitResult, _Loss, _shard, run_digest, run_trainer
+from cluster.train import (
+    DEFAULT_CHECKPOINTS_TO_KEEP,
+    DEFAULT_MAX_FAILURES,
+    FitResult,
+    _Loss,
+    _shard,
+    run_digest,
+    run_trainer,
+)
 from cluster.train_params import resolve_params
 
 _STATE_FILE, _MODEL_FILE = "state.pt", "model.ts"
@@ -163,6 +171,8 @@ def fit_custom(
     name: str = "train",
     holdout: pa.Table | None = None,
     task: str = "binary",
+    max_failures: int = DEFAULT_MAX_FAILURES,
+    checkpoints_to_keep: int = DEFAULT_CHECKPOINTS_TO_KEEP,
 ) -> FitResult:
     """Train the user's `function` ("module:function") on every row of `table` with Ray Train.
 
@@ -209,8 +219,8 @@ def fit_custom(
         },
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=bool(use_gpu)),
         run_config=RunConfig(name=run_name, storage_path=str(storage),
-                             failure_config=FailureConfig(max_failures=2),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=checkpoints_to_keep)),
     )
     result = run_trainer(trainer, run_name)
     with result.checkpoint.as_directory() as folder:

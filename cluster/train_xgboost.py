@@ -22,7 +22,13 @@ import pyarrow as pa
 from appliance.names import check_name
 from cluster.bundle import ModelBundle
 from cluster.fit_data import Prepared, evaluate, prepare
-from cluster.train import FitResult, run_digest, run_trainer
+from cluster.train import (
+    DEFAULT_CHECKPOINTS_TO_KEEP,
+    DEFAULT_MAX_FAILURES,
+    FitResult,
+    run_digest,
+    run_trainer,
+)
 from cluster.train_params import resolve_params
 
 _OBJECTIVES = {
@@ -132,6 +138,8 @@ def fit_xgboost(
     name: str = "train",
     holdout: pa.Table | None = None,
     task: str = "binary",
+    max_failures: int = DEFAULT_MAX_FAILURES,
+    checkpoints_to_keep: int = DEFAULT_CHECKPOINTS_TO_KEEP,
 ) -> FitResult:
     """Train gradient-boosted trees on every row of `table` with Ray Train's XGBoostTrainer.
 
@@ -188,8 +196,8 @@ def fit_xgboost(
         run_config=RunConfig(
             name=run_name,
             storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=2),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=checkpoints_to_keep),
         ),
     )
     result = run_trainer(trainer, run_name)

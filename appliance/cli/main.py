@@ -1,7 +1,7 @@
 """The `appliance` command: one Typer app composed of one module per command.
 
-Exit codes (documented for scripts): 0 success, 1 a check ran and failed, 2 bad usage or input
-(with one line on stderr naming the problem), 3 an internal error.
+Exit codes (documented for scripts): 0 success, 1 a check ran and failed or a training run
+failed, 2 bad usage or input (with one line on stderr naming the problem), 3 an internal error.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting
 from appliance.cli._output import emit_json, err_console
+from appliance.cli._progress import TrainProgress
 from appliance.cli._table import print_table
 from appliance.pipelines import training
 from appliance.pipelines.spec import load_spec
@@ -19,12 +20,17 @@ def train(
     token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Train the model SPEC describes on Ray Train and register it as a new version."""
+    """Train the model SPEC describes on Ray Train and register it as a new version.
+
+    Progress (epoch k/N, loss, elapsed) goes to stderr on a terminal; stdout carries only the
+    result (with --json, one JSON record). A failed run exits 1 with its cause on one line;
+    more workers or GPUs than the Ray cluster has exit 2 within seconds.
+    """
     # Who asks is settled before anything is read: an outsider learns nothing from the errors.
     cfg, user = acting(token or token_file, "operate")
     spec = load_spec(spec_file)
-    with err_console.status(f"training {spec.model} on {spec.dataset} with Ray Train..."):
-        out = training.train(cfg, user, spec)
+    with TrainProgress(err_console, f"training {spec.model} on {spec.dataset}") as progress:
+        out = training.train(cfg, user, spec, on_progress=progress.update)
     doc = {"model": out.version.model_name, "version": out.version.version, "run": out.run_id,
            "metrics": out.metrics, "device": out.device, "seconds": round(out.seconds, 2),
            "digest": out.version.digest}

@@ -16,6 +16,9 @@
     [params]                         # optional: passed to the trainer (epochs, lr, hidden...)
     [resources]                      # optional: num_workers (1), use_gpu ("auto"|true|false),
                                      #   max_concurrent_trials (tuning only)
+    [fault_tolerance]                # optional: max_failures (2: restarts from the last
+                                     #   checkpoint after a worker dies or raises),
+                                     #   checkpoints_to_keep (2: one is written every epoch)
     [gate]                           # optional: the promotion gate's checks, stored with the
                                      #   version (appliance.governance.gate_checks)
     [tune]                           # optional: the search `appliance tune` runs
@@ -35,11 +38,12 @@ from appliance.errors import InvalidInput
 from appliance.governance.gate_checks import DEFAULT_CHECKS, parse_gate
 
 _TOP = {"model", "dataset", "label", "task", "kind", "function", "categorical", "seed",
-        "holdout", "split", "params", "resources", "gate", "tune"}
+        "holdout", "split", "params", "resources", "fault_tolerance", "gate", "tune"}
 SPLITS = ("random", "latest")
 TASKS = ("binary", "multiclass", "regression")
 KINDS = ("mlp", "xgboost", "custom")
 _RESOURCES = {"num_workers", "use_gpu", "max_concurrent_trials"}
+_FAULT_TOLERANCE = {"max_failures", "checkpoints_to_keep"}
 
 
 @dataclasses.dataclass
@@ -57,6 +61,8 @@ class TrainSpec:
     task: str = "binary"
     kind: str = "mlp"
     function: str | None = None
+    max_failures: int = 2
+    checkpoints_to_keep: int = 2
     # The promotion gate (a GateChecks as a dict); the task's default gate when the spec has
     # none.
     gate: dict[str, Any] = dataclasses.field(default_factory=DEFAULT_CHECKS.to_dict)
@@ -112,11 +118,23 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
     _expect(isinstance(doc.get("tune", {}), dict), where, "'tune' must be a table")
     gpu = res.get("use_gpu", "auto")
     _expect(gpu in ("auto", True, False), where, "'resources.use_gpu' must be auto, true or false")
+    ft = doc.get("fault_tolerance", {})
+    _expect(isinstance(ft, dict), where, "'fault_tolerance' must be a table")
+    bad = sorted(set(ft) - _FAULT_TOLERANCE)
+    _expect(not bad, where,
+            f"unknown fault_tolerance key(s) {bad}; allowed: {sorted(_FAULT_TOLERANCE)}")
+    limits = {}
+    for key, low in (("max_failures", 0), ("checkpoints_to_keep", 1)):
+        value = ft.get(key, 2)
+        _expect(isinstance(value, int) and not isinstance(value, bool) and low <= value <= 100,
+                where, f"'fault_tolerance.{key}' must be an integer in [{low}, 100], got "
+                f"{value!r}")
+        limits[key] = value
     return TrainSpec(
         model=doc["model"], dataset=doc["dataset"], label=doc["label"], categorical=cats,
         seed=seed, holdout=float(holdout), split=split, params=params, num_workers=workers,
-        use_gpu=None if gpu == "auto" else gpu, task=task, kind=kind,
-        function=function, gate=parse_gate(doc.get("gate"), where, cats, task=task).to_dict(),
+        use_gpu=None if gpu == "auto" else gpu, task=task, kind=kind, function=function,
+        gate=parse_gate(doc.get("gate"), where, cats, task=task).to_dict(), **limits,
     )
 
 

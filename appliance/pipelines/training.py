@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import traceback
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlmodel import Session, select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, RunFailed
 from appliance.governance.users import require
 from appliance.monitor import integrity
 from appliance.monitor.drift import fit_reference, to_columns
@@ -22,6 +23,9 @@ from appliance.registry import datasets, models, provenance, runs
 from appliance.store import session_scope
 from appliance.store.models import Dataset, ModelVersion, Run, User
 
+if TYPE_CHECKING:
+    from cluster.progress import ProgressEvent
+
 
 @dataclasses.dataclass
 class TrainOutcome:
@@ -30,6 +34,17 @@ class TrainOutcome:
     metrics: dict
     device: str
     seconds: float
+
+
+def _check_capacity(cfg: Config, spec: TrainSpec) -> None:
+    """Refuse, in seconds, a spec whose workers the Ray cluster cannot hold (exit 2), instead
+    of a run that waits for them forever (`cluster.capacity`)."""
+    # Deferred: Ray is only needed when a training actually runs.
+    from cluster import capacity, runtime
+
+    runtime.ensure_ray(cfg)
+    capacity.check_capacity(spec.num_workers,
+                            capacity.resolve_gpu(spec.num_workers, spec.use_gpu))
 
 
 def _check_columns(spec: TrainSpec, columns: list[str]) -> None:
@@ -62,6 +77,7 @@ def start(
     require(user, "operate")
     # Bad params are bad input: refuse them before a run is recorded.
     ray_train.resolve_params(spec.params, kind=spec.kind)
+    ray_train.check_fault_tolerance(spec.max_failures, spec.checkpoints_to_keep)
     if spec.kind == "custom":
         # Deferred as above; an unimportable function is bad input, refused here too.
         from cluster.train_custom import resolve_function
@@ -74,6 +90,8 @@ def start(
         datasets.check_trainable(ds)
         table = datasets.load(store, ds)
         _check_columns(spec, table.column_names)
+        # So is a spec the cluster cannot run: no run is recorded for it.
+        _check_capacity(cfg, spec)
         models.ensure_model(session, spec.model, owner=user.name, team=user.team)
         # The spec as run: its dataset pinned to the version resolved, so a rerun of the
         # record trains on these rows even after newer versions arrive.
@@ -86,12 +104,22 @@ def start(
     return run
 
 
-def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
+def resume(cfg: Config, user: User, spec: TrainSpec, run: Run,
+           on_progress: Callable[[ProgressEvent], None] | None = None) -> TrainOutcome:
     """Fit `run` on Ray and register its version; a run registers at most one version.
 
     Running it again after a crash continues the same Ray Train run from its last checkpoint
     (its folder is deterministic), and returns the version already registered if the crash
-    came after the registration.
+    came after the registration. A run that fails is recorded as failed with its cause.
+
+    Args:
+        cfg, user, spec, run: as `start` took and returned them.
+        on_progress: called with each epoch's `cluster.progress.ProgressEvent`, in a thread
+            of the driver (default None).
+
+    Raises:
+        InsufficientResources: the Ray cluster cannot hold the spec's workers (exit 2).
+        RunFailed: the training failed on Ray after its retries (exit 1).
     """
     # Deferred: Ray and torch are only needed when a training actually runs.
     from cluster import runtime
@@ -114,17 +142,23 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
             seed=spec.seed, num_workers=spec.num_workers, use_gpu=spec.use_gpu,
             storage_path=str(cfg.artifacts / "ray_results"), name=f"{spec.model}-{run.id}",
             holdout=holdout, task=spec.task, kind=spec.kind, function=spec.function,
+            max_failures=spec.max_failures, checkpoints_to_keep=spec.checkpoints_to_keep,
+            on_progress=on_progress,
         )
     except Exception as exc:
         with session_scope(cfg.db_url) as session:
-            models.finish_run(session, session.merge(run), metrics={}, device=None,
-                              error="".join(traceback.format_exception_only(exc)).strip())
+            # A RunFailed already says what failed, on one line; anything else by its type.
+            error = (str(exc) if isinstance(exc, RunFailed)
+                     else "".join(traceback.format_exception_only(exc)).strip())
+            models.finish_run(session, session.merge(run), metrics={}, device=None, error=error)
         raise
     metrics = dict(fit.metrics)
     # The true size of each part: train + valid (early stopping's slice of the training part,
     # 0 without it) + holdout = the dataset's rows.
     metrics.update(train_rows=fit.train_rows, valid_rows=fit.valid_rows,
                    holdout_rows=holdout.num_rows, epochs=fit.epochs)
+    # Lineage says whether the run was restarted from a checkpoint, and after which epoch.
+    metrics.update(restarts=fit.restarts, resumed_from_epochs=list(fit.resumed_from))
     # The monitor reads a version's task from its metrics (window_stats.task_of).
     metrics["task"] = spec.task
     digest = store.put_bytes(fit.bundle.to_bytes())
@@ -169,15 +203,22 @@ def _calibration(bundle, holdout, spec: TrainSpec) -> dict:
     return {**checked.to_dict(), "threshold": float(bundle.threshold)}
 
 
-def train(cfg: Config, user: User, spec: TrainSpec) -> TrainOutcome:
+def train(cfg: Config, user: User, spec: TrainSpec,
+          on_progress: Callable[[ProgressEvent], None] | None = None) -> TrainOutcome:
     """Train `spec` on Ray, register the result as the model's next version, and return it.
 
     Args:
         cfg: appliance configuration (Ray address, store, artifacts).
         user: the acting user (needs the operator or admin role).
         spec: the validated training spec.
+        on_progress: called with each epoch's progress event (see `resume`; default None).
+
+    Raises:
+        InsufficientResources: more workers or GPUs than the Ray cluster has (exit 2), before
+            any run is recorded.
+        RunFailed: the training failed on Ray (exit 1); the run is recorded as failed.
     """
-    return resume(cfg, user, spec, start(cfg, user, spec))
+    return resume(cfg, user, spec, start(cfg, user, spec), on_progress)
 
 
 def rerun(cfg: Config, user: User, run_id: str) -> TrainOutcome:

@@ -3,6 +3,9 @@ about its split, and what its drift reference is fitted on."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -186,3 +189,47 @@ def test_a_custom_function_that_cannot_be_imported_is_refused_before_a_run(world
         training.start(cfg, ops, spec)
     with session_scope(cfg.db_url) as session:
         assert session.exec(select(Run)).all() == []
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint_and_lineage_says_so(world):
+    cfg, ops = world
+    spec = _spec(params={"epochs": 12, "hidden": 16, "batch_size": 32},
+                 fault_tolerance={"max_failures": 2, "checkpoints_to_keep": 2})
+    killed: list[int] = []
+    steps: list[tuple[int, int]] = []
+
+    def kill_once(event):
+        steps.append((event.step, event.pid))
+        # Once epoch 2 is checkpointed and reported, SIGKILL the worker process itself: Ray
+        # Train must notice, start a new worker and go on from the last checkpoint.
+        if event.step >= 2 and not killed:
+            killed.append(event.pid)
+            os.kill(event.pid, signal.SIGKILL)
+
+    out = training.train(cfg, ops, spec, on_progress=kill_once)
+    assert killed
+    after = [step for step, pid in steps if pid != killed[0]]
+    # The new worker went on from a checkpoint (epoch 1 or later), not from scratch.
+    assert after and after[0] >= 2, steps
+    assert after[-1] == 12
+    m = out.version.metrics
+    assert m["epochs"] == 12
+    assert m["restarts"] == 1 and m["resumed_from_epochs"] == [after[0] - 1], m
+    with session_scope(cfg.db_url) as session:
+        record = lineage(session, "credit:1")
+    assert record["metrics"]["restarts"] == 1
+    assert record["metrics"]["resumed_from_epochs"][0] >= 1
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [({"max_failures": -1}, "'fault_tolerance.max_failures' must be an integer in [0, 100]"),
+     ({"checkpoints_to_keep": 0}, "'fault_tolerance.checkpoints_to_keep' must be an integer"),
+     ({"retries": 1}, "unknown fault_tolerance key(s) ['retries']"),
+     ("x", "'fault_tolerance' must be a table")],
+)
+def test_fault_tolerance_keys_are_validated(section, message):
+    with pytest.raises(InvalidInput) as err:
+        _spec(fault_tolerance=section)
+    assert message in str(err.value)
+    assert _spec().max_failures == 2 and _spec().checkpoints_to_keep == 2
