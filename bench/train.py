@@ -25,6 +25,7 @@ it to stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import shutil
 import sys
@@ -88,6 +89,7 @@ def _plain_mlp(train, holdout, label: str, categorical: list[str], params: dict,
     opt = torch.optim.AdamW(model.parameters(), lr=resolved["lr"],
                             weight_decay=resolved["weight_decay"])
     loss_fn, batch, n = _Loss("binary"), resolved["batch_size"], len(y)
+    t1 = time.perf_counter()
     for epoch in range(resolved["epochs"]):
         model.train()
         # The worker's generator for rank 0 (cluster.train._train_loop).
@@ -102,11 +104,12 @@ def _plain_mlp(train, holdout, label: str, categorical: list[str], params: dict,
             opt.step()
             total += float(loss.detach()) * len(idx)
     model.eval()
+    train_s = time.perf_counter() - t1
     bundle = ModelBundle(data.pre, model, resolved["hidden"], resolved["layers"], label,
                          task="binary")
     metrics = evaluate(bundle, holdout, label)
     return {"seconds": time.perf_counter() - t0, "metrics": metrics,
-            "epochs": resolved["epochs"]}
+            "epochs": resolved["epochs"], "train_s": train_s}
 
 
 def _ray_fit(train, holdout, label: str, categorical: list[str], params: dict, seed: int,
@@ -130,8 +133,10 @@ def _mlp(args, storage: Path) -> dict[str, Any]:
     if not epochs:
         # Size the run from a short probe of the plain loop: epochs for --mlp-seconds.
         probe = _plain_mlp(train, holdout, label, categorical, {**base, "epochs": 2}, SEED)
-        per_epoch = probe["seconds"] / 2
-        epochs = max(2, math.ceil(args.mlp_seconds / per_epoch))
+        # The epochs alone scale; preparing and scoring are the same for any epochs.
+        per_epoch = probe["train_s"] / 2
+        fixed = probe["seconds"] - probe["train_s"]
+        epochs = max(2, math.ceil((args.mlp_seconds - fixed) / per_epoch))
         _say(f"  probe: {per_epoch:.2f} s/epoch -> {epochs} epochs")
     params = {**base, "epochs": epochs}
     _say(f"MLP, Ray Train: {len(train):,} rows, {epochs} epochs ...")
@@ -174,14 +179,16 @@ def _plain_xgboost(train, holdout, label: str, categorical: list[str], params: d
     data = prepare(train, label=label, categorical=categorical, resolved=resolved, seed=seed,
                    num_workers=1, task="binary")
     dtrain = xgboost.DMatrix(data.x_train, label=data.y_train)
+    t1 = time.perf_counter()
     booster = xgboost.train({**booster_params(resolved, "binary", 0, seed, False),
                              "nthread": THREADS},
                             dtrain, num_boost_round=resolved["num_boost_round"],
                             evals=[(dtrain, "train")], verbose_eval=False)
+    train_s = time.perf_counter() - t1
     bundle = ModelBundle(data.pre, booster, 0, 0, label, task="binary", kind="xgboost")
     metrics = evaluate(bundle, holdout, label)
     return {"seconds": time.perf_counter() - t0, "metrics": metrics,
-            "epochs": booster.num_boosted_rounds()}
+            "epochs": booster.num_boosted_rounds(), "train_s": train_s}
 
 
 def _xgboost(args, storage: Path) -> dict[str, Any]:
@@ -195,8 +202,10 @@ def _xgboost(args, storage: Path) -> dict[str, Any]:
     if not rounds:
         probe = _plain_xgboost(train, holdout, label, categorical,
                                {**base, "num_boost_round": 10}, SEED)
-        rounds = max(10, math.ceil(args.xgb_seconds / (probe["seconds"] / 10)))
-        _say(f"  probe: {probe['seconds'] / 10:.3f} s/round -> {rounds} rounds")
+        per_round = probe["train_s"] / 10
+        fixed = probe["seconds"] - probe["train_s"]
+        rounds = max(10, math.ceil((args.xgb_seconds - fixed) / per_round))
+        _say(f"  probe: {per_round:.3f} s/round -> {rounds} rounds")
     params = {**base, "num_boost_round": rounds}
     out: dict[str, Any] = {"rows": len(train), "holdout": holdout.num_rows, "params": params,
                            "ray": {}}
@@ -243,7 +252,44 @@ def _trial(config: dict, x=None, y=None, xv=None, yv=None) -> None:
             tune.report({"valid_loss": float(loss_fn(model(xv), yv)), "epoch": epoch})
 
 
+# The sweep's search space, for both paths: (distribution, arguments) as a spec declares it.
+SPACE = {"lr": ("loguniform", [1e-4, 3e-2]), "hidden": ("choice", [8, 16, 32, 64]),
+         "layers": ("choice", [1, 2, 3])}
+
+
 def _sweep(args, storage: Path) -> dict[str, Any]:
+    """ASHA over the MLP's learning rate, width and depth: through the product's
+    `cluster.tune.sweep` when this checkout has it, else a `ray.tune.Tuner` of the bench's own."""
+    try:
+        from cluster.tune import KINDS as TRIAL_KINDS
+        from cluster.tune import sweep
+    except ImportError:
+        return _own_sweep(args, storage)
+    train, _, label, categorical = _data(args.tune_rows, args.holdout, SEED)
+    cut = int(train.num_rows * 0.8)
+    fit_rows, valid = train.slice(0, cut), train.slice(cut)
+    concurrent = args.ray_cpus
+    _say(f"ASHA sweep (cluster.tune.sweep): {args.tune_trials} trials x up to "
+         f"{args.tune_epochs} epochs, {fit_rows.num_rows:,} rows, {concurrent} at once ...")
+    t0 = time.perf_counter()
+    outcomes = sweep(TRIAL_KINDS["mlp"], fit_rows, valid, label=label, categorical=categorical,
+                     task="binary", seed=SEED, fixed={"batch_size": 512}, space=SPACE,
+                     metric="log_loss", mode="min", num_samples=args.tune_trials,
+                     max_steps=args.tune_epochs, grace_period=1, reduction_factor=2,
+                     max_concurrent=concurrent, storage_path=str(storage), name="bench-asha")
+    seconds = time.perf_counter() - t0
+    losses = [t.metrics.get("log_loss") for t in outcomes if t.metrics.get("log_loss")]
+    out = {"via": "`cluster.tune.sweep` (the product's sweep)", "metric": "log_loss",
+           "trials": len(outcomes), "seconds": seconds, "epochs": args.tune_epochs,
+           "stopped": sum(t.status == "stopped" for t in outcomes),
+           "errors": sum(t.status == "failed" for t in outcomes),
+           "epochs_run": sum(t.steps for t in outcomes), "rows": fit_rows.num_rows,
+           "concurrent": concurrent, "best": min(losses) if losses else float("nan")}
+    _say(f"  {out['trials']} trials in {seconds:.1f} s, {out['stopped']} stopped early")
+    return out
+
+
+def _own_sweep(args, storage: Path) -> dict[str, Any]:
     """A small `ray.tune.Tuner` with ASHA over the MLP's learning rate, width and depth."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -255,8 +301,8 @@ def _sweep(args, storage: Path) -> dict[str, Any]:
     data = prepare(train, label=label, categorical=categorical,
                    resolved=resolve_params({"early_stopping": 1, "valid_fraction": 0.2}),
                    seed=SEED, num_workers=1, task="binary")
-    space = {"lr": tune.loguniform(1e-4, 3e-2), "hidden": tune.choice([8, 16, 32, 64]),
-             "layers": tune.choice([1, 2, 3]), "batch_size": 512,
+    space = {"lr": tune.loguniform(*SPACE["lr"][1]), "hidden": tune.choice(SPACE["hidden"][1]),
+             "layers": tune.choice(SPACE["layers"][1]), "batch_size": 512,
              "epochs": args.tune_epochs}
     concurrent = args.ray_cpus
     _say(f"ASHA sweep: {args.tune_trials} trials x up to {args.tune_epochs} epochs, "
@@ -280,7 +326,9 @@ def _sweep(args, storage: Path) -> dict[str, Any]:
     steps = [int((r.metrics or {}).get("training_iteration") or 0) for r in grid]
     errors = sum(r.error is not None for r in grid)
     best = grid.get_best_result()
-    out = {"trials": len(steps), "seconds": seconds, "epochs": args.tune_epochs,
+    out = {"via": "a `ray.tune.Tuner` of the bench's own (this checkout has no "
+                  "`cluster.tune.sweep`)", "metric": "valid_loss",
+           "trials": len(steps), "seconds": seconds, "epochs": args.tune_epochs,
            "stopped": sum(0 < s < args.tune_epochs for s in steps), "errors": errors,
            "epochs_run": sum(steps), "rows": len(data.y_train), "concurrent": concurrent,
            "best": float(best.metrics["valid_loss"]) if best and best.metrics else float("nan")}
@@ -394,7 +442,9 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="train-bench-"))
     try:
         _isolate(tmp)
-        text = _run(tmp, args)
+        # stdout carries the section only: Ray Tune prints its experiment table there.
+        with contextlib.redirect_stdout(sys.stderr):
+            text = _run(tmp, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     write_section(args.results, text)
