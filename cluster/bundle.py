@@ -3,8 +3,9 @@
 Serving loads the same bytes that training wrote, so the transform applied to a request is
 exactly the one fitted on the training data (no training/serving skew).
 
-Two kinds of model share the bundle: the MLP (a torch network, `FORMAT`) and gradient-boosted
-trees (an XGBoost booster, `XGBOOST_FORMAT`); `ModelBundle.from_bytes` reads either. A bundle
+Every kind of model shares the bundle: the MLP (a torch network, `FORMAT`), gradient-boosted
+trees (an XGBoost booster, `XGBOOST_FORMAT`) and the user's own network (TorchScript,
+`TORCHSCRIPT_FORMAT`); `ModelBundle.from_bytes` reads each. A bundle
 knows its task, and turns the network's raw outputs into the same three things for
 every task (`Outputs`), which is what serving answers and logs and what drift profiles:
 
@@ -34,8 +35,12 @@ FORMAT = "appliance.bundle/1"
 # meta JSON, then the booster in XGBoost's own UBJSON format. Neither part can run code on load.
 XGBOOST_FORMAT = "appliance.bundle.xgboost/1"
 _XGBOOST_MAGIC = (XGBOOST_FORMAT + "\n").encode()
+# The user's own network (the custom kind), traced to TorchScript, framed as the xgboost one.
+# Loading it runs no Python of the user's: TorchScript is a graph torch interprets.
+TORCHSCRIPT_FORMAT = "appliance.bundle.torchscript/1"
+_TORCHSCRIPT_MAGIC = (TORCHSCRIPT_FORMAT + "\n").encode()
 TASKS = ("binary", "multiclass", "regression")
-KINDS = ("mlp", "xgboost")
+KINDS = ("mlp", "xgboost", "custom")
 
 
 class Outputs(NamedTuple):
@@ -149,8 +154,9 @@ class ModelBundle:
         task: "binary" (default), "multiclass" or "regression".
         classes: multiclass only: the label values, sorted; index i is class i.
         target: regression only: (mean, std) of the training labels.
-        kind: "mlp" (default: `module` is the torch network) or "xgboost" (`module` is an
-            `xgboost.Booster` whose margins are the raw outputs; hidden and layers are 0).
+        kind: "mlp" (default: `module` is the torch network), "xgboost" (`module` is an
+            `xgboost.Booster` whose margins are the raw outputs) or "custom" (`module` is the
+            user's network as TorchScript); hidden and layers are 0 for the last two.
     """
 
     preprocessor: Preprocessor
@@ -235,10 +241,12 @@ class ModelBundle:
     def to_bytes(self) -> bytes:
         """The bundle as one artifact, in its kind's format (`from_bytes` reads both)."""
         if self.kind == "xgboost":
-            # Never sort_keys, as below: the meta's order is the design matrix's column order.
-            meta = json.dumps({"format": XGBOOST_FORMAT, **self._meta()}).encode()
-            booster = bytes(self.module.save_raw(raw_format="ubj"))
-            return b"".join([_XGBOOST_MAGIC, len(meta).to_bytes(8, "big"), meta, booster])
+            return _framed(_XGBOOST_MAGIC, XGBOOST_FORMAT, self._meta(),
+                           bytes(self.module.save_raw(raw_format="ubj")))
+        if self.kind == "custom":
+            buf = io.BytesIO()
+            torch.jit.save(self.module, buf)
+            return _framed(_TORCHSCRIPT_MAGIC, TORCHSCRIPT_FORMAT, self._meta(), buf.getvalue())
         meta = {
             "format": FORMAT,
             "numerical": {k: list(v) for k, v in self.preprocessor.numerical.items()},
@@ -267,6 +275,8 @@ class ModelBundle:
         """
         if bytes(data[: len(_XGBOOST_MAGIC)]) == _XGBOOST_MAGIC:
             return cls._from_xgboost(data)
+        if bytes(data[: len(_TORCHSCRIPT_MAGIC)]) == _TORCHSCRIPT_MAGIC:
+            return cls._from_torchscript(data)
         try:
             # weights_only refuses pickled code: a bundle cannot execute anything on load.
             blob = torch.load(io.BytesIO(data), weights_only=True)
@@ -293,18 +303,41 @@ class ModelBundle:
         # Deferred: only tree bundles need xgboost.
         import xgboost
 
-        start = len(_XGBOOST_MAGIC)
         try:
-            size = int.from_bytes(data[start : start + 8], "big")
-            meta = json.loads(bytes(data[start + 8 : start + 8 + size]))
+            meta, payload = _unframed(data, _XGBOOST_MAGIC)
             booster = xgboost.Booster()
-            booster.load_model(bytearray(data[start + 8 + size :]))
+            booster.load_model(bytearray(payload))
         except Exception as exc:
             raise InvalidInput(f"not a {XGBOOST_FORMAT} bundle: {exc}") from exc
-        pre = _preprocessor(meta)
+        return cls._with(meta, booster, "xgboost")
+
+    @classmethod
+    def _from_torchscript(cls, data: bytes) -> ModelBundle:
+        try:
+            meta, payload = _unframed(data, _TORCHSCRIPT_MAGIC)
+            module = torch.jit.load(io.BytesIO(payload), map_location="cpu")
+        except Exception as exc:
+            raise InvalidInput(f"not a {TORCHSCRIPT_FORMAT} bundle: {exc}") from exc
+        return cls._with(meta, module, "custom")
+
+    @classmethod
+    def _with(cls, meta: dict[str, Any], module: Any, kind: str) -> ModelBundle:
         target = tuple(meta["target"]) if meta.get("target") else None
-        return cls(pre, booster, 0, 0, meta["label"], meta["threshold"], meta["task"],
-                   meta.get("classes"), target, kind="xgboost")
+        return cls(_preprocessor(meta), module, 0, 0, meta["label"], meta["threshold"],
+                   meta["task"], meta.get("classes"), target, kind=kind)
+
+
+def _framed(magic: bytes, fmt: str, meta: dict[str, Any], payload: bytes) -> bytes:
+    # Never sort_keys: the meta's order is the design matrix's column order.
+    head = json.dumps({"format": fmt, **meta}).encode()
+    return b"".join([magic, len(head).to_bytes(8, "big"), head, payload])
+
+
+def _unframed(data: bytes, magic: bytes) -> tuple[dict[str, Any], bytes]:
+    start = len(magic)
+    size = int.from_bytes(data[start : start + 8], "big")
+    meta = json.loads(bytes(data[start + 8 : start + 8 + size]))
+    return meta, bytes(data[start + 8 + size :])
 
 
 def _preprocessor(meta: dict[str, Any]) -> Preprocessor:

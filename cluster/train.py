@@ -284,6 +284,7 @@ def fit(
     holdout: pa.Table | None = None,
     task: str = "binary",
     kind: str = "mlp",
+    function: str | None = None,
 ) -> FitResult:
     """Train a model on every row of `table` with Ray Train, and score it on `holdout`.
 
@@ -305,8 +306,10 @@ def fit(
             (default None: no metrics).
         task: "binary" (default: sigmoid and binary cross-entropy), "multiclass" (softmax and
             cross-entropy) or "regression" (squared error on the standardised label).
-        kind: "mlp" (default: the MLP on `TorchTrainer`, DDP across workers) or "xgboost"
-            (gradient-boosted trees on `XGBoostTrainer`: `cluster.train_xgboost`).
+        kind: "mlp" (default: the MLP on `TorchTrainer`, DDP across workers), "xgboost"
+            (gradient-boosted trees on `XGBoostTrainer`: `cluster.train_xgboost`) or
+            "custom" (the user's `function` on `TorchTrainer`: `cluster.train_custom`).
+        function: "module:function", the custom kind's training function (default None).
 
     Raises:
         InvalidInput: bad params, arguments, columns or labels (the message names which).
@@ -326,6 +329,14 @@ def fit(
         return fit_xgboost(table, label=label, categorical=categorical, params=params,
                            seed=seed, num_workers=num_workers, use_gpu=use_gpu,
                            storage_path=storage_path, name=name, holdout=holdout, task=task)
+    if kind == "custom":
+        # Deferred, as above.
+        from cluster.train_custom import fit_custom
+
+        return fit_custom(table, label=label, categorical=categorical, params=params,
+                          seed=seed, function=function, num_workers=num_workers,
+                          use_gpu=use_gpu, storage_path=storage_path, name=name,
+                          holdout=holdout, task=task)
     started = time.perf_counter()
     resolved = resolve_params(params, kind=kind)
     check_name("run name", name)

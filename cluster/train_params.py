@@ -78,11 +78,14 @@ def resolve_params(params: dict[str, Any] | None, kind: str = "mlp") -> dict[str
             kept back as the validation slice when early_stopping is on, 0.1).
 
     Raises:
-        InvalidInput: an unknown kind or key, or a value of the wrong type or out of range,
-            or valid_fraction without early_stopping (it would hold rows back for nothing).
+        InvalidInput: an unknown kind or key, or a value of the wrong type or out of range.
     """
+    if kind == "custom":
+        return _custom_params(params)
     if kind not in KINDS:
-        raise InvalidInput(f"unknown model kind {kind!r}; built in: {sorted(KINDS)}")
+        raise InvalidInput(
+            f"unknown model kind {kind!r}; built in: {sorted(KINDS)}, or 'custom'"
+        )
     defaults, rules = KINDS[kind]
     if params is None:
         params = {}
@@ -109,9 +112,23 @@ def resolve_params(params: dict[str, Any] | None, kind: str = "mlp") -> dict[str
                 f"training param {key!r} must be in {lower}{low}, {high}], got {value!r}"
             )
         out[key] = value
-    if "valid_fraction" in params and not out["early_stopping"]:
-        raise InvalidInput(
-            "training param 'valid_fraction' only applies with 'early_stopping' > 0; without "
-            "it the model trains on every row"
-        )
+    # valid_fraction without early_stopping is accepted and unused: a run records its params
+    # with every default filled in, and a retraining or a rerun passes them back as given.
     return out
+
+
+def _custom_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """A custom function's params: passed as given, so only their shape is checked (names to
+    numbers, strings or booleans, which lineage records and the workers receive)."""
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise InvalidInput(f"params must be a mapping of name to value, got {params!r}")
+    for key, value in params.items():
+        if not isinstance(value, (bool, int, float, str)) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            raise InvalidInput(
+                f"training param {key!r} must be a finite number, a string or a boolean, "
+                f"got {value!r}"
+            )
+    return dict(params)

@@ -5,8 +5,9 @@
     label = "default"                # required
     task = "binary"                  # optional: "binary" (0/1 labels), "multiclass" (int or
                                      #   string classes) or "regression" (numbers)
-    kind = "mlp"                     # optional: "mlp" (PyTorch) or "xgboost" (boosted trees);
-                                     #   [params] are the kind's (cluster.train_params)
+    kind = "mlp"                     # optional: "mlp" (PyTorch), "xgboost" (boosted trees)
+                                     #   or "custom"; [params] are the kind's (train_params)
+    function = "pkg.mod:train"       # the custom kind's training function (required by it)
     categorical = ["employment"]     # optional, default none
     seed = 7                         # optional, default 0
     holdout = 0.2                    # optional: share kept back for evaluation and the gate
@@ -27,11 +28,11 @@ import tomllib
 
 from appliance.errors import InvalidInput
 
-_TOP = {"model", "dataset", "label", "task", "kind", "categorical", "seed", "holdout", "split",
-        "params", "resources"}
+_TOP = {"model", "dataset", "label", "task", "kind", "function", "categorical", "seed",
+        "holdout", "split", "params", "resources"}
 SPLITS = ("random", "latest")
 TASKS = ("binary", "multiclass", "regression")
-KINDS = ("mlp", "xgboost")
+KINDS = ("mlp", "xgboost", "custom")
 _RESOURCES = {"num_workers", "use_gpu"}
 
 
@@ -49,6 +50,7 @@ class TrainSpec:
     use_gpu: bool | None = None
     task: str = "binary"
     kind: str = "mlp"
+    function: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,6 +72,11 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
     _expect(task in TASKS, where, f"'task' must be one of {list(TASKS)}, got {task!r}")
     kind = doc.get("kind", "mlp")
     _expect(kind in KINDS, where, f"'kind' must be one of {list(KINDS)}, got {kind!r}")
+    function = doc.get("function")
+    _expect((function is not None) == (kind == "custom"), where,
+            "'function' (\"module:function\") is required with kind = \"custom\", and only then")
+    _expect(function is None or isinstance(function, str), where,
+            f"'function' must be a string \"module:function\", got {function!r}")
     cats = doc.get("categorical", [])
     _expect(isinstance(cats, list) and all(isinstance(c, str) for c in cats), where,
             "'categorical' must be a list of column names")
@@ -96,6 +103,7 @@ def parse_spec(doc: dict[str, Any], where: str = "<spec>") -> TrainSpec:
         model=doc["model"], dataset=doc["dataset"], label=doc["label"], categorical=cats,
         seed=seed, holdout=float(holdout), split=split, params=params, num_workers=workers,
         use_gpu=None if gpu == "auto" else gpu, task=task, kind=kind,
+        function=function,
     )
 
 

@@ -59,6 +59,11 @@ def start(
     require(user, "operate")
     # Bad params are bad input: refuse them before a run is recorded.
     ray_train.resolve_params(spec.params, kind=spec.kind)
+    if spec.kind == "custom":
+        # Deferred as above; an unimportable function is bad input, refused here too.
+        from cluster.train_custom import resolve_function
+
+        resolve_function(spec.function)
     store = ArtifactStore(cfg.artifacts)
     with integrity.alerting(cfg), session_scope(cfg.db_url) as session:
         ds = datasets.resolve(session, spec.dataset)
@@ -99,7 +104,7 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run) -> TrainOutcome:
             train_part, label=spec.label, categorical=spec.categorical, params=spec.params,
             seed=spec.seed, num_workers=spec.num_workers, use_gpu=spec.use_gpu,
             storage_path=str(cfg.artifacts / "ray_results"), name=f"{spec.model}-{run.id}",
-            holdout=holdout, task=spec.task, kind=spec.kind,
+            holdout=holdout, task=spec.task, kind=spec.kind, function=spec.function,
         )
     except Exception as exc:
         with session_scope(cfg.db_url) as session:

@@ -204,7 +204,7 @@ class ModelServer(CanaryRouting):
                 )
 
             return TritonBackend(self.bundle, export_bundle(bundle_path), name=self.model)
-        if self.bundle.kind != "mlp":
+        if self.bundle.kind == "xgboost":
             return BundleScorer(self.bundle)
         return TorchScorer(self.bundle, float(options.get("num_gpus", 0) or 0))
 

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from loop_world import config
+from sqlmodel import select
 
 import kernels
 from appliance.artifacts import ArtifactStore
@@ -20,6 +21,7 @@ from appliance.pipelines.split import holdout_split
 from appliance.registry import datasets
 from appliance.registry.lineage import lineage
 from appliance.store import dispose_all, migrate, session_scope
+from appliance.store.models import Run
 from cluster.bundle import ModelBundle
 
 ROWS = 800
@@ -175,3 +177,12 @@ def test_xgboost_is_registered_profiled_and_gated_like_the_mlp(tmp_path, ray_ses
     assert bundle.kind == "xgboost" and bundle.classes == ["high", "low", "mid"]
     profile = kernels.ReferenceProfile.from_bytes(store.get_bytes(out.version.profile_digest))
     assert profile.rows == m["holdout_rows"] == 200
+
+
+def test_a_custom_function_that_cannot_be_imported_is_refused_before_a_run(world):
+    cfg, ops = world
+    spec = _spec(kind="custom", function="no_such_module:train", params={"epochs": 2})
+    with pytest.raises(InvalidInput, match="cannot import module 'no_such_module'"):
+        training.start(cfg, ops, spec)
+    with session_scope(cfg.db_url) as session:
+        assert session.exec(select(Run)).all() == []
