@@ -34,9 +34,6 @@ def _auc(side: dict) -> str:
 
 def _mlp_lines(mlp: dict, quick: bool) -> list[str]:
     ray, plain, p = mlp["ray"], mlp["plain"], mlp["params"]
-    every = max(1, math.ceil(p["epochs"] / 3))
-    checkpoints = len({e for e in range(p["epochs"]) if (e + 1) % every == 0
-                       or e + 1 == p["epochs"]})
     ratio = _ratio(ray["seconds"], plain["seconds"])
     return [
         "### MLP: Ray Train vs a plain PyTorch loop (CPU)",
@@ -60,8 +57,9 @@ def _mlp_lines(mlp: dict, quick: bool) -> list[str]:
         "Both sides: `cluster.fit_data.prepare` (Preprocessor fit, design matrix), the epochs, "
         "scoring the holdout. The Ray side also holds: the TorchTrainer's controller and worker "
         "actors starting (the worker importing torch), the design matrix put into the object "
-        f"store and read by the worker, {checkpoints} checkpoint(s) (the state dict and the "
-        "optimiser's, about three per run plus the last, one report each), the controller's "
+        f"store and read by the worker, {mlp['checkpoints']} checkpoint(s) (the state dict and "
+        f"the optimiser's, every {mlp['every']} epoch(s) and the last, one report each), the "
+        "controller's "
         "polls of its worker (`RAY_TRAIN_HEALTH_CHECK_INTERVAL_S` = 0.25 s, set by "
         "`cluster.train.run_trainer`), and loading the last checkpoint back into the bundle. "
         "Ray's own start (`ray.init`) is not in it.",

@@ -133,10 +133,10 @@ def _mlp(args, storage: Path) -> dict[str, Any]:
     if not epochs:
         # Size the run from a short probe of the plain loop: epochs for --mlp-seconds.
         probe = _plain_mlp(train, holdout, label, categorical, {**base, "epochs": 2}, SEED)
-        # The epochs alone scale; preparing and scoring are the same for any epochs.
+        # From the epochs' time alone (the probe's prepare and scoring run cold), so that
+        # the epochs by themselves take --mlp-seconds and the whole plain side more.
         per_epoch = probe["train_s"] / 2
-        fixed = probe["seconds"] - probe["train_s"]
-        epochs = max(2, math.ceil((args.mlp_seconds - fixed) / per_epoch))
+        epochs = max(2, math.ceil(args.mlp_seconds / per_epoch))
         _say(f"  probe: {per_epoch:.2f} s/epoch -> {epochs} epochs")
     params = {**base, "epochs": epochs}
     _say(f"MLP, Ray Train: {len(train):,} rows, {epochs} epochs ...")
@@ -144,8 +144,14 @@ def _mlp(args, storage: Path) -> dict[str, Any]:
     _say(f"  {ray_side['seconds']:.1f} s; plain loop ...")
     plain = _plain_mlp(train, holdout, label, categorical, params, SEED)
     _say(f"  {plain['seconds']:.1f} s")
+    # The trainer's own cadence: epochs between checkpoints, each one a report.
+    from cluster.train import _checkpoint_every
+
+    every = _checkpoint_every(epochs)
+    checkpoints = sum((e + 1) % every == 0 or e + 1 == epochs for e in range(epochs))
     return {"rows": len(train), "holdout": holdout.num_rows, "params": params,
-            "ray": ray_side, "plain": plain, "probe_s": probe and probe["seconds"]}
+            "ray": ray_side, "plain": plain, "probe_s": probe and probe["seconds"],
+            "checkpoints": checkpoints, "every": every}
 
 
 # --------------------------------------------------------------------------- XGBoost
@@ -203,8 +209,7 @@ def _xgboost(args, storage: Path) -> dict[str, Any]:
         probe = _plain_xgboost(train, holdout, label, categorical,
                                {**base, "num_boost_round": 10}, SEED)
         per_round = probe["train_s"] / 10
-        fixed = probe["seconds"] - probe["train_s"]
-        rounds = max(10, math.ceil((args.xgb_seconds - fixed) / per_round))
+        rounds = max(10, math.ceil(args.xgb_seconds / per_round))
         _say(f"  probe: {per_round:.3f} s/round -> {rounds} rounds")
     params = {**base, "num_boost_round": rounds}
     out: dict[str, Any] = {"rows": len(train), "holdout": holdout.num_rows, "params": params,
