@@ -66,7 +66,10 @@ def _mlp_lines(mlp: dict, quick: bool) -> list[str]:
         "",
         f"The plain loop's epochs alone took {plain['train_s']:.2f} s of its "
         f"{plain['seconds']:.2f} s; Ray's cost over the same work in this run: "
-        f"{ray['seconds'] - plain['seconds']:+.1f} s.",
+        f"{ray['seconds'] - plain['seconds']:+.1f} s. A TorchTrainer whose one worker only "
+        f"reports (no data, no epochs, no checkpoint) took {mlp['noop_s']:.1f} s: Ray Train's "
+        "fixed cost per fit here (its controller and worker processes starting and importing "
+        "Ray Train and torch, the torch backend's process group, the report taken in).",
     ]
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -126,6 +127,36 @@ def _ray_fit(train, holdout, label: str, categorical: list[str], params: dict, s
             "fit_s": res.seconds}
 
 
+def _report_only(config: dict) -> None:
+    import ray.train
+
+    ray.train.report({"done": 1})
+
+
+def _noop_trainer(storage: Path) -> float:
+    """Seconds of a TorchTrainer whose one worker only reports: Ray Train's fixed cost (its
+    controller and worker starting, the torch backend set up, one report taken in), with the
+    poll interval `cluster.train.run_trainer` sets."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from cluster.train import _POLL_ENV, _POLL_S
+
+    trainer = TorchTrainer(_report_only, scaling_config=ScalingConfig(num_workers=1),
+                           run_config=RunConfig(name="bench-noop", storage_path=str(storage)))
+    # run_trainer's poll interval; not run_trainer itself, which refuses a run without a
+    # checkpoint.
+    previous = os.environ.get(_POLL_ENV)
+    os.environ.setdefault(_POLL_ENV, _POLL_S)
+    t0 = time.perf_counter()
+    try:
+        trainer.fit()
+    finally:
+        if previous is None:
+            os.environ.pop(_POLL_ENV, None)
+    return time.perf_counter() - t0
+
+
 def _mlp(args, storage: Path) -> dict[str, Any]:
     train, holdout, label, categorical = _data(args.mlp_rows, args.holdout, SEED)
     base = {"hidden": args.hidden, "layers": args.layers, "batch_size": args.batch_size}
@@ -144,7 +175,9 @@ def _mlp(args, storage: Path) -> dict[str, Any]:
     ray_side = _ray_fit(train, holdout, label, categorical, params, SEED, storage, "bench-mlp")
     _say(f"  {ray_side['seconds']:.1f} s; plain loop ...")
     plain = _plain_mlp(train, holdout, label, categorical, params, SEED)
-    _say(f"  {plain['seconds']:.1f} s")
+    _say(f"  {plain['seconds']:.1f} s; a TorchTrainer that only reports ...")
+    noop = _noop_trainer(storage)
+    _say(f"  {noop:.1f} s")
     # The trainer's own cadence: epochs between checkpoints, each one a report.
     from cluster.train import _checkpoint_every
 
@@ -152,7 +185,7 @@ def _mlp(args, storage: Path) -> dict[str, Any]:
     checkpoints = sum((e + 1) % every == 0 or e + 1 == epochs for e in range(epochs))
     return {"rows": len(train), "holdout": holdout.num_rows, "params": params,
             "ray": ray_side, "plain": plain, "probe_s": probe and probe["seconds"],
-            "checkpoints": checkpoints, "every": every}
+            "checkpoints": checkpoints, "every": every, "noop_s": noop}
 
 
 # --------------------------------------------------------------------------- XGBoost
