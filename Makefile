@@ -46,6 +46,7 @@ lint: install
 bench: install
 	$(PY) bench/drift.py
 	$(PY) bench/serve.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache

@@ -208,12 +208,13 @@ def section(meta: dict, plan: list[dict], cells: dict[str, Cell], parts: dict[st
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put `section` in place of the one between the markers, or at the end of `path`."""
+def write_section(path: Path, section: str, start: str = START, end: str = END) -> None:
+    """Put `section` in place of the one between the markers `start` and `end` (the serving
+    bench's by default), or at the end of `path`."""
     text = path.read_text() if path.exists() else "# Bench results\n\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         text = head + section + ("\n" + tail if tail else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
