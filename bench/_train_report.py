@@ -58,9 +58,8 @@ def _mlp_lines(mlp: dict, quick: bool) -> list[str]:
         "scoring the holdout. The Ray side also holds: the TorchTrainer's controller and worker "
         "actors starting (the worker importing torch), the design matrix put into the object "
         f"store and read by the worker, {mlp['checkpoints']} checkpoint(s) (the state dict and "
-        f"the optimiser's, every {mlp['every']} epoch(s) and the last, one report each), the "
-        "controller's "
-        "polls of its worker (`RAY_TRAIN_HEALTH_CHECK_INTERVAL_S` = 0.25 s, set by "
+        f"the optimiser's, every {mlp['every']} epoch(s), one report each), the controller's "
+        f"polls of its worker (`RAY_TRAIN_HEALTH_CHECK_INTERVAL_S` = {mlp['poll_s']} s, set by "
         "`cluster.train.run_trainer`), and loading the last checkpoint back into the bundle. "
         "Ray's own start (`ray.init`) is not in it.",
         "",

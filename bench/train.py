@@ -178,14 +178,19 @@ def _mlp(args, storage: Path) -> dict[str, Any]:
     _say(f"  {plain['seconds']:.1f} s; a TorchTrainer that only reports ...")
     noop = _noop_trainer(storage)
     _say(f"  {noop:.1f} s")
-    # The trainer's own cadence: epochs between checkpoints, each one a report.
-    from cluster.train import _checkpoint_every
-
-    every = _checkpoint_every(epochs)
-    checkpoints = sum((e + 1) % every == 0 or e + 1 == epochs for e in range(epochs))
+    # The trainer's own cadence: a checkpoint (and a report) every epoch.
+    every = 1
+    checkpoints = epochs
     return {"rows": len(train), "holdout": holdout.num_rows, "params": params,
             "ray": ray_side, "plain": plain, "probe_s": probe and probe["seconds"],
-            "checkpoints": checkpoints, "every": every, "noop_s": noop}
+            "checkpoints": checkpoints, "every": every, "noop_s": noop,
+            "poll_s": _poll_s()}
+
+
+def _poll_s() -> str:
+    from cluster.train import _POLL_S
+
+    return _POLL_S
 
 
 # --------------------------------------------------------------------------- XGBoost
