@@ -83,6 +83,10 @@ def start(
         from cluster.train_custom import resolve_function
 
         resolve_function(spec.function)
+    # So is a spec the cluster cannot run: checked before the transaction that records the
+    # run, because starting Ray and waiting for held resources take seconds, and on SQLite the
+    # transaction holds the store's write lock.
+    _check_capacity(cfg, spec)
     store = ArtifactStore(cfg.artifacts)
     with integrity.alerting(cfg), session_scope(cfg.db_url) as session:
         ds = datasets.resolve(session, spec.dataset)
@@ -90,8 +94,6 @@ def start(
         datasets.check_trainable(ds)
         table = datasets.load(store, ds)
         _check_columns(spec, table.column_names)
-        # So is a spec the cluster cannot run: no run is recorded for it.
-        _check_capacity(cfg, spec)
         models.ensure_model(session, spec.model, owner=user.name, team=user.team)
         # The spec as run: its dataset pinned to the version resolved, so a rerun of the
         # record trains on these rows even after newer versions arrive.
