@@ -112,6 +112,25 @@ class _Loss(torch.nn.Module):
         return self.fn(raw if self.task == "multiclass" else raw.squeeze(-1), y)
 
 
+def run_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: torch.nn.Module,
+              x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch: int) -> float:
+    """One epoch of minibatch steps over the rows in `order`; the mean training loss.
+
+    Shared by the Ray Train worker loop and a tuning trial, which differ only in where the
+    rows come from and how the order is seeded.
+    """
+    model.train()
+    total = 0.0
+    for start in range(0, len(order), batch):
+        idx = order[start : start + batch]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+    return total / max(len(order), 1)
+
+
 def _shard(n: int, rank: int, world: int) -> np.ndarray:
     """Row indices of `rank`'s shard: every world-th row, padded by wrapping around so that all
     ranks hold ceil(n / world) rows (DDP all-reduces every step, so every rank must take the
@@ -181,19 +200,11 @@ def _train_loop(config: dict[str, Any]) -> None:
     sink = config.get("progress")
 
     for epoch in range(start_epoch, params["epochs"]):
-        model.train()
         # Seeded per epoch, so an epoch replayed after a restart sees the same batches.
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009 + rank)
         order = torch.randperm(per, generator=gen).to(device)
-        total = 0.0
-        for start in range(0, per, batch):
-            idx = order[start : start + batch]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        metrics: dict[str, Any] = {"epoch": epoch, "loss": total / max(per, 1)}
+        metrics: dict[str, Any] = {
+            "epoch": epoch, "loss": run_epoch(model, opt, loss_fn, x, y, order, batch)}
         if not math.isfinite(metrics["loss"]):
             # Every later epoch would only carry the NaN on; no checkpoint of it is worth keeping.
             raise FloatingPointError(

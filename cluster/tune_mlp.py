@@ -24,7 +24,7 @@ from cluster.bundle import ModelBundle, Preprocessor, build_mlp, output_width
 # Reused from the single-fit trainer, so a trial learns exactly what `fit` would: the same
 # targets per task, the same loss and the same columns.
 from cluster.fit_data import _targets
-from cluster.train import _Loss, evaluate, resolve_params, table_columns
+from cluster.train import _Loss, evaluate, resolve_params, run_epoch, table_columns
 
 
 def prepare(
@@ -70,19 +70,11 @@ def trial(config: dict[str, Any], data: dict[str, Any]) -> None:
                          task=data["task"], classes=data["classes"], target=data["target"])
     n, batch = len(y), params["batch_size"]
     for epoch in range(params["epochs"]):
-        model.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1009 + epoch))
-        total = 0.0
-        for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+        loss = run_epoch(model, opt, loss_fn, x, y, order, batch)
         scored = evaluate(bundle, data["valid"], data["label"])
         scored.pop("rows", None)
         # An undefined metric (AUC with one class in the slice) is NaN to the scheduler, which
         # ranks it below every number, rather than None, which it cannot compare.
         report = {k: (math.nan if v is None else float(v)) for k, v in scored.items()}
-        tune.report({**report, "loss": total / max(n, 1), "epoch": epoch + 1})
+        tune.report({**report, "loss": loss, "epoch": epoch + 1})
