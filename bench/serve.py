@@ -341,6 +341,7 @@ def _run(tmp: Path, args) -> str:
     from appliance.config import Config
     from appliance.data import synthetic
     from appliance.serving import ServingOptions, parse_serving
+    from cluster.runtime import init_local
     from cluster.serve import deploy
     from cluster.serve._ingress import INGRESS_CPUS
 
@@ -363,8 +364,7 @@ def _run(tmp: Path, args) -> str:
                  serve_port=_free_port(), serve_grpc_port=0, ray_num_cpus=args.ray_cpus)
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
 
-    ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False,
-             logging_level="ERROR", log_to_driver=False)
+    init_local(args.ray_cpus, logging_level="ERROR", log_to_driver=False)
     try:
         url = ""
         for model, serving in SERVINGS.items():

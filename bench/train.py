@@ -245,9 +245,12 @@ def _xgboost(args, storage: Path) -> dict[str, Any]:
     base = {"max_depth": args.max_depth}
     rounds = args.rounds
     if not rounds:
-        probe = _plain_xgboost(train, holdout, label, categorical,
-                               {**base, "num_boost_round": 10}, SEED)
-        per_round = probe["train_s"] / 10
+        # Two probes, and the difference: the first rounds (the histogram cuts, the deepest
+        # splits) cost more than the later ones, so one short probe oversizes the run.
+        short, long_ = (_plain_xgboost(train, holdout, label, categorical,
+                                       {**base, "num_boost_round": n}, SEED)["train_s"]
+                        for n in (20, 120))
+        per_round = max(long_ - short, 1e-3) / 100
         rounds = max(10, math.ceil(args.xgb_seconds / per_round))
         _say(f"  probe: {per_round:.3f} s/round -> {rounds} rounds")
     params = {**base, "num_boost_round": rounds}
@@ -417,6 +420,8 @@ def _run(tmp: Path, args) -> str:
     import ray
     import torch
 
+    from cluster.runtime import init_local
+
     torch.set_num_threads(THREADS)
     storage = tmp / "ray_results"
     meta = {"machine": _machine(), "ray": ray.__version__, "torch": torch.__version__}
@@ -428,8 +433,8 @@ def _run(tmp: Path, args) -> str:
         meta["xgboost"] = "absent"
     gpus = 0 if args.skip_gpu or gpu_unavailable() else 1
     t0 = time.perf_counter()
-    ray.init(address="local", num_cpus=args.ray_cpus, num_gpus=gpus, include_dashboard=False,
-             logging_level="ERROR", log_to_driver=False)
+    # The appliance's own local start (`cluster.runtime.init_local`), as `appliance train` gets.
+    init_local(args.ray_cpus, num_gpus=gpus, logging_level="ERROR", log_to_driver=False)
     meta["ray_init_s"] = time.perf_counter() - t0
     try:
         mlp = _mlp(args, storage)

@@ -20,12 +20,14 @@ cluster, its own recorded head, or a new local one; never the one Ray's own
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import ray
@@ -70,18 +72,22 @@ def _auth_env(cfg: Config) -> dict[str, str]:
 def start_head(cfg: Config, num_cpus: int | None = None) -> str:
     """Start a detached local Ray head (loopback only) and return its address."""
     address = f"127.0.0.1:{_free_port()}"
+    api_port = _free_port()
     # `ray start --head` always starts a Ray client server (port 0 is refused): give it a
     # port of its own, and stop it below unless [ray] asks for one.
     client_port = cfg.ray.client_server_port or _free_port()
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head",
            f"--port={address.rpartition(':')[2]}", f"--node-ip-address={network.LOOPBACK}",
            f"--include-dashboard={str(cfg.ray.dashboard).lower()}",
-           f"--dashboard-host={network.LOOPBACK}", f"--ray-client-server-port={client_port}",
+           f"--dashboard-host={network.LOOPBACK}", f"--dashboard-port={api_port}",
+           f"--ray-client-server-port={client_port}",
            "--disable-usage-stats"]
     cpus = num_cpus or cfg.ray_num_cpus
     if cpus:
         cmd.append(f"--num-cpus={cpus}")
-    env = {**os.environ, **network.NODE_ENV, **_auth_env(cfg)}
+    # The head's processes learn where their API server is (see `api_server_env`).
+    env = {**os.environ, **network.NODE_ENV, **_auth_env(cfg),
+           _API_SERVER_ENV: f"http://{network.LOOPBACK}:{api_port}"}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -93,6 +99,8 @@ def start_head(cfg: Config, num_cpus: int | None = None) -> str:
     return address
 
 
+# Where Ray's state API client looks for the API server before anything else.
+_API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 # How the Ray client server shows in its process's argv (``python -m ray.util.client.server``).
 _CLIENT_SERVER = "ray.util.client.server"
 
@@ -125,10 +133,50 @@ def ensure_ray(cfg: Config, num_cpus: int | None = None, *, persistent: bool = F
     if address:
         ray.init(address=address, **local)
         return
-    # "local": a new Ray of our own. Without it, ray.init joins whatever cluster
-    # /tmp/ray/ray_current_cluster names, and hangs or fails if that cluster has died.
-    ray.init(address="local", num_cpus=num_cpus or cfg.ray_num_cpus,
-             include_dashboard=cfg.ray.dashboard, dashboard_host=network.LOOPBACK, **local)
+    init_local(num_cpus or cfg.ray_num_cpus, dashboard=cfg.ray.dashboard, **local)
+
+
+def init_local(num_cpus: int | None, *, dashboard: bool = False, **kwargs) -> None:
+    """Start a new Ray of this process's own (``ray.init(address="local")``) on loopback.
+
+    "local", because without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster
+    names, and hangs or fails if that cluster has died. Its processes are told where its own
+    API server listens (`api_server_env`).
+
+    Args:
+        num_cpus: CPUs of the new Ray (None: all).
+        dashboard: the full dashboard (and Ray's state API) on loopback (default False).
+        kwargs: passed on to `ray.init` (runtime_env, logging, num_gpus...).
+    """
+    port = _free_port()
+    with api_server_env(port):
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
+                 dashboard_host=network.LOOPBACK, dashboard_port=port, **kwargs)
+
+
+@contextlib.contextmanager
+def api_server_env(port: int) -> Iterator[None]:
+    """Tell the Ray processes started inside the block where their API server listens.
+
+    Ray's state API (which Ray Train's placement-group cleaner polls for its controller, in an
+    actor of its own) finds the API server through ``RAY_API_SERVER_ADDRESS`` or, failing that,
+    through whatever cluster /tmp/ray/ray_current_cluster names: a head long gone after any
+    ``ray start``, or another user's Ray. Asking that one blocks for 10-40 s, and the cleaner's
+    stop waits 12 s for it at the end of every fit. The GCS and the raylet inherit this
+    process's environment when they start, and every worker the raylet's; so the variable is
+    set while Ray starts, and this process's own environment is restored afterwards. Without
+    the dashboard that server has no state module: it answers at once that it has none, and
+    the cleaner tries again on its next poll instead of stalling.
+    """
+    previous = os.environ.get(_API_SERVER_ENV)
+    os.environ[_API_SERVER_ENV] = f"http://{network.LOOPBACK}:{port}"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_API_SERVER_ENV, None)
+        else:
+            os.environ[_API_SERVER_ENV] = previous
 
 
 def _join_cluster(cfg: Config, **kwargs) -> None:

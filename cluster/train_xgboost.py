@@ -77,7 +77,8 @@ def _matrix(name: str, width: int) -> Any:
 
     shard = ray.train.get_dataset_shard(name)
     xs, ys = [], []
-    for batch in shard.iter_batches(batch_format="numpy", batch_size=4096):
+    # Whole blocks (batch_size None): no re-batching copies before the one below.
+    for batch in shard.iter_batches(batch_format="numpy", batch_size=None):
         xs.append(np.column_stack([batch[f"x{i}"] for i in range(width)]))
         ys.append(batch[_Y])
     x = np.concatenate(xs) if xs else np.zeros((0, width), np.float32)

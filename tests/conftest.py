@@ -49,15 +49,11 @@ def ray_session():
     # three times, each a copy of the venv.
     os.environ.setdefault("RUNTIME_ENV_RETRY_TIMES", "1")
     if not ray.is_initialized():
-        ray.init(
-            # A Ray of this session's own, never one a stale ray_current_cluster file names.
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            logging_level="ERROR",
-            log_to_driver=False,
-            runtime_env=network.local_runtime_env(),
-        )
+        from cluster.runtime import init_local
+
+        # A Ray of this session's own, never one a stale ray_current_cluster file names.
+        init_local(2, logging_level="ERROR", log_to_driver=False,
+                   runtime_env=network.local_runtime_env())
     yield ray
     ray.shutdown()
 

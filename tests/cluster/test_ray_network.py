@@ -193,3 +193,42 @@ def test_the_runtime_env_names_the_endpoint_s_interface():
         "worker_process_setup_hook": network.SETUP_HOOK}
     assert network.local_runtime_env("::", 8001)["env_vars"] == {
         network.PUBLIC_GRPC_ENV: "[::]:8001"}
+
+
+_API_SERVER = textwrap.dedent("""
+    import os, time
+
+    from cluster import runtime  # before Ray: it sets the auth mode
+    from appliance.config import load_config
+    import ray
+
+    runtime.ensure_ray(load_config(), num_cpus=1)
+
+    @ray.remote(num_cpus=0)
+    def ask():
+        # As Ray Train's placement-group cleaner asks after its controller, in an actor.
+        from ray.dashboard.utils import get_address_for_submission_client
+        from ray.util.state import get_actor
+
+        started = time.monotonic()
+        try:
+            get_actor("ff" * 16, timeout=10)
+        except Exception:
+            pass
+        return get_address_for_submission_client(None), time.monotonic() - started
+
+    url, seconds = ray.get(ask.remote())
+    print(url, round(seconds, 3), os.environ.get("RAY_API_SERVER_ADDRESS"))
+    ray.shutdown()
+""")
+
+
+def test_ray_s_workers_ask_their_own_api_server_not_a_stale_cluster(env):
+    # A head long gone, as any `ray start` leaves behind: asking it held each fit up by 12 s.
+    Path(env["RAY_TMPDIR"], "ray_current_cluster").write_text(f"127.0.0.1:{_free_port()}")
+    url, seconds, driver = _python(_API_SERVER, env, timeout=120).splitlines()[-1].split()
+    # This Ray's own API server's address (on loopback), answered at once, with or without
+    # a state module (the dashboard); the driver's own environment is as it was.
+    assert url.startswith("http://127.0.0.1:")
+    assert float(seconds) < 5
+    assert driver == "None"
