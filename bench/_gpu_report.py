@@ -156,6 +156,10 @@ def _infer_lines(sec: dict[str, Any], gpu: bool) -> list[str]:
             dev = res.get(f"{kind.split('_cpu')[0]}_cuda@{batch}")
             what = ("scorer (transform + network + decision), CPU 1 thread"
                     if kind.startswith("scorer") else f"network only, CPU {sec['cores']} threads")
+            if "skipped" in cpu:
+                lines.append(f"| {name} | {what} | {int(batch):,} | not run ({cpu['skipped']}) "
+                             f"| {_f(dev and dev['rows_per_s'], ',.0f')} | |")
+                continue
             speed = (f"{dev['rows_per_s'] / cpu['rows_per_s']:.1f}x" if dev else "n/a")
             lines.append(f"| {name} | {what} | {int(batch):,} | {cpu['rows_per_s']:,.0f} | "
                          f"{_f(dev and dev['rows_per_s'], ',.0f')} | {speed} |")

@@ -4,8 +4,8 @@
     .venv/bin/python bench/gpu_check.py          # here, without a GPU: CPU mode, < 1 minute
     .venv/bin/python bench/gpu_check.py --apply DIR   # record a GPU run's output brought back
 
-Sections, each in its own subprocess under its own time limit (a hung CUDA call costs that
-section, not the run):
+Sections, in subprocesses under their own time limits (a hung CUDA call costs that section,
+not the run; 3 and 4 share one, which keeps what it finished when it is killed):
 
 1. `pytest tests/gpu`: the CuPy backend against the NumPy one (skipped without a GPU);
 2. drift: `kernels.compare` on a 10M x 100 float32 window resident on the GPU, binned and exact
@@ -46,6 +46,9 @@ from _gpu_report import END, START, section, trace_name  # noqa: E402
 from _sections import write_section  # noqa: E402
 
 SECTIONS = ("drift", "train", "infer")
+# The subprocesses and the sections each runs: training and inference share one (torch and the
+# trained bundles imported and written once).
+PROCS = {"drift": ("drift",), "model": ("train", "infer")}
 # Sizes per mode. GPU: the issue's 10M x 100 window; the training phases run for seconds.
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "gpu": {
@@ -54,7 +57,8 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"rows": 500_000, "default_seconds": 15.0, "wide_seconds": 45.0,
                   "wide": {"hidden": 2048, "layers": 4, "batch_size": 8192},
                   "trace_every": 0.1},
-        "infer": {"rows": 262_144, "batches": [1_000, 65_536], "seconds_per_measure": 2.0},
+        "infer": {"rows": 262_144, "batches": [1_000, 65_536], "seconds_per_measure": 2.0,
+                  "max_call_s": 8.0},
     },
     "cpu": {
         "drift": {"rows": 50_000, "ref_rows": 50_000, "features": 8, "cpu_features": 0,
@@ -62,7 +66,8 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"rows": 5_000, "default_seconds": 0.5, "wide_seconds": 0.5,
                   "wide": {"hidden": 128, "layers": 2, "batch_size": 1_024},
                   "trace_every": 0.1},
-        "infer": {"rows": 4_000, "batches": [500, 2_000], "seconds_per_measure": 0.2},
+        "infer": {"rows": 4_000, "batches": [500, 2_000], "seconds_per_measure": 0.2,
+                  "max_call_s": 2.0},
     },
     "tiny": {
         "drift": {"rows": 4_000, "ref_rows": 4_000, "features": 4, "cpu_features": 2,
@@ -70,7 +75,8 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"rows": 2_000, "default_seconds": 0.2, "wide_seconds": 0.2,
                   "wide": {"hidden": 64, "layers": 2, "batch_size": 512},
                   "trace_every": 0.05},
-        "infer": {"rows": 1_000, "batches": [250, 1_000], "seconds_per_measure": 0.05},
+        "infer": {"rows": 1_000, "batches": [250, 1_000], "seconds_per_measure": 0.05,
+                  "max_call_s": 2.0},
     },
 }
 # What the GPU machine lacks (no Ray, no database or web stack): a section that imports one of
@@ -78,7 +84,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 FORBIDDEN = ("ray", "sqlmodel", "sqlalchemy", "alembic", "pydantic", "fastapi", "textual",
              "httpx", "xgboost")
 # Seconds each section may take at most (it is killed then), in GPU mode; CPU mode is small.
-GUARDS = {"pytest": 150.0, "drift": 170.0, "train": 110.0, "infer": 70.0}
+GUARDS = {"pytest": 150.0, "drift": 170.0, "model": 180.0}
 
 
 def _say(message: str) -> None:
@@ -115,49 +121,61 @@ def _pytest(timeout: float) -> dict[str, Any]:
     return out
 
 
-def _section_proc(name: str, cfg: dict[str, Any], work: Path, timeout: float) -> dict[str, Any]:
-    """Run one section in a subprocess (this file, --section) under `timeout` seconds."""
-    result = work / f"{name}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--section", name,
-           "--cfg", json.dumps(cfg), "--work", str(work), "--timeout", str(timeout)]
+def _section_proc(proc: str, cfgs: dict[str, Any], work: Path,
+                  timeout: float) -> dict[str, dict[str, Any]]:
+    """Run one subprocess (this file, --section) under `timeout` seconds; each of its parts'
+    figures, or why there are none (a part that finished before a kill keeps its figures)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--section", proc,
+           "--cfg", json.dumps(cfgs), "--work", str(work), "--timeout", str(timeout)]
     t0 = time.monotonic()
+    why: dict[str, Any] = {}
     try:
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if res.returncode != 0:
+            lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
+            why = {"error": lines[-1] if lines else f"exit {res.returncode}",
+                   "stderr": _tail(res.stderr)}
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s (killed)"}
-    if res.returncode != 0 or not result.exists():
-        lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
-        return {"error": lines[-1] if lines else f"exit {res.returncode}",
-                "stderr": _tail(res.stderr)}
-    out = json.loads(result.read_text())
-    out["wall_s"] = time.monotonic() - t0
+        why = {"error": f"timed out after {timeout:.0f} s (killed)"}
+    out = {}
+    for part in PROCS[proc]:
+        result = work / f"{part}.json"
+        if result.exists():
+            out[part] = json.loads(result.read_text())
+            out[part]["wall_s"] = time.monotonic() - t0
+        else:
+            out[part] = why or {"error": "the section wrote no figures"}
     return out
 
 
-def _run_section(name: str, cfg: dict[str, Any], work: Path, timeout: float) -> None:
-    """The body of one section's subprocess: its figures to WORK/NAME.json."""
-    # Leaves the parent's kill a few seconds to spare: the section wraps up by then.
-    deadline = time.monotonic() + max(timeout * 0.8, timeout - 30.0)
-    if name == "drift":
-        from _gpu_drift import run
+def _run_section(proc: str, cfgs: dict[str, Any], work: Path, timeout: float) -> None:
+    """The body of one subprocess: each part's figures to WORK/PART.json as it finishes."""
+    t0 = time.monotonic()
+    # Leaves the parent's kill a few seconds to spare: the parts wrap up by then.
+    end = t0 + max(timeout * 0.8, timeout - 30.0)
+    for part in PROCS[proc]:
+        # Training gets 60% of a shared process's time; the last part gets what is left.
+        deadline = end if part == PROCS[proc][-1] else t0 + 0.6 * (end - t0)
+        if part == "drift":
+            from _gpu_drift import run
 
-        out = run(cfg, deadline)
-    elif name == "train":
-        from _gpu_model import train
+            out = run(cfgs[part], deadline)
+        elif part == "train":
+            from _gpu_model import train
 
-        out = train(cfg, deadline, work)
-    else:
-        from _gpu_model import infer
+            out = train(cfgs[part], deadline, work)
+        else:
+            from _gpu_model import infer
 
-        out = infer(cfg, deadline, work)
-    imported = {m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names)
-    out["imported"] = sorted(m for m in imported if not m.startswith("_"))
-    loaded = sorted(imported & set(FORBIDDEN))
-    if loaded:
-        raise ImportError(f"section {name} imported {', '.join(loaded)}, which the GPU "
-                          "machine does not have")
-    (work / f"{name}.json").write_text(json.dumps(out))
+            out = infer(cfgs[part], deadline, work)
+        imported = {m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names)
+        out["imported"] = sorted(m for m in imported if not m.startswith("_"))
+        loaded = sorted(imported & set(FORBIDDEN))
+        if loaded:
+            raise ImportError(f"section {part} imported {', '.join(loaded)}, which the GPU "
+                              "machine does not have")
+        (work / f"{part}.json").write_text(json.dumps(out))
 
 
 def _trace_file(raw: dict[str, Any], work: Path, out_dir: Path, cfg: dict[str, Any]) -> None:
@@ -214,7 +232,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds for the whole check (default 450)")
     p.add_argument("--apply", type=Path, metavar="DIR",
                    help="record the output a GPU run left in DIR, and run nothing")
-    p.add_argument("--section", choices=SECTIONS, help=argparse.SUPPRESS)
+    p.add_argument("--section", choices=PROCS, help=argparse.SUPPRESS)
     p.add_argument("--cfg", help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, help=argparse.SUPPRESS)
@@ -256,35 +274,35 @@ def _check(args: argparse.Namespace) -> int:
         "sizes": sizes, "sections": {},
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    failed = []
-    order = (["pytest"] if not args.skip_pytest else []) + list(SECTIONS)
+    order = (["pytest"] if not args.skip_pytest else []) + list(PROCS)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         work = Path(tmp)
         for i, name in enumerate(order):
+            parts = PROCS.get(name, (name,))
             left = args.budget - (time.monotonic() - started)
             # Keep 15 s for each section still to come.
             timeout = min(GUARDS[name] * scale, left - 15.0 * (len(order) - i - 1))
             if timeout < 5:
-                raw["sections"][name] = {"error": "no time left in the budget"}
-                failed.append(name)
+                for part in parts:
+                    raw["sections"][part] = {"error": "no time left in the budget"}
                 continue
-            _say(f"{name} (at most {timeout:.0f} s) ...")
+            _say(f"{' + '.join(parts)} (at most {timeout:.0f} s) ...")
             t0 = time.monotonic()
             if name == "pytest":
-                res = _pytest(timeout)
+                results = {"pytest": _pytest(timeout)}
             else:
-                cfg = {**sizes[name], "mode": mode, "cores": machine["cores"]}
-                res = _section_proc(name, cfg, work, timeout)
-            raw["sections"][name] = res
-            state = f"FAILED: {res['error']}" if "error" in res else "done"
-            if "error" in res or res.get("failed"):
-                failed.append(name)
-                state = state if "error" in res else "tests FAILED"
-            _say(f"  {name} {state} in {time.monotonic() - t0:.0f} s")
+                cfgs = {p: {**sizes[p], "mode": mode, "cores": machine["cores"]} for p in parts}
+                results = _section_proc(name, cfgs, work, timeout)
+            for part, res in results.items():
+                raw["sections"][part] = res
+                state = (f"FAILED: {res['error']}" if "error" in res
+                         else "tests FAILED" if res.get("failed") else "done")
+                _say(f"  {part} {state} ({time.monotonic() - t0:.0f} s)")
         raw["total_s"] = time.monotonic() - started
         if gpu:
             _trace_file(raw, work, args.out, sizes["train"])
     raw["total_s"] = time.monotonic() - started
+    failed = [k for k, v in raw["sections"].items() if "error" in v or v.get("failed")]
     raw["failed"] = failed
     text = section(raw)
     (args.out / "gpu_check.json").write_text(json.dumps(raw, indent=1))
