@@ -32,6 +32,8 @@ from _gpu_env import Timer, cupy_or_none, median, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 BINNED, KS = "psi,jensen_shannon,hellinger", "ks"
+KERNEL = Path(__file__).resolve().parent / "_binned_counts.cu"
+MAXE = 15  # edges per feature the candidate kernel holds (as #define MAXE in its source)
 
 
 def _window(xp: Any, rows: int, features: int, seed: int, drift: bool) -> Any:
@@ -72,6 +74,72 @@ def _agreement(gpu: dict, cpu: dict) -> dict[str, Any]:
                 worst[f"{stat}.{key}"] = max(worst.get(f"{stat}.{key}", 0.0), rel)
     return {"values": checked, "ks_statistic_identical": ks_identical,
             "max_rel_diff": worst, "max_rel_diff_all": max(worst.values(), default=0.0)}
+
+
+def bins_from_ge(row: Any, n_edges: int) -> Any:
+    """Bin counts (n_edges + 1, int64) from one row of the candidate kernel's output:
+    [non-missing, values >= edge 0, ..., values >= edge MAXE-1]."""
+    import numpy as np
+
+    ge = np.asarray(row[1 : 1 + n_edges], dtype=np.int64)
+    nn = int(row[0])
+    return np.diff(np.concatenate(([0], nn - ge, [nn])))
+
+
+def _fused(cp: Any, cur: Any, profile: Any, names: list[str], report: Any, repeats: int,
+           deadline: float, copy_gbps: float) -> dict[str, Any]:
+    """Time the candidate kernel (`_binned_counts.cu`) on the resident window; check that its
+    counts are the engine's and its PSI / JS / Hellinger the engine's report's, bit for bit."""
+    import numpy as np
+
+    from kernels import _divergence, _numerical
+
+    feats = [profile.features[n] for n in names]
+    if max(len(p.edges) for p in feats) > MAXE:
+        return {"skipped": f"a feature has more than {MAXE} bin edges"}
+    n_feat, rows = cur.shape
+    edges = np.full((n_feat, MAXE), np.nan)
+    for f, p in enumerate(feats):
+        edges[f, : len(p.edges)] = p.edges
+    n_edges = np.array([len(p.edges) for p in feats], dtype=np.int32)
+    d_edges, d_n = cp.asarray(edges), cp.asarray(n_edges)
+    kernel = cp.RawKernel(KERNEL.read_text(), "binned_counts")
+    out = cp.zeros((n_feat, MAXE + 1), dtype=cp.uint64)
+    vec = int(rows % 4 == 0 and cur.data.ptr % 16 == 0)
+    threads = 256
+    blocks = max(1, min(64, -(-(rows // 4 if vec else rows) // (threads * 32))))
+
+    def counts() -> Any:
+        out.fill(0)
+        kernel((blocks, n_feat), (threads,),
+               (cur, np.int64(rows), d_edges, d_n, np.int32(vec), out))
+        return out
+
+    wanted = frozenset(BINNED.split(","))
+
+    def statistics() -> list[dict]:
+        host = cp.asnumpy(counts())
+        return [_divergence.histogram_stats(p.bin_counts, bins_from_ge(host[f], len(p.edges)),
+                                            wanted) for f, p in enumerate(feats)]
+
+    kernel_s = median(timed(counts, xp=cp, repeats=max(repeats, 5), deadline=deadline))
+    stats_s = median(timed(statistics, xp=cp, repeats=max(repeats, 5), deadline=deadline))
+    host = cp.asnumpy(counts())
+    same_counts = True
+    for f, p in enumerate(feats):
+        window, _ = _numerical.sort_window(cur[f], name=p.name, xp=cp)
+        engine = _numerical.bin_counts(window, p.device_edges(cp), xp=cp)
+        same_counts &= bool(np.array_equal(engine, bins_from_ge(host[f], len(p.edges))))
+    got = statistics()
+    want = report.to_dict()["features"]
+    same_stats = all(got[f][s]["value"] == want[n][s]["value"]
+                     for f, n in enumerate(names) for s in wanted)
+    return {
+        "kernel_s": kernel_s, "with_statistics_s": stats_s, "blocks": [blocks, n_feat],
+        "threads": threads, "vec": bool(vec), "gbps": cur.nbytes / kernel_s / 1e9,
+        "pct_of_copy": 100 * cur.nbytes / kernel_s / 1e9 / copy_gbps,
+        "counts_equal_engine": same_counts, "statistics_equal_engine": same_stats,
+    }
 
 
 def run(cfg: dict[str, Any], deadline: float) -> dict[str, Any]:
@@ -126,6 +194,12 @@ def run(cfg: dict[str, Any], deadline: float) -> dict[str, Any]:
         gpu_report = kernels.compare(profile, cols, backend=backend)
     out["full_s"] = t.seconds
     out["drifted"] = len(gpu_report.drifted_features)
+    if cp is not None:
+        try:
+            out["fused"] = _fused(cp, cur, profile, names, gpu_report, repeats, deadline,
+                                  out["copy_gbps"])
+        except Exception as exc:  # a candidate: its failure is a finding, not the section's
+            out["fused"] = {"error": f"{type(exc).__name__}: {exc}"}
 
     # The CPU engine on the same data: the first k columns, copied to the host.
     k = min(cfg["cpu_features"] or features, features)

@@ -96,6 +96,7 @@ def _drift_lines(sec: dict[str, Any], gpu: bool) -> list[str]:
             continue
         lines.append(f"| {label} | {cpu[f'{key}_s']:.2f} | {cpu[f'{key}_scaled_s']:.2f} | "
                      f"{sec[f'{key}_s']:.3f} | {sec['speedup'][key]:.1f}x |")
+    lines += ["", *_fused_lines(sec)]
     lines += [
         "",
         f"Both backends on those {cpu['features']} features: {agree['values']} values compared, "
@@ -103,6 +104,28 @@ def _drift_lines(sec: dict[str, Any], gpu: bool) -> list[str]:
         f"largest relative difference {agree['max_rel_diff_all']:.1e}.",
     ]
     return lines
+
+
+def _fused_lines(sec: dict[str, Any]) -> list[str]:
+    fused = sec.get("fused")
+    if fused is None:
+        return ["Candidate fused binned kernel (`bench/_binned_counts.cu`): not run (no GPU)."]
+    head = ("Candidate fused binned kernel (`bench/_binned_counts.cu`, bench only, not yet the "
+            "engine's path: issue 13 item 3): ")
+    if "error" in fused or "skipped" in fused:
+        return [head + f"not measured: {fused.get('error') or fused.get('skipped')}."]
+    ms = fused["kernel_s"] * 1e3
+    return [
+        head + f"one launch for all features, one read of each column: {ms:.2f} ms per window "
+        f"= {fused['gbps']:,.0f} GB/s = {fused['pct_of_copy']:.0f}% of the copy (targets <= "
+        f"{TARGET_BINNED_MS:g} ms: {'met' if ms <= TARGET_BINNED_MS else 'NOT met'}, >= "
+        f"{TARGET_BINNED_PCT:g}%: "
+        f"{'met' if fused['pct_of_copy'] >= TARGET_BINNED_PCT else 'NOT met'}); "
+        f"{fused['with_statistics_s'] * 1e3:.2f} ms with the counts copied back and PSI, JS and "
+        "Hellinger computed on the host. Counts "
+        f"{'identical to' if fused['counts_equal_engine'] else 'DIFFERENT from'} the engine's, "
+        f"statistics {'identical' if fused['statistics_equal_engine'] else 'DIFFERENT'}.",
+    ]
 
 
 def _train_lines(sec: dict[str, Any], gpu: bool) -> list[str]:
@@ -115,7 +138,8 @@ def _train_lines(sec: dict[str, Any], gpu: bool) -> list[str]:
         f"{sec['device']} with the worker's model, optimiser and loss, on {sec['rows']:,} rows "
         "of `appliance.data.synthetic` held on the device; each phase trains for a fixed time. "
         "NVML sampled every GPU while it ran (utilisation: the share of NVML's sample period "
-        "with a kernel running; steady = from the first busy sample to the last).",
+        "with a kernel running; steady = from the first busy sample to the last). Rates are "
+        "over the epochs after the first (its one-off start-up is in `s` alone).",
         "",
         "| phase | MLP | batch | epochs | s | rows/s | steps/s | TFLOP/s | GPU util mean "
         "(steady) | power W | energy J | peak MiB |",

@@ -118,3 +118,26 @@ def test_trace_summary_leaves_out_start_up_and_tear_down():
     assert s["util_steady_mean"] == pytest.approx(80.0)
     assert s["util_mean"] == pytest.approx(40.0) and s["util_max"] == 100
     assert s["energy_j"] == pytest.approx(5.0) and s["memory_peak_mib"] == 105.0
+
+
+def test_candidate_kernel_counts_become_the_engines_bins():
+    # bench/_binned_counts.cu counts, per edge, the non-missing values >= it; bins_from_ge turns
+    # that into the engine's bin counts. Held here to the engine on the kernel's contract,
+    # computed in NumPy (the kernel itself runs only on a GPU, where the check compares it).
+    import numpy as np
+
+    from kernels import _numerical
+
+    drift = _bench("_gpu_drift")
+    rng = np.random.default_rng(5)
+    for values, edges in [
+        (rng.normal(size=5_000).astype(np.float32), np.quantile(rng.normal(size=99), [.2, .5])),
+        (np.floor(rng.normal(size=5_000) * 2).astype(np.float32), np.array([-1.0, 0.0, 1.0])),
+        (np.array([np.nan, -np.inf, 0.0, 1.0, np.inf, 1.0], dtype=np.float32), np.array([1.0])),
+        (rng.normal(size=100).astype(np.float32), np.array([], dtype=np.float64)),
+    ]:
+        finite = values[~np.isnan(values)].astype(np.float64)
+        row = [finite.size] + [int((finite >= e).sum()) for e in edges]
+        window, _ = _numerical.sort_window(values, name="x", xp=np)
+        want = _numerical.bin_counts(window, edges, xp=np)
+        assert drift.bins_from_ge(row, len(edges)).tolist() == want.tolist()
