@@ -97,8 +97,10 @@ def probe(force_cpu: bool = False) -> dict[str, Any]:
         why = f"torch is not usable ({type(exc).__name__}: {exc})"
     if why is None:
         info["cupy"] = _version("cupy")
-    if force_cpu:
-        why = "CPU mode asked for (--cpu)"
+    if why is not None:
+        why = f"no GPU found: {why}"
+    elif force_cpu:
+        why = "a GPU is here, but CPU mode was asked for (--cpu or --tiny)"
     info["mode"] = "cpu" if why else "gpu"
     info["no_gpu_reason"] = why
     return info

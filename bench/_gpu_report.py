@@ -212,7 +212,7 @@ def section(raw: dict[str, Any]) -> str:
         "",
     ]
     if not gpu:
-        lines += [f"**CPU mode: no GPU found ({m['no_gpu_reason']}).** The same code ran on "
+        lines += [f"**CPU mode ({m['no_gpu_reason']}).** The same code ran on "
                   "the CPU backends at small sizes; these figures only show that it runs.", ""]
     lines += [
         f"- Device: {dev}; driver {m.get('driver') or 'n/a'}, CUDA {m.get('cuda') or 'n/a'} "

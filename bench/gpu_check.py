@@ -264,7 +264,7 @@ def _check(args: argparse.Namespace) -> int:
         _say(f"GPU mode on {g} (driver {machine['driver']}, CuPy {machine['cupy']})")
         machine["native_walk_build"] = build_native_walk(ROOT)
     else:
-        _say(f"no GPU found ({machine['no_gpu_reason']}): CPU mode, small sizes, CPU backends; "
+        _say(f"CPU mode ({machine['no_gpu_reason']}): small sizes, CPU backends; "
              "bench/RESULTS.md and tests/data are left alone")
     sizes = SIZES["tiny" if args.tiny else mode]
     scale = 1.0 if gpu else 0.5
@@ -314,7 +314,7 @@ def _check(args: argparse.Namespace) -> int:
             traceback.print_exc()
             failed.append("apply")
     else:
-        _say(f"CPU mode (no GPU found): output in {args.out}/gpu_check.json only")
+        _say(f"CPU mode: output in {args.out}/gpu_check.json only")
     print(text)
     for name in failed:
         _say(f"section {name} failed: see {args.out / 'gpu_check.json'}")

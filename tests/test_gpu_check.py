@@ -67,7 +67,7 @@ def test_cpu_mode_runs_every_section(cpu_run):
     assert set(infer["bundles"]) == {"default", "wide"}
     assert infer["bundles"]["wide"]["scorer_cpu_1thread@250"]["rows_per_s"] > 0
     text = (tmp / "out" / "gpu_check.md").read_text()
-    assert "CPU mode: no GPU found" in text and "| binned" in text
+    assert "CPU mode (no GPU found" in text and "| binned" in text
 
 
 def test_cpu_mode_records_nothing(cpu_run):
