@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints/cpu.txt")
 PYTEST_ARGS ?=
 
-.PHONY: install triton demo test lint bench clean
+.PHONY: install triton demo test lint bench gpu-check clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -47,6 +47,15 @@ bench: install
 	$(PY) bench/drift.py
 	$(PY) bench/serve.py
 	$(PY) bench/train.py
+
+# Every GPU path, run and timed (bench/gpu_check.py); CPU mode at small sizes without a GPU.
+# No install step: on a lent GPU machine there is no .venv and nothing may be installed, and its
+# own python3 holds torch, CuPy and NVML. E.g. make gpu-check GPU_CHECK_ARGS="--out $OUT".
+GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_CHECK_ARGS ?=
+
+gpu-check:
+	$(GPU_CHECK_PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache

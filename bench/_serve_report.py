@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from _sections import write_section as _write_between
 from _serve_load import Cell
 
 from appliance.serving import ServingOptions
@@ -211,11 +212,4 @@ def section(meta: dict, plan: list[dict], cells: dict[str, Cell], parts: dict[st
 def write_section(path: Path, section: str, start: str = START, end: str = END) -> None:
     """Put `section` in place of the one between the markers `start` and `end` (the serving
     bench's by default), or at the end of `path`."""
-    text = path.read_text() if path.exists() else "# Bench results\n\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        tail = rest.split(end, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    _write_between(path, section, start, end)

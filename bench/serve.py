@@ -248,9 +248,9 @@ def _breakdown(url: str, body: bytes, headers: dict, bundle, args) -> dict[str, 
     """Where one request's time goes: probes of each stage at one client, taking turns."""
     from ray import serve
 
+    from cluster.scoring import TorchScorer
     from cluster.serve import _oip
     from cluster.serve._ingress import model_app_name
-    from cluster.serve._scoring import TorchScorer
 
     handles = {m: serve.get_app_handle(model_app_name(m)) for m in (NOLOG, LOG)}
     scorer = TorchScorer(bundle, 0)

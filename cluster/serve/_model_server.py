@@ -41,6 +41,7 @@ from appliance.monitor.feedback import write_feedback
 from appliance.monitor.log_files import recover_segments
 from appliance.serving import ServingOptions
 from cluster.bundle import ModelBundle
+from cluster.scoring import BundleScorer, TorchScorer, installed
 from cluster.serve import _oip
 from cluster.serve._canary_routing import CanaryRouting
 from cluster.serve._door import BodyTooLarge, Door
@@ -55,7 +56,6 @@ from cluster.serve._metrics import IngressMetrics, ReplicaMetrics
 from cluster.serve._oip import Reply
 from cluster.serve._prediction_log import PredictionLog
 from cluster.serve._routing import new_request_id
-from cluster.serve._scoring import BundleScorer, TorchScorer, installed
 
 logger = logging.getLogger("ray.serve")
 

@@ -10,7 +10,7 @@ import pytest
 from appliance.errors import InvalidInput
 from appliance.pipelines.spec import parse_spec
 from cluster.bundle import ModelBundle
-from cluster.serve._scoring import TorchScorer
+from cluster.scoring import TorchScorer
 from cluster.train import evaluate, fit, resolve_params, table_columns
 from cluster.train_custom import resolve_function
 

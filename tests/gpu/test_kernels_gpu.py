@@ -67,14 +67,34 @@ def test_cupy_equals_numpy(backend, n_ref, n_cur, shift):
     _assert_same(got, want)
 
 
-def test_device_resident_columns(backend):
+@pytest.mark.parametrize("stats", [None, "psi,jensen_shannon,hellinger", "ks"])
+def test_device_resident_columns(backend, stats):
+    # The GPU check's calls: the whole set, the binned statistics, exact KS; columns that live
+    # on the device, with missing values, infinities, ties and an integer column among them.
     import cupy as cp
 
     rng = np.random.default_rng(3)
     ref = {f"f{i}": rng.normal(size=20_000).astype(np.float32) for i in range(4)}
+    ref["ties"] = rng.integers(0, 5, size=20_000).astype(np.int32)
     cur = {f"f{i}": rng.normal(0.1 * i, size=10_000).astype(np.float32) for i in range(4)}
+    cur["f1"][rng.integers(0, 10_000, size=100)] = np.nan
+    cur["f2"][:5] = [np.inf, -np.inf, np.inf, np.nan, -np.inf]
+    cur["ties"] = rng.integers(0, 6, size=10_000).astype(np.int32)
     prof = kernels.fit_profile(ref)
-    want = kernels.compare(prof, cur, backend="numpy").to_dict()
+    want = kernels.compare(prof, cur, stats=stats, backend="numpy").to_dict()
     on_device = {k: cp.asarray(v) for k, v in cur.items()}
-    got = kernels.compare(prof, on_device, backend=backend).to_dict()
+    got = kernels.compare(prof, on_device, stats=stats, backend=backend).to_dict()
     _assert_same(got, want)
+
+
+def test_profile_fitted_on_the_device_is_the_host_one():
+    # fit_profile sorts on the GPU with backend="cupy": the stored profile (sorted values, bin
+    # edges and counts, moments, PCA) must be byte for byte the one the host fits.
+    import cupy as cp
+
+    data = _data(50_000, 5, 0.0)
+    numeric = {k: v for k, v in data.items() if k != "region"}
+    host = kernels.fit_profile(data, categorical=["region"], backend="numpy")
+    device_cols = {**{k: cp.asarray(v) for k, v in numeric.items()}, "region": data["region"]}
+    device = kernels.fit_profile(device_cols, categorical=["region"], backend="cupy")
+    assert device.to_bytes() == host.to_bytes()

@@ -1,5 +1,9 @@
 """What a model replica scores with: the bundle's network in torch (on a GPU when it has
-one), and what its Python environment holds."""
+one), and what its Python environment holds.
+
+Outside `cluster.serve` on purpose: importing it imports neither Ray nor the store, so the GPU
+check (`bench/gpu_check.py`, on a machine without Ray) scores with the very class a replica uses.
+"""
 
 from __future__ import annotations
 
