@@ -1,10 +1,14 @@
 """Training progress from Ray Train workers to the driver, for any model kind.
 
-A worker reports one `ProgressEvent` per step (an MLP epoch; later, every N boosting rounds)
+A worker reports one `ProgressEvent` per step (an MLP epoch, a block of N boosting rounds)
 through the `ProgressSink` it finds in its train-loop config; the driver's `ProgressListener`
 takes the events off a Ray actor-backed queue in a thread of its own and hands each to a
 callback (the CLI's progress bar). Ray Train V2's callbacks run in its controller actor, not in
 the driver process, hence the queue.
+
+A sweep's trials report the same events, with their trial id, params and state, from Ray
+Tune's driver-side callbacks (`cluster.tune_progress`): no queue there, Tune's controller runs
+in the driver.
 
 The listener also counts restarts: every event names the process that sent it, and a new
 process for rank 0 after the first means Ray Train replaced the worker group (a worker died or
@@ -35,6 +39,12 @@ class ProgressEvent:
         rank: the reporting worker's world rank.
         pid: the reporting worker's process id.
         at: wall-clock time of the report (seconds since the epoch).
+        unit: what one step counts: "epoch" (default) or "round" (boosting rounds, where
+            `step` is the rounds done so far).
+        trial: the sweep trial's id when the event is a trial's (default None: a training run).
+        state: a trial's: "running" (default), "finished" (trained its whole budget),
+            "stopped" (ASHA stopped it early) or "failed".
+        params: a trial's tuned params (default None).
     """
 
     step: int
@@ -43,6 +53,10 @@ class ProgressEvent:
     rank: int
     pid: int
     at: float
+    unit: str = "epoch"
+    trial: str | None = None
+    state: str = "running"
+    params: dict[str, Any] | None = None
 
 
 class ProgressSink:
@@ -51,11 +65,12 @@ class ProgressSink:
     def __init__(self, queue: Queue) -> None:
         self._queue = queue
 
-    def report(self, step: int, total: int, metrics: dict[str, Any], *, rank: int = 0) -> None:
+    def report(self, step: int, total: int, metrics: dict[str, Any], *, rank: int = 0,
+               unit: str = "epoch") -> None:
         """Send one step's metrics (plain numbers) to the driver; never blocks training for
-        long (the queue is unbounded)."""
+        long (the queue is unbounded). `unit` says what a step counts (`ProgressEvent`)."""
         self._queue.put(ProgressEvent(int(step), int(total), dict(metrics), int(rank),
-                                      os.getpid(), time.time()))
+                                      os.getpid(), time.time(), unit=unit))
 
 
 @dataclasses.dataclass

@@ -367,8 +367,8 @@ def fit(
         max_failures: times Ray Train may restart the workers from the last checkpoint after
             one dies or raises (default 2).
         checkpoints_to_keep: checkpoints kept in the run folder (default 2).
-        on_progress: called in a driver thread with each epoch's `ProgressEvent` (default
-            None; the MLP reports every epoch).
+        on_progress: called in a driver thread with each step's `ProgressEvent` (default
+            None; the MLP reports every epoch, xgboost every few boosting rounds).
 
     Raises:
         InvalidInput: bad params, arguments, columns or labels (the message names which), or
@@ -393,7 +393,8 @@ def fit(
         return fit_xgboost(table, label=label, categorical=categorical, params=params,
                            seed=seed, num_workers=num_workers, use_gpu=use_gpu,
                            storage_path=storage_path, name=name, holdout=holdout, task=task,
-                           max_failures=max_failures, checkpoints_to_keep=checkpoints_to_keep)
+                           max_failures=max_failures, checkpoints_to_keep=checkpoints_to_keep,
+                           on_progress=on_progress)
     if kind == "custom":
         # Deferred, as above.
         from cluster.train_custom import fit_custom

@@ -73,6 +73,20 @@ def resolve_function(ref: Any) -> Callable[..., Any]:
     return fn
 
 
+def load_function(ref: Any) -> Callable[..., Any]:
+    """The callable `ref` names (`resolve_function`), made to travel by value to Ray's
+    workers, so they need not have the user's module on their path.
+
+    Raises:
+        InvalidInput: as `resolve_function`.
+    """
+    from ray import cloudpickle
+
+    fn = resolve_function(ref)
+    cloudpickle.register_pickle_by_value(importlib.import_module(fn.__module__))
+    return fn
+
+
 @dataclasses.dataclass
 class CustomContext:
     """What a custom training function receives (see the module docstring)."""
@@ -183,7 +197,6 @@ def fit_custom(
         RuntimeError: the training run failed after its retries (the cause is chained).
     """
     import ray
-    from ray import cloudpickle
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -192,9 +205,7 @@ def fit_custom(
 
     started = time.perf_counter()
     resolved = resolve_params(params, kind="custom")
-    fn = resolve_function(function)
-    # Shipped by value: the workers need not have the user's module on their path.
-    cloudpickle.register_pickle_by_value(importlib.import_module(fn.__module__))
+    fn = load_function(function)
     check_name("run name", name)
     # No early stopping slice of ours: the function sees every training row.
     data = prepare(table, label=label, categorical=categorical,

@@ -11,10 +11,12 @@ multi:softprob and reg:squarederror (on the standardised label, which the bundle
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,12 +33,17 @@ from cluster.train import (
 )
 from cluster.train_params import resolve_params
 
+if TYPE_CHECKING:
+    from cluster.progress import ProgressEvent
+
 _OBJECTIVES = {
     "binary": ("binary:logistic", "logloss"),
     "multiclass": ("multi:softprob", "mlogloss"),
     "regression": ("reg:squarederror", "rmse"),
 }
 _Y = "__y__"
+# A run sends about this many progress events (every ceil(rounds / PROGRESS_EVERY) rounds).
+PROGRESS_EVERY = 50
 
 
 def booster_params(resolved: dict[str, Any], task: str, classes: int, seed: int,
@@ -92,7 +99,8 @@ def _train_loop(config: dict[str, Any]) -> None:
     Args:
         config: params (XGBoost's), rounds, early_stopping (rounds; 0: off), every (rounds
             between checkpoints), width (design columns), valid (whether a "valid" dataset is
-            there).
+            there), progress (a `cluster.progress.ProgressSink`, or None) and progress_every
+            (rounds between its reports).
     """
     import ray.train
     import xgboost
@@ -105,6 +113,26 @@ def _train_loop(config: dict[str, Any]) -> None:
         def _report_metrics(self, report_dict: dict) -> None:
             pass
 
+    class _Progress(xgboost.callback.TrainingCallback):
+        """Rank 0 sends the driver the last round's losses every `every` rounds (and at the
+        last), as the MLP sends each epoch's (`cluster.progress`)."""
+
+        def __init__(self, sink: Any, every: int, rounds: int) -> None:
+            self.sink, self.every, self.rounds = sink, every, rounds
+
+        def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
+            done = model.num_boosted_rounds()
+            if done % self.every == 0 or done >= self.rounds:
+                metrics = {name: float(log[next(iter(log))][-1]) for name, log in
+                           (("loss", evals_log.get("train")), ("valid_loss",
+                                                                evals_log.get("valid"))) if log}
+                self.sink.report(done, self.rounds, metrics, unit="round")
+            return False
+
+    callbacks = [_CheckpointReports(frequency=config["every"], checkpoint_at_end=True)]
+    if config.get("progress") is not None and ray.train.get_context().get_world_rank() == 0:
+        callbacks.append(_Progress(config["progress"], config["progress_every"],
+                                   config["rounds"]))
     dtrain = _matrix("train", config["width"])
     evals = [(dtrain, "train")]
     if config["valid"]:
@@ -122,7 +150,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         xgb_model=start,
         early_stopping_rounds=config["early_stopping"] or None,
         verbose_eval=False,
-        callbacks=[_CheckpointReports(frequency=config["every"], checkpoint_at_end=True)],
+        callbacks=callbacks,
     )
 
 
@@ -141,12 +169,15 @@ def fit_xgboost(
     task: str = "binary",
     max_failures: int = DEFAULT_MAX_FAILURES,
     checkpoints_to_keep: int = DEFAULT_CHECKPOINTS_TO_KEEP,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
 ) -> FitResult:
     """Train gradient-boosted trees on every row of `table` with Ray Train's XGBoostTrainer.
 
     The arguments are `cluster.train.fit`'s; params are the xgboost kind's (see
     `cluster.train_params.resolve_params`). `FitResult.epochs` is the number of boosting rounds kept
-    (up to the best round under early stopping).
+    (up to the best round under early stopping). `on_progress` gets an event (unit "round")
+    every `PROGRESS_EVERY`-th of the rounds, with the last round's training and validation
+    loss.
 
     Raises:
         InvalidInput: bad params, arguments, columns or labels (the message names which).
@@ -158,6 +189,7 @@ def fit_xgboost(
     from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
 
     from appliance.config import load_config
+    from cluster.progress import ProgressListener
     from cluster.runtime import ensure_ray
 
     started = time.perf_counter()
@@ -181,6 +213,9 @@ def fit_xgboost(
         seen = data.y_valid >= 0
         datasets["valid"] = _dataset(data.x_valid[seen], data.y_valid[seen])
     rounds = resolved["num_boost_round"]
+    # A listener (its queue is an actor) only when someone watches the rounds.
+    watching = contextlib.ExitStack()
+    sink = watching.enter_context(ProgressListener(on_progress)).sink if on_progress else None
     trainer = XGBoostTrainer(
         _train_loop,
         train_loop_config={
@@ -191,6 +226,8 @@ def fit_xgboost(
             "every": max(1, math.ceil(rounds / 3)),
             "width": data.x_train.shape[1],
             "valid": data.x_valid is not None,
+            "progress": sink,
+            "progress_every": max(1, math.ceil(rounds / PROGRESS_EVERY)),
         },
         datasets=datasets,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=bool(use_gpu)),
@@ -201,7 +238,8 @@ def fit_xgboost(
             checkpoint_config=CheckpointConfig(num_to_keep=checkpoints_to_keep),
         ),
     )
-    result = run_trainer(trainer, run_name)
+    with watching:
+        result = run_trainer(trainer, run_name)
     booster: xgboost.Booster = RayTrainReportCallback.get_model(result.checkpoint)
     best = booster.attr("best_iteration")
     if resolved["early_stopping"] and best is not None:

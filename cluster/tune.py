@@ -1,32 +1,40 @@
 """Hyperparameter sweeps on Ray Tune with ASHA, for any model kind that has a trial.
 
 A kind plugs in with a `TrialKind`: its default params and their check, the param that sets
-how long it trains (`budget`: one Tune iteration is one of its steps: an epoch of the MLP, a
-block of boosting rounds of a tree model), the data every trial shares (`prepare`, fitted on
-the training slice only) and the trial itself, a function trainable that trains one
-configuration and calls `ray.tune.report` after every step with the validation slice's
-metrics. `sweep` samples `space`, runs the trials (one CPU each, at most `max_concurrent` at
-once), lets ASHA stop the weak ones, and says how each ended.
+how long it trains (`budget`: epochs of the MLP or of the user's function, boosting rounds of
+the trees), the data every trial shares (`prepare`, fitted on the training slice only) and the
+trial itself, a function trainable that trains one configuration and calls `ray.tune.report`
+after every step (an epoch, a block of rounds) with the validation slice's metrics and how
+much of its budget it has used (`progress`). `sweep` samples `space`, runs the trials (one
+CPU each, at most `max_concurrent` at once), lets ASHA stop the weak ones, tells `on_progress`
+how each trial goes (`cluster.tune_progress`), and says how each ended.
+
+Kinds: "mlp" (`cluster.tune_mlp`), "xgboost" (`cluster.tune_xgboost`) and "custom", the
+user's `module:function` (`cluster.tune_custom`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from appliance.names import check_name
-from cluster import train as mlp_train
-from cluster import tune_mlp
+from cluster import tune_custom, tune_mlp, tune_trial, tune_xgboost
+from cluster.train_params import DEFAULT_PARAMS, XGBOOST_PARAMS, resolve_params
+
+if TYPE_CHECKING:
+    from cluster.progress import ProgressEvent
 
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
 # Keys Tune adds to every report (times, ids, host): not the trial's metrics.
-_TUNE_KEYS = frozenset({
+TUNE_KEYS = frozenset({
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
     "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config",
     "time_since_restore", "iterations_since_restore", "experiment_tag", "should_checkpoint",
@@ -39,12 +47,19 @@ class TrialKind:
 
     Args:
         name: the kind's name in the spec.
-        defaults: every param with its default.
+        defaults: every param with its default (the custom kind: only its budget).
         resolve_params: fills defaults in and raises InvalidInput for a bad key or value.
         budget: the param the sweep sets to its max steps (never sampled).
         fixed: params that make no sense to sample, with the reason (the sweep's message).
-        prepare: (train, valid, label=, categorical=, task=, seed=) -> what trials share.
+        prepare: (train, valid, label=, categorical=, task=, seed=, function=) -> what trials
+            share.
         trial: (config, data) -> None, reporting after each step.
+        progress: the reported metric that counts the budget used (ASHA's time attribute):
+            "epoch" (default) or "rounds".
+        unit: what the budget counts, "epoch" (default) or "round"; the spec's [tune] key for
+            its max is ``max_{unit}s``.
+        open_params: any param name is the kind's (the user's function takes what it likes),
+            checked for shape only (default False).
     """
 
     name: str
@@ -54,19 +69,47 @@ class TrialKind:
     fixed: dict[str, str]
     prepare: Callable[..., dict[str, Any]]
     trial: Callable[[dict[str, Any], dict[str, Any]], None]
+    progress: str = "epoch"
+    unit: str = "epoch"
+    open_params: bool = False
 
 
+_ASHA = "ASHA does the early stopping in a sweep"
+_VALID = "the sweep's validation slice is [tune] valid_fraction"
 KINDS: dict[str, TrialKind] = {
     "mlp": TrialKind(
         name="mlp",
-        defaults=mlp_train.DEFAULT_PARAMS,
-        resolve_params=mlp_train.resolve_params,
+        defaults=DEFAULT_PARAMS,
+        resolve_params=resolve_params,
         budget="epochs",
         fixed={"epochs": "the sweep trains up to [tune] max_epochs and ASHA stops trials early",
-               "early_stopping": "ASHA does the early stopping in a sweep",
-               "valid_fraction": "the sweep's validation slice is [tune] valid_fraction"},
-        prepare=tune_mlp.prepare,
+               "early_stopping": _ASHA, "valid_fraction": _VALID},
+        prepare=tune_trial.prepare,
         trial=tune_mlp.trial,
+    ),
+    "xgboost": TrialKind(
+        name="xgboost",
+        defaults=XGBOOST_PARAMS,
+        resolve_params=functools.partial(resolve_params, kind="xgboost"),
+        budget="num_boost_round",
+        fixed={"num_boost_round": "the sweep boosts up to [tune] max_rounds and ASHA stops "
+                                  "trials early",
+               "early_stopping": _ASHA, "valid_fraction": _VALID},
+        prepare=tune_trial.prepare,
+        trial=tune_xgboost.trial,
+        progress="rounds",
+        unit="round",
+    ),
+    "custom": TrialKind(
+        name="custom",
+        defaults={"epochs": DEFAULT_PARAMS["epochs"]},
+        resolve_params=functools.partial(resolve_params, kind="custom"),
+        budget="epochs",
+        fixed={"epochs": "the sweep passes [tune] max_epochs as params.epochs and ASHA stops "
+                         "trials early"},
+        prepare=tune_custom.prepare,
+        trial=tune_custom.trial,
+        open_params=True,
     ),
 }
 
@@ -78,8 +121,9 @@ class TrialOutcome:
     Args:
         trial_id: Ray Tune's id of the trial.
         params: every param it trained with (defaults filled in).
-        metrics: its last report: the validation slice's metrics, "loss" and "epoch".
-        steps: steps (epochs) it reported.
+        metrics: its last report: the validation slice's metrics and its progress ("epoch"
+            or "rounds"), with the kind's own numbers ("loss").
+        steps: its budget used: epochs, or boosting rounds (`TrialKind.unit`).
         status: "finished" (ran every step), "stopped" (ASHA stopped it early) or "failed".
         error: why it failed, on one line (None unless failed).
         seconds: wall-clock seconds it ran.
@@ -114,7 +158,18 @@ def search_space(space: dict[str, tuple[str, list]]) -> dict[str, Any]:
     return out
 
 
-def _clean(value: Any) -> Any:
+def steps_of(kind: TrialKind, report: dict[str, Any]) -> int:
+    """The budget a trial had used at `report` (its progress metric; Tune's iteration count
+    when it reported none)."""
+    return int(report.get(kind.progress) or report.get("training_iteration") or 0)
+
+
+def status_of(steps: int, max_steps: int, failed: bool) -> str:
+    """How a trial ended: "failed", "finished" (its whole budget) or "stopped" (early)."""
+    return "failed" if failed else "finished" if steps >= max_steps else "stopped"
+
+
+def clean(value: Any) -> Any:
     """A report value for JSON: NaN (an undefined metric) back to None, NumPy to Python."""
     if hasattr(value, "item"):
         value = value.item()
@@ -143,6 +198,8 @@ def sweep(
     max_concurrent: int,
     storage_path: str,
     name: str,
+    function: str | None = None,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
 ) -> list[TrialOutcome]:
     """Run `num_samples` trials of `kind` over `space` with ASHA, and say how each ended.
 
@@ -158,12 +215,15 @@ def sweep(
         space: param -> (distribution, arguments), validated by the caller.
         metric, mode: what ASHA and the best trial are judged by ("min" or "max").
         num_samples: trials to run.
-        max_steps: steps (epochs) a trial that is never stopped trains.
-        grace_period: steps every trial trains before ASHA may stop it.
+        max_steps: budget (epochs, rounds) a trial that is never stopped trains.
+        grace_period: budget every trial trains before ASHA may stop it.
         reduction_factor: ASHA keeps about 1 / reduction_factor of trials at each rung.
         max_concurrent: trials running at once (each holds one CPU).
         storage_path: folder for Ray Tune's experiment folders.
         name: the experiment's folder name (deterministic: the tuning run's id).
+        function: the custom kind's "module:function" (default None).
+        on_progress: called in the driver with a `ProgressEvent` as each trial starts,
+            reports and ends (default None).
 
     Raises:
         RuntimeError: the sweep itself failed (the cause is chained); a failed trial is a
@@ -173,8 +233,11 @@ def sweep(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from cluster.tune_progress import TrialProgress
+
     check_name("tuning run name", name)
-    data = kind.prepare(train, valid, label=label, categorical=categorical, task=task, seed=seed)
+    data = kind.prepare(train, valid, label=label, categorical=categorical, task=task, seed=seed,
+                        function=function)
     param_space = {**fixed, **search_space(space), kind.budget: max_steps}
     trainable = tune.with_resources(tune.with_parameters(kind.trial, data=data), {"cpu": 1})
     Path(storage_path).mkdir(parents=True, exist_ok=True)
@@ -185,7 +248,7 @@ def sweep(
             metric=metric,
             mode=mode,
             num_samples=num_samples,
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_steps,
+            scheduler=ASHAScheduler(time_attr=kind.progress, max_t=max_steps,
                                     grace_period=grace_period,
                                     reduction_factor=reduction_factor),
             # Seeded sampling, so the same spec tries the same configurations; the limit
@@ -194,7 +257,10 @@ def sweep(
             # One trial's actor serves the next: no second torch import per trial.
             reuse_actors=True,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage_path, verbose=0,
+            callbacks=[TrialProgress(on_progress, kind=kind, max_steps=max_steps,
+                                     shown=list(space))] if on_progress else None),
     )
     try:
         grid = tuner.fit()
@@ -203,16 +269,16 @@ def sweep(
     out = []
     for result in grid:
         m = result.metrics or {}
-        steps = int(m.get("training_iteration") or 0)
+        steps = steps_of(kind, m)
         error = None
         if result.error is not None:
             error = "".join(traceback.format_exception_only(result.error)).strip()
             error = error.splitlines()[-1] if error else repr(result.error)
-        status = "failed" if error else "finished" if steps >= max_steps else "stopped"
-        reported = {k: _clean(v) for k, v in m.items() if k not in _TUNE_KEYS}
+        status = status_of(steps, max_steps, error is not None)
+        reported = {k: clean(v) for k, v in m.items() if k not in TUNE_KEYS}
         out.append(TrialOutcome(
             trial_id=str(m.get("trial_id") or result.path.rsplit("/", 1)[-1]),
-            params=kind.resolve_params({k: _clean(v) for k, v in result.config.items()}),
+            params=kind.resolve_params({k: clean(v) for k, v in result.config.items()}),
             metrics=reported, steps=steps, status=status, error=error,
             seconds=float(m.get("time_total_s") or 0.0),
             ended_at=float(m["timestamp"]) if m.get("timestamp") else None,

@@ -12,47 +12,27 @@ and ASHA can stop one after any epoch. The retrained best goes through `cluster.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 
-from cluster.bundle import ModelBundle, Preprocessor, build_mlp, output_width
+from cluster.bundle import build_mlp
 
 # Reused from the single-fit trainer, so a trial learns exactly what `fit` would: the same
-# targets per task, the same loss and the same columns.
-from cluster.fit_data import _targets
-from cluster.train import _Loss, evaluate, resolve_params, run_epoch, table_columns
-
-
-def prepare(
-    train: pa.Table, valid: pa.Table, *, label: str, categorical: list[str], task: str,
-    seed: int,
-) -> dict[str, Any]:
-    """What every trial shares: the design matrix of `train` and the validation rows.
-
-    The preprocessing is fitted on `train` only (it does not depend on any tuned param), so
-    it is fitted once for the sweep rather than once per trial.
-    """
-    features = [c for c in train.column_names if c != label]
-    y, kept = _targets(train, label, task)
-    pre = Preprocessor.fit(table_columns(train, features, categorical), categorical)
-    x = pre.transform(table_columns(train, pre.feature_names, categorical))
-    return {"x": x, "y": y, "pre": pre, "valid": valid, "label": label, "task": task,
-            "seed": int(seed), "classes": kept.get("classes"), "target": kept.get("target"),
-            "outputs": output_width(task, kept.get("classes"))}
+# loss, the same epoch of minibatch steps.
+from cluster.train import _Loss, resolve_params, run_epoch
+from cluster.tune_trial import bundle_of, validation_report
 
 
 def trial(config: dict[str, Any], data: dict[str, Any]) -> None:
     """Train the MLP with the params in `config` for its "epochs", reporting after each epoch
-    the validation slice's metrics (`cluster.train.evaluate`, per task), the training loss and
-    the epoch to Ray Tune, which may stop it after any of them.
+    the validation slice's metrics (`cluster.tune_trial.validation_report`), the training loss
+    and the epoch to Ray Tune, which may stop it after any of them.
 
     Args:
         config: the trial's params (the spec's, the sampled ones and "epochs").
-        data: what `prepare` returned.
+        data: what `cluster.tune_trial.prepare` returned.
     """
     from ray import tune
 
@@ -66,15 +46,9 @@ def trial(config: dict[str, Any], data: dict[str, Any]) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=params["lr"],
                             weight_decay=params["weight_decay"])
     loss_fn = _Loss(data["task"])
-    bundle = ModelBundle(data["pre"], model, params["hidden"], params["layers"], data["label"],
-                         task=data["task"], classes=data["classes"], target=data["target"])
+    bundle = bundle_of(data, model, "mlp", params["hidden"], params["layers"])
     n, batch = len(y), params["batch_size"]
     for epoch in range(params["epochs"]):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1009 + epoch))
         loss = run_epoch(model, opt, loss_fn, x, y, order, batch)
-        scored = evaluate(bundle, data["valid"], data["label"])
-        scored.pop("rows", None)
-        # An undefined metric (AUC with one class in the slice) is NaN to the scheduler, which
-        # ranks it below every number, rather than None, which it cannot compare.
-        report = {k: (math.nan if v is None else float(v)) for k, v in scored.items()}
-        tune.report({**report, "loss": loss, "epoch": epoch + 1})
+        tune.report({**validation_report(bundle, data), "loss": loss, "epoch": epoch + 1})

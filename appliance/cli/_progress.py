@@ -1,4 +1,5 @@
-"""A live progress bar for training runs, on stderr: step k/N, loss, elapsed.
+"""A live progress bar for training runs, on stderr: step k/N (epochs or boosting rounds),
+loss, elapsed.
 
 Fed by `cluster.progress.ProgressEvent`s, which arrive in a thread of the driver; rich's
 Progress takes updates from any thread. Off a terminal it shows nothing, so logs and captured
@@ -42,5 +43,5 @@ class TrainProgress:
         """Show one `ProgressEvent`: its step of total and its loss (and validation loss)."""
         shown = [f"{key} {event.metrics[key]:.4g}" for key in ("loss", "valid_loss")
                  if isinstance(event.metrics.get(key), (int, float))]
-        self._progress.update(self._task, description=f"{self._title}: epoch",
+        self._progress.update(self._task, description=f"{self._title}: {event.unit}",
                               completed=event.step, total=event.total, metrics="  ".join(shown))

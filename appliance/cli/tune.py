@@ -9,6 +9,7 @@ import typer
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
+from appliance.cli._tune_progress import TuneProgress
 from appliance.pipelines import tuning
 from appliance.pipelines.tune_spec import load_tuning
 
@@ -20,18 +21,26 @@ def tune(
     token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Search the [tune] space of SPEC with Ray Tune (ASHA), then register the best."""
+    """Search the [tune] space of SPEC with Ray Tune (ASHA), then register the best.
+
+    Trial progress (params, epoch or round k/N, the metric, running / stopped early / done)
+    goes to stderr: a live table on a terminal, one line per ended trial off it. stdout
+    carries only the result (with --json, one JSON record).
+    """
     # Who asks is settled before anything is read: an outsider learns nothing from the errors.
     cfg, user = acting(token or token_file, "operate")
     spec, tune_spec = load_tuning(spec_file)
-    with err_console.status(f"tuning {spec.model} on {spec.dataset}: {tune_spec.num_samples} "
-                            f"trials with Ray Tune (ASHA)..."):
-        out = tuning.tune(cfg, user, spec, tune_spec)
+    with TuneProgress(err_console, f"tuning {spec.model} ({tune_spec.kind}) on {spec.dataset} "
+                      f"with Ray Tune (ASHA)", tune_spec.metric,
+                      tune_spec.num_samples) as progress:
+        out = tuning.tune(cfg, user, spec, tune_spec, on_progress=progress.update)
     if json_out:
         emit_json(out)
         return
     metric = out.metric
-    print_table(["trial", "run", "status", "epochs", metric],
+    # A trial's budget used: boosting rounds for the trees, epochs for the networks.
+    budget = "rounds" if tune_spec.kind == "xgboost" else "epochs"
+    print_table(["trial", "run", "status", budget, metric],
                 [[t.trial_id, t.run, t.status, t.epochs, t.metrics.get(metric)]
                  for t in out.trials])
     err_console.print(

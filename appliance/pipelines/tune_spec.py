@@ -7,8 +7,10 @@
     mode = "max"               # optional: "min" or "max"; default the metric's direction
     num_samples = 8            # optional: trials (configurations) to try
     max_epochs = 8             # optional: epochs a trial that is never stopped trains
-                               #   (default [params] epochs, else the kind's default)
-    grace_period = 1           # optional: epochs every trial trains before ASHA may stop it
+                               #   (default [params] epochs, else the kind's default); the
+                               #   xgboost kind counts boosting rounds: max_rounds = 100
+    grace_period = 1           # optional: epochs (rounds) every trial trains before ASHA
+                               #   may stop it
     reduction_factor = 2       # optional: ASHA keeps about 1/reduction_factor at each rung
     valid_fraction = 0.2       # optional: share of the training part trials are scored on
     [tune.space]               # required: one distribution per tuned param
@@ -16,6 +18,12 @@
     weight_decay = {uniform = [0.0, 0.01]}
     hidden = {choice = [8, 16, 32]}
     layers = {randint = [1, 3]}          # both bounds included
+
+The space's params are the model kind's (`cluster.train_params`): the mlp's (lr, hidden,
+layers, batch_size, weight_decay), the xgboost kind's (max_depth, eta, subsample,
+colsample_bytree, min_child_weight, reg_lambda), or for the custom kind any name the user's
+function reads from ctx.params (numbers, strings or booleans). The budget param (epochs,
+num_boost_round) is the sweep's to set, and early stopping is ASHA's.
 
 The spec's `[resources] max_concurrent_trials` (1) caps the trials running at once; the
 sweep never runs more than the cluster has CPUs for (one each). Every tuned value is checked
@@ -36,8 +44,8 @@ from appliance.pipelines.spec import TrainSpec, parse_spec, read_spec_doc
 METRICS = {"binary": ("accuracy", "auc", "log_loss"),
            "multiclass": ("accuracy", "macro_f1", "log_loss"),
            "regression": ("rmse", "mae", "r2")}
-_KEYS = {"metric", "mode", "num_samples", "max_epochs", "grace_period", "reduction_factor",
-         "valid_fraction", "space"}
+_KEYS = {"metric", "mode", "num_samples", "max_epochs", "max_rounds", "grace_period",
+         "reduction_factor", "valid_fraction", "space"}
 
 
 @dataclasses.dataclass
@@ -49,6 +57,8 @@ class TuneSpec:
     mode: str
     space: dict[str, tuple[str, list]]
     num_samples: int = 8
+    # The kind's budget a trial that is never stopped trains: epochs, or boosting rounds for
+    # xgboost (the spec's max_rounds).
     max_epochs: int = 10
     grace_period: int = 1
     reduction_factor: float = 2.0
@@ -118,7 +128,7 @@ def _check_space(spec: TrainSpec, kind_name: str, raw: Any, where: str) -> dict:
                     "lr = {loguniform = [1e-4, 1e-1]}")
     space: dict[str, tuple[str, list]] = {}
     for key, value in raw.items():
-        if key not in kind.defaults:
+        if key not in kind.defaults and not kind.open_params:
             raise _fail(where, f"space.{key}", f"is not a param of the {kind.name} model; its "
                         f"params: {sorted(kind.defaults)}")
         if key in kind.fixed:
@@ -126,7 +136,7 @@ def _check_space(spec: TrainSpec, kind_name: str, raw: Any, where: str) -> dict:
         if key in spec.params:
             raise _fail(where, f"space.{key}", "is also fixed in [params]; keep it in one")
         dist, args = _distribution(key, value, where)
-        if dist in ("uniform", "loguniform") and isinstance(kind.defaults[key], int):
+        if dist in ("uniform", "loguniform") and isinstance(kind.defaults.get(key), int):
             raise _fail(where, f"space.{key}", f"is an integer param: use randint or choice, "
                         f"not {dist}")
         for candidate in args:
@@ -168,9 +178,16 @@ def parse_tune(doc: dict[str, Any], spec: TrainSpec, where: str = "<spec>") -> T
         # The fixed params first, so that a bad one is named as [params], not as the space.
         KINDS[kind].resolve_params(spec.params)
     space = _check_space(spec, kind, raw.get("space"), where)
-    budget = KINDS[kind].budget
+    budget, unit = KINDS[kind].budget, KINDS[kind].unit
+    # The budget's max is named in its unit: max_epochs, or max_rounds for boosted trees.
+    max_key = f"max_{unit}s"
+    for other in sorted({"max_epochs", "max_rounds"} - {max_key}):
+        if other in raw:
+            raise _fail(where, other, f"is not for the {kind} model, whose budget counts "
+                        f"{unit}s: set 'tune.{max_key}'")
     default_epochs = spec.params.get(budget, KINDS[kind].defaults[budget])
-    max_epochs = _int(raw, "max_epochs", default_epochs, 1, 10_000, where)
+    max_epochs = _int(raw, max_key, default_epochs, 1, 100_000 if unit == "round" else 10_000,
+                      where)
     grace = _int(raw, "grace_period", 1, 1, max_epochs, where)
     factor = raw.get("reduction_factor", 2)
     if not _number(factor) or factor <= 1:

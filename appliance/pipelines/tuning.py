@@ -16,7 +16,8 @@ import dataclasses
 import datetime as dt
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +36,9 @@ from appliance.registry import datasets, models
 from appliance.store import session_scope
 from appliance.store.models import Run, User
 
+if TYPE_CHECKING:
+    from cluster.progress import ProgressEvent
+
 
 class TrialPublic(SQLModel):
     """One trial of a sweep, as recorded (its child run)."""
@@ -42,7 +46,7 @@ class TrialPublic(SQLModel):
     run: str
     trial_id: str
     status: str  # "finished", "stopped" (ASHA stopped it early) or "failed"
-    epochs: int
+    epochs: int  # its budget used: epochs, or boosting rounds for the xgboost kind
     params: dict[str, Any]
     metrics: dict[str, Any]
     error: str | None = None
@@ -117,15 +121,20 @@ def _best(trials: list[TrialPublic], metric: str, mode: str) -> TrialPublic | No
     return pick(scored, key=lambda t: t.metrics[metric])
 
 
-def tune(cfg: Config, user: User, spec: TrainSpec, tuning: TuneSpec) -> TuningPublic:
+def tune(cfg: Config, user: User, spec: TrainSpec, tuning: TuneSpec,
+         on_progress: Callable[[ProgressEvent], None] | None = None) -> TuningPublic:
     """Run the sweep `tuning` describes over `spec`'s data, and register the best as the
     model's next version (a candidate: promotion is a separate, gated step).
 
     Args:
         cfg: appliance configuration (Ray address, store, artifacts).
         user: the acting user (needs the "operate" permission).
-        spec: the validated training spec (data, label, task, fixed params, seed, holdout).
+        spec: the validated training spec (data, label, task, kind, fixed params, seed,
+            holdout).
         tuning: its validated [tune] table (`appliance.pipelines.tune_spec`).
+        on_progress: called with a `cluster.progress.ProgressEvent` as each trial starts,
+            reports and ends (its `trial` set), then with the retraining's steps (`trial`
+            None); default None.
 
     Raises:
         PermissionDenied: `user` may not operate.
@@ -142,6 +151,11 @@ def tune(cfg: Config, user: User, spec: TrainSpec, tuning: TuneSpec) -> TuningPu
     started = time.perf_counter()
     kind = ray_tune.KINDS[tuning.kind]
     kind.resolve_params(spec.params)
+    if spec.kind == "custom":
+        # An unimportable function is bad input, refused before a run is recorded.
+        from cluster.train_custom import resolve_function
+
+        resolve_function(spec.function)
     store = ArtifactStore(cfg.artifacts)
     with integrity.alerting(cfg), session_scope(cfg.db_url) as session:
         ds = datasets.resolve(session, spec.dataset)
@@ -171,6 +185,7 @@ def tune(cfg: Config, user: User, spec: TrainSpec, tuning: TuneSpec) -> TuningPu
             max_steps=tuning.max_epochs, grace_period=tuning.grace_period,
             reduction_factor=tuning.reduction_factor, max_concurrent=concurrent,
             storage_path=str(cfg.artifacts / "ray_results"), name=f"tune-{parent.id}",
+            function=spec.function, on_progress=on_progress,
         )
     except Exception as exc:
         with session_scope(cfg.db_url) as session:
@@ -200,8 +215,8 @@ def tune(cfg: Config, user: User, spec: TrainSpec, tuning: TuneSpec) -> TuningPu
         raise TuningFailed(f"tuning run {parent.id}: no trial reported {tuning.metric!r} "
                            f"({summary['failed']} of {len(recorded)} failed)")
 
-    # The best configuration, trained for as many epochs as it was judged on, on the whole
-    # training part, through the same pipeline as `appliance train`.
+    # The best configuration, trained for as many epochs (rounds) as it was judged on, on the
+    # whole training part, through the same pipeline as `appliance train`, for its kind.
     params = {**spec.params, **{k: best.params[k] for k in tuning.space},
               kind.budget: best.epochs}
     # Pinned to the version the trials saw, even if a newer one was added meanwhile.
@@ -212,7 +227,8 @@ def tune(cfg: Config, user: User, spec: TrainSpec, tuning: TuneSpec) -> TuningPu
         session.add(run)
 
     outcome = training.resume(cfg, user, final,
-                              training.start(cfg, user, final, on_started=_child_of_tuning))
+                              training.start(cfg, user, final, on_started=_child_of_tuning),
+                              on_progress)
     mv = outcome.version
     return TuningPublic(
         run=parent.id, model=spec.model, dataset=dataset_ref, metric=tuning.metric,

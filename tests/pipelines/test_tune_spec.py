@@ -71,3 +71,49 @@ def test_resources_and_params_are_checked_first():
         parse_tuning(_doc(resources={"max_concurrent_trials": 0}))
     with pytest.raises(InvalidInput, match="unknown training param"):
         parse_tuning(_doc(params={"nope": 1}))
+
+
+def test_each_kind_has_its_own_space_and_budget():
+    xgb = {"kind": "xgboost", "params": {"max_depth": 3}}
+    _, t = parse_tuning(_doc(tune={"space": {"eta": {"loguniform": [0.01, 0.5]},
+                                             "min_child_weight": {"uniform": [0.5, 4]}}}, **xgb))
+    # The trees' budget is boosting rounds: [params] num_boost_round, else the default.
+    assert (t.kind, t.max_epochs) == ("xgboost", 100)
+    _, t = parse_tuning(_doc(tune={"max_rounds": 40, "grace_period": 4,
+                                   "space": {"subsample": {"uniform": [0.5, 1.0]}}}, **xgb))
+    assert (t.max_epochs, t.grace_period) == (40, 4)
+    custom = {"kind": "custom", "function": "custom_training:train_small_net",
+              "params": {"epochs": 6, "report_every": 1}}
+    # The user's function takes any param it reads: a name is not checked, a value's shape is.
+    _, t = parse_tuning(_doc(tune={"space": {"dropout": {"uniform": [0.0, 0.5]},
+                                             "optimizer": {"choice": ["adam", "sgd"]}}},
+                             **custom))
+    assert (t.kind, t.max_epochs) == ("custom", 6)
+    assert t.space["optimizer"] == ("choice", ["adam", "sgd"])
+
+
+@pytest.mark.parametrize(("kind", "tune", "needle"), [
+    ("xgboost", {"space": {"lr": {"choice": [0.1]}}},
+     "'tune.space.lr' is not a param of the xgboost model; its params: ['colsample_bytree'"),
+    ("xgboost", {"space": {"num_boost_round": {"choice": [5]}}},
+     "'tune.space.num_boost_round' cannot be tuned: the sweep boosts up to [tune] max_rounds"),
+    ("xgboost", {"space": {"max_depth": {"uniform": [1, 4]}}},
+     "'tune.space.max_depth' is an integer param"),
+    ("xgboost", {"space": {"eta": {"choice": [0.1, 0.0]}}},
+     "'tune.space.eta' holds 0.0, which the xgboost model refuses"),
+    ("xgboost", {"space": {"eta": {"choice": [0.1]}}, "max_epochs": 10},
+     "'tune.max_epochs' is not for the xgboost model, whose budget counts rounds: set "
+     "'tune.max_rounds'"),
+    ("mlp", {"space": {"lr": {"choice": [0.1]}}, "max_rounds": 10},
+     "'tune.max_rounds' is not for the mlp model, whose budget counts epochs"),
+    ("mlp", {"space": {"eta": {"choice": [0.1]}}}, "'tune.space.eta' is not a param of the mlp"),
+    ("custom", {"space": {"epochs": {"choice": [3]}}},
+     "'tune.space.epochs' cannot be tuned: the sweep passes [tune] max_epochs as params.epochs"),
+    ("custom", {"space": {"sizes": {"choice": [[8, 16]]}}},
+     "'tune.space.sizes' holds [8, 16], which the custom model refuses"),
+])
+def test_a_space_is_checked_against_its_kind(kind, tune, needle):
+    extra = {"function": "custom_training:train_small_net"} if kind == "custom" else {}
+    with pytest.raises(InvalidInput) as err:
+        parse_tuning(_doc(tune=tune, kind=kind, params={}, **extra))
+    assert needle in str(err.value)
