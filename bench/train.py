@@ -164,10 +164,12 @@ def _mlp(args, storage: Path) -> dict[str, Any]:
     probe = None
     if not epochs:
         # Size the run from a short probe of the plain loop: epochs for --mlp-seconds.
-        probe = _plain_mlp(train, holdout, label, categorical, {**base, "epochs": 2}, SEED)
-        # From the epochs' time alone (the probe's prepare and scoring run cold), so that
-        # the epochs by themselves take --mlp-seconds and the whole plain side more.
-        per_epoch = probe["train_s"] / 2
+        # From the epochs' time alone, and from the difference of two probes: the first
+        # epochs run cold (torch's first passes): one 2-epoch probe made 48 s of a 60 s ask.
+        # The epochs then take --mlp-seconds, the whole plain side more.
+        short = _plain_mlp(train, holdout, label, categorical, {**base, "epochs": 2}, SEED)
+        probe = _plain_mlp(train, holdout, label, categorical, {**base, "epochs": 6}, SEED)
+        per_epoch = max(probe["train_s"] - short["train_s"], 1e-3) / 4
         epochs = max(2, math.ceil(args.mlp_seconds / per_epoch))
         _say(f"  probe: {per_epoch:.2f} s/epoch -> {epochs} epochs")
     params = {**base, "epochs": epochs}
@@ -246,7 +248,7 @@ def _xgboost(args, storage: Path) -> dict[str, Any]:
     rounds = args.rounds
     if not rounds:
         # Two probes, and the difference: the first rounds (the histogram cuts, the deepest
-        # splits) cost more than the later ones, so one short probe oversizes the run.
+        # splits) cost more than the later ones; one 10-round probe made 21 s of a 60 s ask.
         short, long_ = (_plain_xgboost(train, holdout, label, categorical,
                                        {**base, "num_boost_round": n}, SEED)["train_s"]
                         for n in (20, 120))
