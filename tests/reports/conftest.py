@@ -1,4 +1,4 @@
-"""The report tests' store: one lived-in SQLite store per module (`reports_world`)."""
+"""The report tests' store: one lived-in SQLite store per module (`report_world`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from reports_world import World, build_world
+from report_world import World, build_world
 
 from appliance.store import migrate
 from appliance.store.database import dispose_all

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from reports_world import build_world
+from report_world import build_world
 
 from appliance.errors import InvalidInput
 from appliance.reports import build_audit_report, build_model_card, parse_month, render
