@@ -61,14 +61,19 @@ def _evaluate(page: Path, profile: Path, expression: str) -> object:
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
         with connect(_page_socket(port, deadline), max_size=None, open_timeout=30) as ws:
-            for attempt in range(50):
-                ws.send(json.dumps({"id": attempt + 1, "method": "Runtime.evaluate",
-                                    "params": {"expression": "document.readyState",
-                                               "returnByValue": True}}))
-                if json.loads(ws.recv(timeout=30))["result"]["result"]["value"] == "complete":
+            # The page starts as about:blank (already "complete"); wait for the file itself.
+            loaded = "document.readyState === 'complete' && location.protocol === 'file:'"
+            attempt = 0
+            while True:
+                attempt += 1
+                ws.send(json.dumps({"id": attempt, "method": "Runtime.evaluate",
+                                    "params": {"expression": loaded, "returnByValue": True}}))
+                if json.loads(ws.recv(timeout=30))["result"]["result"]["value"] is True:
                     break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"chromium did not load {page}")
                 time.sleep(0.1)
-            ws.send(json.dumps({"id": 100, "method": "Runtime.evaluate",
+            ws.send(json.dumps({"id": attempt + 1, "method": "Runtime.evaluate",
                                 "params": {"expression": expression, "returnByValue": True}}))
             reply = json.loads(ws.recv(timeout=30))
         return json.loads(reply["result"]["result"]["value"])
