@@ -18,7 +18,9 @@ from appliance.reports.document import (
     Table,
     Text,
 )
-from appliance.reports.model_card import ModelCardPublic
+from appliance.reports.model_card import ModelCardPublic, WindowPointPublic
+
+_COUNTS = frozenset({"epochs", "restarts", "trials"})
 
 
 def purpose(card: ModelCardPublic) -> Section:
@@ -79,9 +81,11 @@ def training(card: ModelCardPublic) -> Section:
 def evaluation(card: ModelCardPublic) -> Section:
     blocks: list = [Table(["metric", "value"], [[k, v] for k, v in sorted(card.metrics.items())],
                           "holdout metrics")]
-    if card.metrics:
-        blocks.append(Chart(svg.bar_chart("Holdout metrics",
-                                          sorted(card.metrics.items())), "Holdout metrics"))
+    # Scores on one 0..1 scale side by side; counts (rows, epochs) stay in the table.
+    scores = sorted((k, v) for k, v in card.metrics.items()
+                    if 0.0 <= v <= 1.0 and not k.endswith("rows") and k not in _COUNTS)
+    if scores:
+        blocks.append(Chart(svg.bar_chart("Holdout scores", scores), "Holdout scores"))
     if card.segments:
         blocks.append(Table(["check", "measured", "limit", "passed", "judged"],
                             [[s.check, s.measured, s.limit, s.passed, s.judged]
@@ -139,43 +143,73 @@ def deployments(card: ModelCardPublic) -> Section:
     ])
 
 
+def _axis(windows: list[WindowPointPublic]) -> tuple[list[tuple[str, int]], list[str]]:
+    """The windows' (deployment, index) in closing order, and their x-axis labels."""
+    keys = list(dict.fromkeys((w.deployment, w.window) for w in windows))
+    several = len({d for d, _ in keys}) > 1
+    return keys, [f"{d}/{i}" if several else str(i) for d, i in keys]
+
+
+def _per_version(windows: list[WindowPointPublic], keys: list[tuple[str, int]], name: str,
+                 value: Callable[[WindowPointPublic], float | None]
+                 ) -> dict[str, list[float | None]]:
+    """One series per version (a canary shares windows with the champion): its value in
+    each window it served, a gap elsewhere."""
+    out: dict[str, list[float | None]] = {}
+    for version in sorted({w.version for w in windows}):
+        at = {(w.deployment, w.window): value(w) for w in windows if w.version == version}
+        out[f"v{version} {name}"] = [at.get(k) for k in keys]
+    return out
+
+
 def performance(card: ModelCardPublic) -> Section:
     windows = card.windows
     if not windows:
         return Section("performance", "Drift and live accuracy over time",
                        [NotRecorded("No closed prediction windows yet: nothing served and "
                                     "monitored.")])
-    labels = [f"{w.window}" for w in windows]
-    accuracy = svg.line_chart(
-        "Live and estimated accuracy per window", labels,
-        {"live accuracy": [w.accuracy for w in windows],
-         "estimated accuracy": [w.estimated_accuracy for w in windows]})
-    share = svg.line_chart("Share of features drifted per window", labels,
-                           {"drifted share": [w.drifted_share for w in windows]},
-                           y_min=0.0, y_max=1.0)
-    table = Table(["deployment", "window", "closed", "version", "rows", "labelled",
-                   "accuracy", "estimated", "drift", "drifted share", "drifted features"],
-                  [[w.deployment, w.window, w.closed_at, w.version, w.rows, w.labelled_rows,
-                    w.accuracy, w.estimated_accuracy, w.drift_status, w.drifted_share,
-                    w.drifted_features] for w in windows], "windows")
-    blocks = [Chart(accuracy, "Accuracy over time: live (labels arrived) and estimated "
-                    "(label-free)", Table(["window", "live", "estimated"],
-                                          [[w.window, w.accuracy, w.estimated_accuracy]
-                                           for w in windows])),
-              Chart(share, "Share of features drifted per window",
-                    Table(["window", "drifted share"],
-                          [[w.window, w.drifted_share] for w in windows]))]
-    features = sorted({f for w in windows for f in w.feature_drift})
+    keys, labels = _axis(windows)
+    live = _per_version(windows, keys, "live", lambda w: w.accuracy)
+    estimated = _per_version(windows, keys, "estimated", lambda w: w.estimated_accuracy)
+    shares = _per_version(windows, keys, "drifted share", lambda w: w.drifted_share)
+    accuracy_series = {k: v for pair in zip(live.items(), estimated.items(), strict=True)
+                       for k, v in pair}
+    blocks: list = [
+        Chart(svg.line_chart("Live and estimated accuracy per window", labels,
+                             accuracy_series),
+              "Accuracy over time per version: live (once labels arrived) and estimated "
+              "(label-free)",
+              Table(["window", *accuracy_series],
+                    [[label, *(vs[i] for vs in accuracy_series.values())]
+                     for i, label in enumerate(labels)])),
+        Chart(svg.line_chart("Share of features drifted per window", labels, shares,
+                             y_min=0.0, y_max=1.0),
+              "Share of features drifted per window, per version",
+              Table(["window", *shares], [[label, *(vs[i] for vs in shares.values())]
+                                          for i, label in enumerate(labels)])),
+    ]
+    # The map shows, per window, the version that served most of it.
+    main: dict[tuple[str, int], WindowPointPublic] = {}
+    for w in windows:
+        key = (w.deployment, w.window)
+        if key not in main or w.rows > main[key].rows:
+            main[key] = w
+    features = sorted({f for w in main.values() for f in w.feature_drift})
     statistic = next((w.drift_statistic for w in windows if w.drift_statistic), None)
     if features:
-        grid = [[w.feature_drift.get(f) for w in windows] for f in features]
+        grid = [[main[k].feature_drift.get(f) for k in keys] for f in features]
         blocks.append(Chart(
             svg.heat_map(f"Drift per feature over windows ({statistic})", features, labels,
                          grid),
             f"Drift per feature ({statistic}; darkest at 0.2, the customary shift level)",
             Table(["feature", *labels],
                   [[f, *row] for f, row in zip(features, grid, strict=True)])))
-    blocks.append(table)
+    blocks.append(Table(
+        ["deployment", "window", "closed", "version", "rows", "labelled", "accuracy",
+         "estimated", "drift", "drifted share", "drifted features"],
+        [[w.deployment, w.window, w.closed_at, w.version, w.rows, w.labelled_rows, w.accuracy,
+          w.estimated_accuracy, w.drift_status, w.drifted_share, w.drifted_features]
+         for w in windows], "windows"))
     return Section("performance", "Drift and live accuracy over time", blocks)
 
 

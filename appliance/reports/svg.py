@@ -116,7 +116,7 @@ def bar_chart(title: str, bars: Sequence[tuple[str, float]], *, width: int = 640
 
 def heat_map(title: str, rows: Sequence[str], columns: Sequence[str],
              values: Sequence[Sequence[float | None]], *, limit: float = 0.2,
-             cell: int = 22) -> str:
+             cell: int = 22, max_width: int = 960) -> str:
     """A grid of `rows` x `columns` cells shaded by value, darkest at `limit` and above.
 
     Args:
@@ -124,21 +124,25 @@ def heat_map(title: str, rows: Sequence[str], columns: Sequence[str],
         rows, columns: the labels (e.g. features, windows).
         values: one list per row, one value or None (no data, hatched grey) per column.
         limit: the value drawn darkest, e.g. a drift statistic's threshold (default 0.2).
-        cell: pixels per cell (default 22).
+        cell: pixels per cell (default 22), less when the columns would not fit.
+        max_width: the widest the map may be, in pixels (default 960).
     """
     left, top = 160, 40
+    # Many windows: narrower cells (never under 6 px) rather than a map wider than the page.
+    cell = max(6, min(cell, (max_width - left - 16) // max(len(columns), 1)))
     width = left + cell * max(len(columns), 1) + 16
-    height = top + cell * len(rows) + 8
+    row_h = 22
+    height = top + row_h * len(rows) + 8
     out = _open("heatmap", title, width, height)
     out.append(f'<text x="4" y="14" {_FONT} font-weight="bold">{escape(title)}</text>')
-    step = max(1, math.ceil(len(columns) / 20))
+    step = max(1, math.ceil(30 / cell))  # labels at least 30 px apart
     for j, label in enumerate(columns):
         if j % step == 0:
             out.append(f'<text x="{left + j * cell + cell / 2:.1f}" y="{top - 6}" '
                        f'text-anchor="middle" {_FONT}>{escape(str(label))}</text>')
     for i, name in enumerate(rows):
-        cy = top + i * cell
-        out.append(f'<text x="{left - 6}" y="{cy + cell - 7}" text-anchor="end" {_FONT}>'
+        cy = top + i * row_h
+        out.append(f'<text x="{left - 6}" y="{cy + row_h - 7}" text-anchor="end" {_FONT}>'
                    f"{escape(str(name))}</text>")
         for j, value in enumerate(values[i]):
             cx = left + j * cell
@@ -149,7 +153,7 @@ def heat_map(title: str, rows: Sequence[str], columns: Sequence[str],
                 # From pale yellow (no shift) to deep red (at or past the limit).
                 r, g, b = 255, int(247 - 200 * share), int(188 - 170 * share)
                 fill, tip = f"#{r:02x}{g:02x}{b:02x}", _fmt(value)
-            out.append(f'<rect x="{cx}" y="{cy}" width="{cell - 2}" height="{cell - 2}" '
+            out.append(f'<rect x="{cx}" y="{cy}" width="{max(cell - 2, 4)}" height="20" '
                        f'fill="{fill}"><title>{escape(str(name))} @ {escape(str(columns[j]))}: '
                        f"{tip}</title></rect>")
     out.append("</svg>")

@@ -73,7 +73,7 @@ def test_card_structure_matches_the_golden_file_in_html_and_markdown(world):
     assert _md_structure(md) == golden
     # The plots: accuracy over time, drifted share, the per-feature map, the metric bars.
     assert re.findall(r'data-chart="(\w+)"', html) == ["bar", "line", "line", "heatmap"]
-    assert 'data-series="live accuracy"' in html and 'data-series="estimated accuracy"' in html
+    assert 'data-series="v1 live"' in html and 'data-series="v1 estimated"' in html
     # Self-contained: nothing fetched from elsewhere.
     assert not re.search(r'(src|href)="(https?:)?//', html)
     # Markdown shows the plotted numbers as tables instead.
@@ -108,3 +108,16 @@ def test_a_card_section_is_one_builder_in_a_list(world):
     finally:
         card_sections.SECTIONS.remove(extra)
     assert _md_structure(md)[-1] == "extra: Extra evidence" and "hello" in md
+
+
+def test_a_canary_sharing_windows_is_its_own_series_and_the_map_follows_the_main_version(
+        world):
+    card = _card(world)
+    last = card.windows[-1]
+    card.windows.append(last.model_copy(update={
+        "version": 2, "rows": 20, "accuracy": 0.9, "estimated_accuracy": 0.88,
+        "feature_drift": {"income": 0.0, "debt": 0.0, "region": 0.0}}))
+    md = render(card, "md")
+    assert "| window | v1 live | v1 estimated | v2 live | v2 estimated |" in md
+    assert "| 3 | 0.66 | 0.69 | 0.9 | 0.88 |" in md and "| 0 | 0.82 | 0.8 | — | — |" in md
+    assert "| income | 0.02 | 0.08 | 0.31 | 0.45 |" in md  # window 3's map: v1 served most
