@@ -12,8 +12,8 @@ from appliance.reports.model_card import ModelCardPublic, build_model_card
 from appliance.reports.rendering import FORMATS, render
 
 __all__ = [
-    "FORMATS",
     "AuditReportPublic",
+    "FORMATS",
     "ModelCardPublic",
     "build_audit_report",
     "build_model_card",
