@@ -38,6 +38,8 @@ HEADLESS = [
     "appliance.governance.serving_tokens",
     "cluster.head",
     "appliance.monitor.notify",
+    "appliance.reports",
+    "appliance.cli.report",
     "appliance.store.leases",
     "appliance.demo",
     "appliance.cli.main",

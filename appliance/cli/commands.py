@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
         monitor,
         policy,
         promote,
+        report,
+        review,
         runs,
         status,
         train,
@@ -52,6 +54,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(canary.app, name="canary")
     app.add_typer(drift.app, name="drift")
     app.add_typer(audit.app, name="audit")
+    app.add_typer(report.app, name="report")
+    app.command("review")(review.review)
     app.add_typer(users.users_app, name="users")
     app.add_typer(users.tokens_app, name="tokens")
     app.command("demo")(demo.demo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from pathlib import Path
 
@@ -105,3 +106,7 @@ def _print_summary(s: dict) -> None:
               f"{'verified' if s['audit']['verified'] else 'BROKEN'}")
     out.print(f"  explore:                APPLIANCE_HOME={s['home']} appliance canary status "
               "credit")
+    out.print(f"  for auditors:           APPLIANCE_HOME={s['home']} appliance report model "
+              "credit -o card.html")
+    out.print(f"                          APPLIANCE_HOME={s['home']} appliance report audit "
+              f"--month {dt.datetime.now(dt.timezone.utc):%Y-%m} -o audit.html")

@@ -71,18 +71,24 @@ def set_(
     runbook: str = typer.Option(None, help="Runbook URL every alert carries ('' clears)."),
     risk_tier: str = typer.Option(None, help="low, medium or high (needs an approver)."),
     description: str = typer.Option(None),
+    review_interval_days: int = typer.Option(
+        None, "--review-interval-days", help="Days between periodic reviews (needs an "
+                                             "approver; default: the risk tier's)."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Change a model's owner, team, runbook, risk tier or description (audited)."""
+    """Change a model's owner, team, runbook, risk tier, review interval or description
+    (audited)."""
     cfg, user = acting(token or token_file, "read")
     with session_scope(cfg.db_url) as session:
         row = registry.update_model(session, user, model, owner=owner, team=team,
                                     runbook_url=runbook, risk_tier=risk_tier,
-                                    description=description)
+                                    description=description,
+                                    review_interval_days=review_interval_days)
         doc = {"model": row.name, "owner": row.owner, "team": row.team,
                "runbook_url": row.runbook_url, "risk_tier": row.risk_tier,
+               "review_interval_days": row.review_interval_days,
                "description": row.description}
     if json_out:
         emit_json(doc)

@@ -17,6 +17,8 @@ What keeps four eyes from being raced or gone around:
   decided and lists as "expired".
 - The model's risk tier sets how many distinct approvers it needs (`REQUIRED_APPROVERS`); the
   requester never counts and one rejection rejects.
+- A refused vote of the requester (or through a token the requester issued) is audited as
+  ``model.promotion.self_approval_refused`` before the refusal is raised.
 - A vote made with a token that the requester issued is refused: an admin who minted a token
   for someone else could otherwise approve their own request under that name. For the same
   reason two votes only count as two approvers when neither voter issued the other's token.
@@ -305,7 +307,18 @@ def _decide(
     approval = _locked(session, approval_id)
     if approval.status != ApprovalStatus.pending.value:
         raise ConflictError(f"approval request #{approval_id} is already {approval.status}")
-    _check_voter(session, approval, user, issuer)
+    try:
+        _check_voter(session, approval, user, issuer)
+    except PermissionDenied as refused:
+        # A self-approval attempt is a fact auditors ask about: record it, and keep the
+        # record through the refusal the caller is about to see.
+        audit.record(session, user.name, "model.promotion.self_approval_refused", "approval",
+                     approval.id, {"model": approval.model_name, "alias": approval.target_alias,
+                                   "decision": decision.value, "requested_by":
+                                   approval.requested_by, "token_issuer": issuer,
+                                   "reason": str(refused)})
+        session.commit()
+        raise
     reason = _lapse(session, approval, now, actor=user.name)
     if reason is not None:
         # The closing and its audit event must survive the refusal the caller sees.

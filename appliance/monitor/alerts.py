@@ -234,17 +234,18 @@ def evaluate(
 
 def notice(
     session: Session, *, model: str, deployment: str | None, rule: str, severity: str,
-    message: str, channels: Channels, now: dt.datetime | None = None,
+    message: str, channels: Channels, now: dt.datetime | None = None, kind: str = "retrain",
 ) -> Alert:
-    """Tell a model's owner of something the retrain loop did on its own (a challenger that
-    failed its gate, an aborted canary): an open alert of kind "retrain", delivered like any
-    other; the owner acknowledges and resolves it."""
+    """Tell a model's owner of something found outside a window: by default something the
+    retrain loop did on its own (a challenger that failed its gate, an aborted canary), an
+    open alert of `kind` "retrain"; "review" for an overdue periodic review. Delivered like
+    any other; the owner acknowledges and resolves it."""
     now = now or utcnow()
     registered = session.get(RegisteredModel, model)
     if registered is None:
         raise NotFound(f"no model named {model!r} to notify the owner of")
     alert = Alert(
-        kind="retrain", rule=rule, severity=severity, model_name=model, deployment=deployment,
+        kind=kind, rule=rule, severity=severity, model_name=model, deployment=deployment,
         message=message, owner=registered.owner, team=registered.team,
         runbook_url=registered.runbook_url, created_at=now, last_seen_at=now,
     )
@@ -253,8 +254,15 @@ def notice(
     notify.enqueue(session, alert, "raised", log_path=channels.log_path,
                    webhook=channels.webhook)
     audit.record(session, MONITOR, "alert.raised", "alert", alert.id,
-                 {"rule": rule, "kind": "retrain", "model": model, "owner": registered.owner})
+                 {"rule": rule, "kind": kind, "model": model, "owner": registered.owner})
     return alert
+
+
+def clear(session: Session, alert: Alert, resolution: str, channels: Channels,
+          now: dt.datetime | None = None) -> None:
+    """Resolve `alert` as the monitor because its condition no longer holds (audited,
+    the owner's channels told), e.g. an overdue review that has since been recorded."""
+    _resolve(session, alert, MONITOR, resolution, channels, now or utcnow())
 
 
 def _resolve(session: Session, alert: Alert, actor: str, resolution: str, channels: Channels,

@@ -10,6 +10,9 @@ For each deployment, under its lease (so two monitors never work on one deployme
 3. open a retrain request when the schedule is due, or when a triggering alert is still open
    after an earlier retrain ended without a promotion (after the policy's cooldown).
 
+Once per pass, whatever is deployed, models whose periodic review is overdue get a "review"
+alert (`appliance.monitor.review_alerts`).
+
 Then pending alert notifications are delivered. A deployment that fails (an unreadable window
 file, say) is reported in its result and skipped; the others go on. Acting on retrain
 requests (training, canary, promotion) is the orchestrator's job: the core never imports Ray.
@@ -27,7 +30,16 @@ from sqlmodel import Session, col, select
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.errors import ArtifactIntegrityError
-from appliance.monitor import alerts, integrity, labels, notify, retrain, window_stats, windows
+from appliance.monitor import (
+    alerts,
+    integrity,
+    labels,
+    notify,
+    retrain,
+    review_alerts,
+    window_stats,
+    windows,
+)
 from appliance.monitor.policy import Policy
 from appliance.monitor.policy_store import effective
 from appliance.store import session_scope
@@ -247,9 +259,23 @@ def run_once(
             except Exception as exc:  # noqa: BLE001 - one bad deployment must not stop the rest
                 logger.exception("monitor pass failed for deployment %r", name)
                 result.error = f"{type(exc).__name__}: {exc}"
+    _reviews(cfg, holder, now or utcnow())
     if deliver:
         globals()["deliver"](cfg, holder)
     return results
+
+
+def _reviews(cfg: Config, holder: str, now: dt.datetime) -> None:
+    """Raise and resolve the overdue-review alerts, whether or not anything is deployed."""
+    with hold(cfg.db_url, "monitor:reviews", holder=holder, ttl_s=LEASE_TTL_S) as got:
+        if not got:
+            return
+        try:
+            with session_scope(cfg.db_url) as session:
+                review_alerts.check(session, alerts.Channels(cfg.alerts_log, cfg.alert_webhook),
+                                    now)
+        except Exception:  # noqa: BLE001 - the deployments' pass must not fail for this
+            logger.exception("monitor pass failed to check model reviews")
 
 
 def deliver(cfg: Config, holder: str | None = None) -> notify.DeliveryStats:

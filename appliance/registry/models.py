@@ -9,7 +9,7 @@ from typing import Any
 from sqlmodel import Session, func, select
 
 from appliance.errors import InvalidInput, NotFound
-from appliance.governance import audit
+from appliance.governance import audit, reviews
 from appliance.governance.users import require
 from appliance.names import check_model_name
 from appliance.names import check_name as check_plain_name
@@ -31,25 +31,49 @@ def check_name(name: str) -> str:
     return check_model_name(name)
 
 
-def ensure_model(session: Session, name: str, *, owner: str, team: str) -> RegisteredModel:
+def ensure_model(
+    session: Session, name: str, *, owner: str, team: str, risk_tier: str | None = None,
+    review_interval_days: int | None = None,
+) -> RegisteredModel:
+    """Model `name`, created (audited) for `owner` of `team` when it does not exist yet.
+
+    Args:
+        risk_tier: the new model's tier (default None: "medium"); ignored for an existing
+            model, whose tier only an approver changes (`update_model`).
+        review_interval_days: days between its periodic reviews (default None: the tier's,
+            `appliance.governance.reviews.DEFAULT_INTERVAL_DAYS`); ignored like `risk_tier`.
+    """
     model = session.get(RegisteredModel, check_name(name))
     if model is None:
-        model = RegisteredModel(name=name, owner=owner, team=team)
+        tier = _check_tier(risk_tier) if risk_tier is not None else RiskTier.medium.value
+        days = (reviews.check_interval(review_interval_days)
+                if review_interval_days is not None else None)
+        model = RegisteredModel(name=name, owner=owner, team=team, risk_tier=tier,
+                                review_interval_days=days)
         session.add(model)
         session.flush()
-        audit.record(session, owner, "model.created", "model", name, {"team": team})
+        audit.record(session, owner, "model.created", "model", name,
+                     {"team": team, "risk_tier": tier, "review_interval_days": days})
     return model
+
+
+def _check_tier(risk_tier: str) -> str:
+    if risk_tier not in {t.value for t in RiskTier}:
+        raise InvalidInput(f"unknown risk tier {risk_tier!r}; use "
+                           f"{', '.join(t.value for t in RiskTier)}")
+    return risk_tier
 
 
 def update_model(
     session: Session, user: User, name: str, *, owner: str | None = None,
     team: str | None = None, runbook_url: str | None = None, risk_tier: str | None = None,
-    description: str | None = None,
+    description: str | None = None, review_interval_days: int | None = None,
 ) -> RegisteredModel:
     """Change who owns model `name` and how it is governed (audited).
 
-    Owner, team, runbook and description need "operate"; the risk tier needs "approve",
-    because a "low" tier lets the model's policy promote challengers without a person.
+    Owner, team, runbook and description need "operate"; the risk tier and the review
+    interval need "approve", because a "low" tier lets the model's policy promote challengers
+    without a person, and the tier sets how many approvers a promotion needs.
 
     Raises:
         NotFound: no such model or owner; InvalidInput: a bad tier or URL, or no change.
@@ -58,10 +82,10 @@ def update_model(
     changes: dict[str, Any] = {}
     if risk_tier is not None:
         require(user, "approve")
-        if risk_tier not in {t.value for t in RiskTier}:
-            raise InvalidInput(f"unknown risk tier {risk_tier!r}; use "
-                               f"{', '.join(t.value for t in RiskTier)}")
-        changes["risk_tier"] = risk_tier
+        changes["risk_tier"] = _check_tier(risk_tier)
+    if review_interval_days is not None:
+        require(user, "approve")
+        changes["review_interval_days"] = reviews.check_interval(review_interval_days)
     if any(v is not None for v in (owner, team, runbook_url, description)):
         require(user, "operate")
     if owner is not None:
@@ -77,8 +101,8 @@ def update_model(
     if description is not None:
         changes["description"] = description
     if not changes:
-        raise InvalidInput("nothing to change: give --owner, --team, --runbook, --risk-tier "
-                           "or --description")
+        raise InvalidInput("nothing to change: give --owner, --team, --runbook, --risk-tier, "
+                           "--review-interval-days or --description")
     for key, value in changes.items():
         setattr(model, key, value)
     session.add(model)

@@ -112,7 +112,22 @@ class RegisteredModel(SQLModel, table=True):
     # Where the owner's on-call finds what to do when an alert fires; every alert carries it.
     runbook_url: str | None = None
     risk_tier: str = Field(default=RiskTier.medium.value)
+    # Days between periodic reviews (appliance.governance.reviews); None: the tier's default.
+    review_interval_days: int | None = None
     created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class ModelReview(SQLModel, table=True):
+    """One periodic review of a model by an approver: the next one is due an interval later."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str = Field(foreign_key="registeredmodel.name", index=True)
+    reviewer: str
+    notes: str = Field(sa_column=Column(Text, nullable=False))
+    # The champion when reviewed (None: the model had none).
+    version: int | None = None
+    reviewed_at: dt.datetime = Field(default_factory=utcnow)
+    next_due_at: dt.datetime
 
 
 class Run(SQLModel, table=True):

@@ -194,7 +194,9 @@ def test_a_high_risk_model_needs_two_distinct_approvers(db_url, tmp_path):
         assert done.status == "approved" and done.decided_by == "risk2"
         assert approvals.to_public(s, done).approved_by == ["risk", "risk2"]
         assert models.resolve(s, "credit@champion").id == v1.id
+    # The refused self-approval is audited (committed with the refusal).
     assert _actions(db_url, req.id) == ["model.promotion.requested", "model.promotion.endorsed",
+                                        "model.promotion.self_approval_refused",
                                         "model.promotion.approved"]
     # One rejection rejects, even after an approval.
     with session_scope(db_url) as s:
