@@ -104,6 +104,10 @@ class DemoPlan:
         "canary_mode": "split",
         "canary_share": 0.1,
         "canary_min_rows": 600,
+        # Live metrics per employment type and per group, and fairness gaps across the groups
+        # of the protected attribute the app sends beside the features (never a model input).
+        "segments": ["employment", synthetic.PROTECTED],
+        "protected_attribute": synthetic.PROTECTED,
     })
 
     def strength(self, window: int) -> float:
@@ -131,7 +135,9 @@ def demo_config(home: Path, port: int | None = None) -> Config:
     # every 50 ms, not every second, so that the monitor sees rows as soon as labels.
     return Config(home=home, db_url=f"sqlite:///{home / 'appliance.db'}",
                   artifacts=home / "artifacts", serve_port=port or _free_port(),
-                  serving=parse_serving({"log_flush_s": 0.05}))
+                  serving=parse_serving({"log_flush_s": 0.05,
+                                         # Logged for fairness monitoring, not scored.
+                                         "log_columns": [synthetic.PROTECTED]}))
 
 
 def _tensor(name: str, values: np.ndarray) -> dict[str, Any]:
@@ -158,7 +164,7 @@ class _App:
         """Send window `index`'s traffic at the plan's pace; call `midway` halfway through."""
         plan, strength = self.plan, self.plan.strength(index)
         batch = synthetic.generate(plan.window_rows, seed=plan.seed * 1000 + index,
-                                   covariate=strength, concept=strength)
+                                   covariate=strength, concept=strength, protected=True)
         start, wall = time.monotonic(), time.time()
         pace = plan.window_seconds / plan.requests_per_window
         self.truth[index] = []
@@ -167,7 +173,7 @@ class _App:
             request_id = f"w{index:03d}-r{r:03d}"
             body = {"id": request_id, "inputs": [
                 _tensor(f, part.column(f).to_numpy(zero_copy_only=False))
-                for f in synthetic.FEATURES
+                for f in [*synthetic.FEATURES, synthetic.PROTECTED]
             ]}
             resp = self.client.post(f"/v2/models/{MODEL}/infer", json=body)
             resp.raise_for_status()
