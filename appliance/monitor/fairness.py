@@ -131,8 +131,10 @@ def segment_stats(
             entry["labelled_rows"] = int(got.sum())
             if got.any():
                 predicted = s[got] if task == "regression" else p[got]
-                entry.update(live_metrics(task, labels[got], predicted,
-                                          s[got] if task == "binary" else None))
+                got_metrics = live_metrics(task, labels[got], predicted,
+                                           s[got] if task == "binary" else None)
+                # Its "rows" are the labelled ones, already counted as such.
+                entry.update({k: v for k, v in got_metrics.items() if k != "rows"})
         out[value] = entry
     return out
 
