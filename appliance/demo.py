@@ -159,6 +159,7 @@ class _App:
         self.versions: dict[str, int] = {}  # version -> rows it answered
         self.truth: dict[int, list[tuple[str, list[int]]]] = {}
         self.sent_at: dict[int, float] = {}  # window -> wall-clock time its traffic began
+        self.first_request_id: str | None = None
 
     def window(self, index: int, midway: Callable[[], None] = lambda: None) -> None:
         """Send window `index`'s traffic at the plan's pace; call `midway` halfway through."""
@@ -184,6 +185,7 @@ class _App:
             self.versions[version] = self.versions.get(version, 0) + len(preds)
             # Labels name the id the appliance logged the request under, which it returns.
             logged_as = doc["parameters"]["request_id"]
+            self.first_request_id = self.first_request_id or logged_as
             self.truth[index].append((logged_as, part.column(synthetic.LABEL).to_pylist()))
             if r == plan.requests_per_window // 2 - 1:
                 midway()
@@ -434,6 +436,8 @@ def _summary(cfg: Config, plan: DemoPlan, app: _App, v1, promoted_after: int | N
             "drifted_share": main.drifted_share if main else None,
             "accuracy": w.accuracy, "labelled_rows": w.labelled_rows,
             "estimated_accuracy": (main.estimated or {}).get("accuracy") if main else None,
+            "disparate_impact_ratio": ((main.fairness or {}).get("disparate_impact_ratio")
+                                       if main else None),
             "alerts": [a.rule for a in alert_rows if window_index.get(a.window_id) == w.index],
         })
 
@@ -446,6 +450,8 @@ def _summary(cfg: Config, plan: DemoPlan, app: _App, v1, promoted_after: int | N
         began = [i for i, t in app.sent_at.items() if t <= alert.created_at.timestamp()]
         return max(began) if began else None
 
+    ratios = [w["disparate_impact_ratio"] for w in summaries
+              if w["disparate_impact_ratio"] is not None]
     drift_alerts = [a for a in alert_rows if a.kind == "drift"]
     accuracy_alerts = [a for a in alert_rows if a.kind == "accuracy"]
     detected = window_index.get(drift_alerts[0].window_id) if drift_alerts else None
@@ -501,6 +507,10 @@ def _summary(cfg: Config, plan: DemoPlan, app: _App, v1, promoted_after: int | N
         "served": app.served,
         "logged": int(sum(w.rows for w in windows) + pending),
         "served_by_version": app.versions,
+        "fairness": {"attribute": plan.policy.get("protected_attribute"), "windows": len(ratios),
+                     "min_disparate_impact_ratio": min(ratios) if ratios else None,
+                     "windows_below_four_fifths": sum(r < 0.8 for r in ratios)},
+        "first_request_id": app.first_request_id,
         "audit": {"events": chain.events, "verified": chain.ok,
                   "checkpoint_events": chain.checkpoint_events},
         "endpoint": f"{url}/v2/models/{MODEL}/infer",
