@@ -31,6 +31,7 @@ from appliance.artifacts import ArtifactStore
 from appliance.errors import ArtifactIntegrityError
 from appliance.monitor import drift, fairness, importance, integrity, labels, metrics
 from appliance.monitor.estimate import Calibration, estimate_binary
+from appliance.monitor.policy import Policy
 from appliance.monitor.windows import read_window, served_mask
 from appliance.store.models import (
     DriftReport,
@@ -84,7 +85,8 @@ class Segmenting:
     min_group_rows: int = fairness.MIN_GROUP_ROWS
 
     @classmethod
-    def of(cls, policy: Any) -> Segmenting:
+    def of(cls, policy: Policy) -> Segmenting:
+        """The policy's segments, protected attribute and minimum group size."""
         return cls(tuple(policy.segments), policy.protected_attribute,
                    policy.fairness_min_rows)
 
