@@ -48,7 +48,7 @@ class LoggedRow(BaseModel):
     label: int | None
 
 
-class LoggedRequest(BaseModel):
+class TracedRequest(BaseModel):
     """Where a request's rows are and the rows themselves (what `show` and `explain` read)."""
 
     request_id: str
@@ -60,7 +60,7 @@ class LoggedRequest(BaseModel):
     rows: list[LoggedRow]
 
 
-class PredictionPublic(LoggedRequest):
+class PredictionPublic(TracedRequest):
     """`appliance predictions show --json`: the request, and the lineage of each version that
     scored it (by version number as logged)."""
 
@@ -120,7 +120,7 @@ def _in_pending(predictions_root: Path, deployment: str, request_id: str) -> pa.
 
 
 def locate(session: Session, predictions_root: Path, artifacts: Path, request_id: str,
-           deployment: str | None = None) -> LoggedRequest:
+           deployment: str | None = None) -> TracedRequest:
     """The logged rows of `request_id` and the label of each, if one arrived.
 
     Args:
@@ -166,7 +166,7 @@ def locate(session: Session, predictions_root: Path, artifacts: Path, request_id
         window_labels = labels.window_labels(artifacts, where.deployment, where.index)
         if window_labels is not None:
             got = _only(window_labels, request_id)
-    return LoggedRequest(
+    return TracedRequest(
         request_id=request_id, client_id=first.get("client_id"),
         deployment=str(first["deployment"]), model=str(first["model"]), window=window_index,
         pending=pending, rows=_rows(table, got),
