@@ -104,6 +104,10 @@ class DemoPlan:
         "canary_mode": "split",
         "canary_share": 0.1,
         "canary_min_rows": 600,
+        # Live metrics per employment type and per group, and fairness gaps across the groups
+        # of the protected attribute the app sends beside the features (never a model input).
+        "segments": ["employment", synthetic.PROTECTED],
+        "protected_attribute": synthetic.PROTECTED,
     })
 
     def strength(self, window: int) -> float:
@@ -131,7 +135,9 @@ def demo_config(home: Path, port: int | None = None) -> Config:
     # every 50 ms, not every second, so that the monitor sees rows as soon as labels.
     return Config(home=home, db_url=f"sqlite:///{home / 'appliance.db'}",
                   artifacts=home / "artifacts", serve_port=port or _free_port(),
-                  serving=parse_serving({"log_flush_s": 0.05}))
+                  serving=parse_serving({"log_flush_s": 0.05,
+                                         # Logged for fairness monitoring, not scored.
+                                         "log_columns": [synthetic.PROTECTED]}))
 
 
 def _tensor(name: str, values: np.ndarray) -> dict[str, Any]:
@@ -153,12 +159,13 @@ class _App:
         self.versions: dict[str, int] = {}  # version -> rows it answered
         self.truth: dict[int, list[tuple[str, list[int]]]] = {}
         self.sent_at: dict[int, float] = {}  # window -> wall-clock time its traffic began
+        self.first_request_id: str | None = None
 
     def window(self, index: int, midway: Callable[[], None] = lambda: None) -> None:
         """Send window `index`'s traffic at the plan's pace; call `midway` halfway through."""
         plan, strength = self.plan, self.plan.strength(index)
         batch = synthetic.generate(plan.window_rows, seed=plan.seed * 1000 + index,
-                                   covariate=strength, concept=strength)
+                                   covariate=strength, concept=strength, protected=True)
         start, wall = time.monotonic(), time.time()
         pace = plan.window_seconds / plan.requests_per_window
         self.truth[index] = []
@@ -167,7 +174,7 @@ class _App:
             request_id = f"w{index:03d}-r{r:03d}"
             body = {"id": request_id, "inputs": [
                 _tensor(f, part.column(f).to_numpy(zero_copy_only=False))
-                for f in synthetic.FEATURES
+                for f in [*synthetic.FEATURES, synthetic.PROTECTED]
             ]}
             resp = self.client.post(f"/v2/models/{MODEL}/infer", json=body)
             resp.raise_for_status()
@@ -178,6 +185,7 @@ class _App:
             self.versions[version] = self.versions.get(version, 0) + len(preds)
             # Labels name the id the appliance logged the request under, which it returns.
             logged_as = doc["parameters"]["request_id"]
+            self.first_request_id = self.first_request_id or logged_as
             self.truth[index].append((logged_as, part.column(synthetic.LABEL).to_pylist()))
             if r == plan.requests_per_window // 2 - 1:
                 midway()
@@ -428,6 +436,8 @@ def _summary(cfg: Config, plan: DemoPlan, app: _App, v1, promoted_after: int | N
             "drifted_share": main.drifted_share if main else None,
             "accuracy": w.accuracy, "labelled_rows": w.labelled_rows,
             "estimated_accuracy": (main.estimated or {}).get("accuracy") if main else None,
+            "disparate_impact_ratio": ((main.fairness or {}).get("disparate_impact_ratio")
+                                       if main else None),
             "alerts": [a.rule for a in alert_rows if window_index.get(a.window_id) == w.index],
         })
 
@@ -440,6 +450,8 @@ def _summary(cfg: Config, plan: DemoPlan, app: _App, v1, promoted_after: int | N
         began = [i for i, t in app.sent_at.items() if t <= alert.created_at.timestamp()]
         return max(began) if began else None
 
+    ratios = [w["disparate_impact_ratio"] for w in summaries
+              if w["disparate_impact_ratio"] is not None]
     drift_alerts = [a for a in alert_rows if a.kind == "drift"]
     accuracy_alerts = [a for a in alert_rows if a.kind == "accuracy"]
     detected = window_index.get(drift_alerts[0].window_id) if drift_alerts else None
@@ -495,6 +507,10 @@ def _summary(cfg: Config, plan: DemoPlan, app: _App, v1, promoted_after: int | N
         "served": app.served,
         "logged": int(sum(w.rows for w in windows) + pending),
         "served_by_version": app.versions,
+        "fairness": {"attribute": plan.policy.get("protected_attribute"), "windows": len(ratios),
+                     "min_disparate_impact_ratio": min(ratios) if ratios else None,
+                     "windows_below_four_fifths": sum(r < 0.8 for r in ratios)},
+        "first_request_id": app.first_request_id,
         "audit": {"events": chain.events, "verified": chain.ok,
                   "checkpoint_events": chain.checkpoint_events},
         "endpoint": f"{url}/v2/models/{MODEL}/infer",

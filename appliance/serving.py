@@ -16,6 +16,9 @@ or the config file's ``[serving]`` for every model) names any of:
                                  # soon as the last publish is done); a killed replica loses
                                  # nothing either way, only a power cut within it could
     backend = "torch"            # or "triton": the network runs in a Triton server
+    log_columns = ["group"]      # request inputs that are no model feature, logged as text
+                                 # for the monitor (segments, a protected attribute) and never
+                                 # fed to the model; optional in each request (default none)
 
     [serving.autoscaling]        # Ray Serve autoscaling instead of a fixed count
     min_replicas = 1
@@ -57,9 +60,12 @@ class ServingOptions:
     backend: str = "torch"
     autoscaling: dict[str, Any] | None = None
     runtime_env: dict[str, Any] | None = None
+    log_columns: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        doc = dataclasses.asdict(self)
+        doc["log_columns"] = list(self.log_columns)
+        return doc
 
     def deployment_options(self) -> dict[str, Any]:
         """Keyword arguments for ``ModelServer.options(...)``."""
@@ -215,6 +221,13 @@ def _runtime_env(doc: Any, where: str) -> dict[str, Any]:
     return out
 
 
+def _log_columns(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, str) and v.strip() for v in value):
+        raise InvalidInput(f"{where}.log_columns must be a list of column names, got {value!r}")
+    return tuple(dict.fromkeys(v.strip() for v in value))
+
+
 def parse_serving(doc: Any, where: str = "[serving]",
                   base: ServingOptions | None = None) -> ServingOptions:
     """Validate a ``[serving]`` table over `base` (default: the built-in defaults).
@@ -247,6 +260,7 @@ def parse_serving(doc: Any, where: str = "[serving]",
             f"{where}: max_ongoing_requests {merged['max_ongoing_requests']} is below "
             f"max_batch_size {merged['max_batch_size']}; a batch could never fill"
         )
+    merged["log_columns"] = _log_columns(merged["log_columns"], where)
     if "autoscaling" in doc and doc["autoscaling"] is not None:
         merged["autoscaling"] = _autoscaling(doc["autoscaling"], f"{where}.autoscaling")
     if "runtime_env" in doc and doc["runtime_env"] is not None:

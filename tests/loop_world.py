@@ -44,6 +44,7 @@ from appliance.store.models import (
 
 FEATURES = ["x1", "x2", "c"]
 CATEGORICAL = ["c"]
+PROTECTED = "group"
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -64,7 +65,10 @@ def draw(n: int, seed: int, *, shift: float = 0.0, concept: float = 0.0,
     truth = 1 / (1 + np.exp(-3 * (w1 * x1 + w2 * x2) / np.sqrt(2)))
     y = (rng.random(n) < truth).astype(np.int64)
     score = (1 / (1 + np.exp(-3 * (x1 - x2) / np.sqrt(2)))).astype(np.float32)
-    return {"x1": x1, "x2": x2, "c": c, "y": y, "score": score}
+    # The protected attribute, drawn last (the other columns stay as they were): group "b"
+    # leans to high x1, so the model (which never sees it) says 1 more often for it.
+    group = np.where(rng.random(n) < 0.3 + 0.4 * (x1 > 0), "b", "a").astype(object)
+    return {"x1": x1, "x2": x2, "c": c, "y": y, "score": score, "group": group}
 
 
 @dataclasses.dataclass
@@ -86,10 +90,11 @@ class World:
 
         when = at or T0 + dt.timedelta(seconds=next(self.clock))
         ns = int(when.timestamp() * 1e9)
+        # The group is logged beside the features, as serving's log_columns logs it.
         log = PredictionLog(self.cfg.artifacts, deployment=self.deployment, model=self.model,
                             version=str(version or self.version.version), features=FEATURES,
-                            categorical=CATEGORICAL, clock=lambda: ns)
-        columns = {f: rows[f] for f in FEATURES}
+                            categorical=CATEGORICAL, extra=[PROTECTED], clock=lambda: ns)
+        columns = {f: rows[f] for f in [*FEATURES, PROTECTED] if f in rows}
         log.write(request_id, columns, (rows["score"] >= 0.5).astype(np.int64), rows["score"],
                   shadow=shadow)
 

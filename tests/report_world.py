@@ -53,7 +53,23 @@ def _table(rows: int, *, shift: float = 0.0, drop: str | None = None) -> pa.Tabl
     return pa.table(cols)
 
 
-def _version(s, store, user: str, table: pa.Table, accuracy: float):
+# As the training pipeline stores it (`appliance.monitor.importance`).
+IMPORTANCE = {"method": "permutation", "metric": "auc", "baseline": 0.86, "rows": 40,
+              "repeats": 3, "association": {"income": 0.5, "debt": 0.2, "region": 0.1},
+              "features": {"income": {"importance": 0.21, "std": 0.01},
+                           "debt": {"importance": 0.04, "std": 0.01},
+                           "region": {"importance": 0.0, "std": 0.0}}}
+
+
+def _fairness(ratio: float) -> dict:
+    """A window's fairness record on "region" (`appliance.monitor.fairness.fairness_gaps`)."""
+    return {"attribute": "region", "groups": {}, "demographic_parity_difference": 0.5 - ratio / 2,
+            "disparate_impact_ratio": ratio, "four_fifths": ratio >= 0.8,
+            "equal_opportunity_difference": 0.1, "min_group_rows": 30}
+
+
+def _version(s, store, user: str, table: pa.Table, accuracy: float,
+             importance: dict | None = None):
     ds = datasets.add_table(s, store, table, "loans", actor=user, label="label")
     run = models.start_run(s, model="credit", dataset=ds, spec={"model": {"kind": "mlp"}},
                            params={"lr": 0.05, "epochs": 3}, seed=7, actor=user)
@@ -62,7 +78,7 @@ def _version(s, store, user: str, table: pa.Table, accuracy: float):
     return models.register_version(
         s, run=run, digest=f"{len(table):064x}", profile_digest=None,
         metrics={"accuracy": accuracy, "auc": accuracy + 0.05}, features=FEATURES,
-        categorical=["region"], label="label", actor=user)
+        categorical=["region"], label="label", actor=user, importance=importance)
 
 
 def _gate(accuracy: float) -> GateResult:
@@ -75,7 +91,8 @@ def _gate(accuracy: float) -> GateResult:
 
 
 def _window(s, version, index: int, *, accuracy: float | None, estimated: float,
-            psi: dict[str, float], closed_at: dt.datetime) -> None:
+            psi: dict[str, float], closed_at: dt.datetime, fairness: dict | None = None,
+            shift: float | None = None) -> None:
     window = PredictionWindow(deployment="credit", index=index, path=f"w{index}.parquet",
                               rows=200, requests=200, versions=[str(version.version)],
                               labelled_rows=200 if accuracy is not None else 0,
@@ -88,7 +105,9 @@ def _window(s, version, index: int, *, accuracy: float | None, estimated: float,
                         rows=200, labelled_rows=window.labelled_rows,
                         metrics={"accuracy": accuracy} if accuracy is not None else {},
                         estimated={"accuracy": estimated},
-                        drift_status="drifted" if drifted else "ok", drifted_share=share))
+                        drift_status="drifted" if drifted else "ok", drifted_share=share,
+                        fairness=fairness,
+                        importance=None if shift is None else {"importance_shift": shift}))
     s.add(DriftReport(window_id=window.id, version_id=version.id, rows=200,
                       drifted_share=share, dataset_drifted=bool(drifted),
                       drifted_features=drifted,
@@ -110,7 +129,7 @@ def build_world(url: str, tmp_path) -> World:
         issue_token(s, "ops", "laptop", actor="root")
         models.ensure_model(s, "credit", owner="ops", team="credit", risk_tier="high",
                             review_interval_days=30)
-        v1 = _version(s, store, "ops", _table(40), 0.81)
+        v1 = _version(s, store, "ops", _table(40), 0.81, importance=IMPORTANCE)
     with session_scope(url) as s:
         ops, risk, risk2, root = (s.get(User, i) for i in (2, 3, 4, 1))
         models.update_model(s, ops, "credit", runbook_url="https://runbooks.example/credit",
@@ -124,11 +143,13 @@ def build_world(url: str, tmp_path) -> World:
         s.add(Deployment(name="credit", model_name="credit", version_id=v1.id,
                          url="http://127.0.0.1:8000/v2/models/credit", created_by="ops",
                          started_at=started))
-        for i, (acc, est, income) in enumerate([(0.82, 0.80, 0.02), (0.79, 0.78, 0.08),
-                                                (None, 0.71, 0.31), (0.66, 0.69, 0.45)]):
+        for i, (acc, est, income, ratio) in enumerate([
+                (0.82, 0.80, 0.02, 0.9), (0.79, 0.78, 0.08, 0.85),
+                (None, 0.71, 0.31, 0.7), (0.66, 0.69, 0.45, 0.6)]):
             _window(s, v1, i, accuracy=acc, estimated=est,
                     psi={"income": income, "debt": 0.01, "region": 0.03 * i},
-                    closed_at=started + dt.timedelta(minutes=30 * (i + 1)))
+                    closed_at=started + dt.timedelta(minutes=30 * (i + 1)),
+                    fairness=_fairness(ratio), shift=0.05 * i)
     with session_scope(url) as s:
         drift = alerts.notice(s, model="credit", deployment="credit", rule="income_drift",
                               severity="warning", message="credit v1: income drifted",

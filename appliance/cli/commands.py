@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         models,
         monitor,
         policy,
+        predictions,
         promote,
         report,
         review,
@@ -51,6 +52,7 @@ def register(app: typer.Typer) -> None:
     app.command("monitor")(monitor.monitor)
     app.add_typer(alerts.app, name="alerts")
     app.add_typer(policy.app, name="policy")
+    app.add_typer(predictions.app, name="predictions")
     app.add_typer(canary.app, name="canary")
     app.add_typer(drift.app, name="drift")
     app.add_typer(audit.app, name="audit")

@@ -102,6 +102,11 @@ def _print_summary(s: dict) -> None:
               f"{_pct(s['accuracy_after_recovery'])}; recovered "
               f"{s['seconds_to_recover']} s after the first drift alert")
     out.print(f"  predictions:            served {s['served']}, logged {s['logged']}")
+    f = s["fairness"]
+    if f["windows"]:
+        out.print(f"  fairness ({f['attribute']}):       disparate impact ratio down to "
+                  f"{f['min_disparate_impact_ratio']:.2f}; below four-fifths in "
+                  f"{f['windows_below_four_fifths']} of {f['windows']} windows")
     out.print(f"  audit chain:            {s['audit']['events']} events, "
               f"{'verified' if s['audit']['verified'] else 'BROKEN'}")
     out.print(f"  explore:                APPLIANCE_HOME={s['home']} appliance canary status "
@@ -110,3 +115,6 @@ def _print_summary(s: dict) -> None:
               "credit -o card.html")
     out.print(f"                          APPLIANCE_HOME={s['home']} appliance report audit "
               f"--month {dt.datetime.now(dt.timezone.utc):%Y-%m} -o audit.html")
+    if s["first_request_id"]:
+        out.print(f"                          APPLIANCE_HOME={s['home']} appliance predictions "
+                  f"explain {s['first_request_id']}")

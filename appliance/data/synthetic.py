@@ -52,6 +52,20 @@ then transformed, so for one seed the rows at different strengths are the same a
   (~88.6%), is the same in every regime, and a model refitted on drifted data can recover fully.
   At ``concept=1`` the old rule is uncorrelated with the new one, so a model fitted at
   ``concept=0`` scores only ~57%.
+
+The protected attribute. With ``protected=True`` each applicant also carries ``group`` ("a" or
+"b"), a stand-in for a protected characteristic that the lender must not use but must monitor
+for disparate impact. It is no feature and plays no part in the label: the demo trains without
+it and sends it beside the features, and serving logs it without feeding it to the model
+(``log_columns``). It is drawn from the spare normal column ``g5`` and the income draw ``g1``::
+
+    group = "b" if 0.8 * g5 - 0.6 * g1 > 0.4 else "a"
+
+so about 34% of applicants are in group "b", and they earn less on average (the correlation
+of membership with log income is about -0.45), like a protected group whose incomes lag. A model
+that leans on income therefore predicts default more often for group "b" without ever seeing
+the attribute, which is what the fairness metrics exist to surface. Covariate drift lowers
+incomes for everyone and leaves the membership rule alone.
 """
 
 from __future__ import annotations
@@ -76,6 +90,7 @@ NUMERICAL: list[str] = [
 CATEGORICAL: list[str] = ["employment", "home_ownership"]
 FEATURES: list[str] = [*NUMERICAL, *CATEGORICAL]
 LABEL = "default"
+PROTECTED = "group"
 
 EMPLOYMENT = ["salaried", "self_employed", "contract", "unemployed"]
 HOME_OWNERSHIP = ["own", "mortgage", "rent"]
@@ -170,7 +185,8 @@ def _risk_terms(c: dict[str, np.ndarray]) -> np.ndarray:
     return (np.stack(raw, axis=1) - _CENTRE) / _SPREAD
 
 
-def generate(n: int, *, seed: int, covariate: float = 0.0, concept: float = 0.0) -> pa.Table:
+def generate(n: int, *, seed: int, covariate: float = 0.0, concept: float = 0.0,
+             protected: bool = False) -> pa.Table:
     """Draw `n` labelled applicants.
 
     Args:
@@ -178,10 +194,12 @@ def generate(n: int, *, seed: int, covariate: float = 0.0, concept: float = 0.0)
         seed: seed of the random generator; the same arguments always give the same table.
         covariate: covariate-drift strength in [0, 1] (default 0: none).
         concept: concept-drift strength in [0, 1] (default 0: none).
+        protected: add the protected attribute PROTECTED ("a"/"b", see the module docstring)
+            after the label (default False: the same rows without it).
 
     Returns:
         A table with the columns FEATURES (float64 numerical, string categorical) and LABEL
-        (int64, 1 = defaulted).
+        (int64, 1 = defaulted), then PROTECTED when asked for.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise InvalidInput(f"n must be a positive integer (rows to draw), got {n!r}")
@@ -229,4 +247,9 @@ def generate(n: int, *, seed: int, covariate: float = 0.0, concept: float = 0.0)
     arrays = [pa.array(columns[f], type=pa.float64()) for f in NUMERICAL]
     arrays += [pa.array(columns[f].tolist(), type=pa.string()) for f in CATEGORICAL]
     arrays.append(pa.array(label, type=pa.int64()))
-    return pa.table(arrays, names=[*FEATURES, LABEL])
+    names = [*FEATURES, LABEL]
+    if protected:
+        group = np.where(0.8 * g[:, 5] - 0.6 * g[:, 1] > 0.4, "b", "a")
+        arrays.append(pa.array(group.tolist(), type=pa.string()))
+        names.append(PROTECTED)
+    return pa.table(arrays, names=names)

@@ -10,6 +10,9 @@
     policy        a model's window, retrain and canary policy; policy_store: stored, audited
     retrain       retrain triggers and the retraining set; canary: the canary's verdict
     service       one monitor pass over every deployment, under leases
+    fairness      segment statistics and fairness gaps on a protected attribute
+    importance    a version's permutation importance, and a window's importance shift
+    trace         one logged request through the request index: inputs, answer, lineage
 
 The orchestrator that acts on retrain requests (training on Ray, serving changes) lives in
 `appliance.pipelines.loop`; the long-running service in `appliance.pipelines.daemon`.

@@ -25,6 +25,11 @@ Canary
     ("accuracy") and canary_tolerance (0.02): the challenger regresses when it trails the
     champion on the same windows by more than this; auto_promote (false): the policy approves
     the promotion itself, allowed only for a model whose risk tier is "low".
+Segments and fairness (`appliance.monitor.fairness`)
+    segments (none): columns whose values split each window into segments with their own
+    metrics; protected_attribute (unset): the column fairness gaps are measured across;
+    fairness_min_rows (30): groups with fewer rows in a window are left out of the gaps.
+    Either column may be a model feature or one serving only logs (``log_columns``).
 """
 
 from __future__ import annotations
@@ -62,10 +67,14 @@ class Policy:
     canary_metric: str = "accuracy"
     canary_tolerance: float = 0.02
     auto_promote: bool = False
+    segments: tuple[str, ...] = ()
+    protected_attribute: str | None = None
+    fairness_min_rows: int = 30
 
     def to_dict(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
         doc["triggers"] = list(self.triggers)
+        doc["segments"] = list(self.segments)
         return doc
 
 
@@ -92,7 +101,8 @@ def _check(key: str, value: Any) -> Any:
     """The validated value of one policy key; None unsets an optional one."""
     if key not in KEYS:
         raise InvalidInput(f"unknown policy key {key!r}; known keys: {', '.join(KEYS)}")
-    optional = {"window_rows", "window_seconds", "schedule_seconds", "max_rows"}
+    optional = {"window_rows", "window_seconds", "schedule_seconds", "max_rows",
+                "protected_attribute"}
     if value is None:
         if key in optional:
             return None
@@ -110,6 +120,16 @@ def _check(key: str, value: Any) -> Any:
         if unknown:
             raise InvalidInput(f"unknown retrain trigger(s) {unknown}; known: {list(TRIGGERS)}")
         return tuple(dict.fromkeys(items))
+    if key == "segments":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) for t in items):
+            raise InvalidInput(f"policy 'segments' must be a list of column names, got {value!r}")
+        return tuple(dict.fromkeys(t.strip() for t in items if t.strip()))
+    if key == "protected_attribute":
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(f"policy 'protected_attribute' must be a column name, got "
+                               f"{value!r}")
+        return value.strip()
     if key == "canary_mode":
         if value not in CANARY_MODES:
             raise InvalidInput(f"policy 'canary_mode' must be one of {list(CANARY_MODES)}, "
@@ -134,6 +154,7 @@ def _check(key: str, value: Any) -> Any:
         "canary_min_rows": (True, 1, 10**9, False),
         "canary_max_windows": (True, 1, 10**6, False),
         "canary_tolerance": (False, 0, 1, False),
+        "fairness_min_rows": (True, 1, 10**9, False),
     }
     integer, low, high, low_open = ranges[key]
     return _number(key, value, integer=integer, low=low, high=high, low_open=low_open)

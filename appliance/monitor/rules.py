@@ -23,6 +23,16 @@ Metrics and the alert kind each gives (retrain policies name kinds as triggers):
                         log_loss, mae, rmse
     estimated_accuracy  label-free estimates: estimated_accuracy, estimated_precision,
                         estimated_recall, estimated_auc
+    fairness            gaps on the policy's protected attribute (`appliance.monitor.fairness`):
+                        demographic_parity_difference, disparate_impact_ratio,
+                        equal_opportunity_difference (needs labels)
+    importance          importance_shift, importance_rank_correlation against the version's
+                        holdout importance (`appliance.monitor.importance`)
+    segment             with ``segment = "COLUMN"`` (the worst of its values) or
+                        ``"COLUMN=VALUE"`` (one value): positive_rate, mean_score or a realised
+                        metric of the segment; min_rows counts the segment's (labelled) rows.
+                        The worst value is the one the comparison trips on first: the lowest
+                        for "<", "<=" and drop, the highest for ">", ">=" and rise
 
 A comparison is one of: ``op`` (">=", ">", "<=", "<") with ``threshold``; ``drop`` (value below
 the version's evaluation value by more than it); ``rise`` (above it by more than it).
@@ -40,9 +50,13 @@ SEVERITIES = ("info", "warning", "critical")
 REALISED = ("accuracy", "precision", "recall", "auc", "log_loss", "mae", "rmse")
 ESTIMATED = tuple(f"estimated_{m}" for m in ("accuracy", "precision", "recall", "auc"))
 DRIFT = ("drifted_share",)
+FAIRNESS = ("demographic_parity_difference", "disparate_impact_ratio",
+            "equal_opportunity_difference")
+IMPORTANCE = ("importance_shift", "importance_rank_correlation")
+SEGMENT = ("positive_rate", "mean_score", *REALISED)
 OPS = (">=", ">", "<=", "<")
 _KEYS = {"name", "metric", "statistic", "feature", "op", "threshold", "drop", "rise",
-         "consecutive", "severity", "cooldown_seconds", "min_rows", "models"}
+         "consecutive", "severity", "cooldown_seconds", "min_rows", "models", "segment"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +76,18 @@ class AlertRule:
     cooldown_seconds: float = 3600.0
     min_rows: int = 0
     models: tuple[str, ...] = ()
+    segment: str | None = None
 
     @property
     def kind(self) -> str:
-        """"drift", "accuracy" (realised metrics) or "estimated_accuracy"."""
+        """"drift", "accuracy" (realised metrics), "estimated_accuracy", "fairness",
+        "importance" or "segment"."""
+        if self.segment:
+            return "segment"
+        if self.metric in FAIRNESS:
+            return "fairness"
+        if self.metric in IMPORTANCE:
+            return "importance"
         if self.statistic or self.metric in DRIFT:
             return "drift"
         if self.metric in ESTIMATED:
@@ -104,6 +126,9 @@ class AlertRule:
         """The condition in words, e.g. ``accuracy < 0.836 (evaluation 0.886 - 0.05)``."""
         what = self.metric or (f"{self.statistic} of {self.feature}" if self.feature
                                else f"largest {self.statistic}")
+        if self.segment:
+            what = (f"{what} of segment {self.segment}" if "=" in self.segment
+                    else f"{what} of the worst {self.segment} segment")
         if self.op is not None:
             return f"{what} {self.op} {self.threshold:g}"
         limit = self.limit(reference)
@@ -144,9 +169,16 @@ def parse_rule(doc: dict[str, Any], where: str) -> AlertRule:
     metric, statistic = doc.get("metric"), doc.get("statistic")
     if (metric is None) == (statistic is None):
         raise InvalidInput(f"{where}: give exactly one of 'metric' or 'statistic'")
-    known = (*DRIFT, *REALISED, *ESTIMATED)
+    segment = doc.get("segment")
+    known = SEGMENT if segment is not None else (*DRIFT, *REALISED, *ESTIMATED, *FAIRNESS,
+                                                  *IMPORTANCE)
+    if segment is not None and (not isinstance(segment, str) or not segment.strip("= ")):
+        raise InvalidInput(f"{where}: 'segment' names a column, or COLUMN=VALUE, got "
+                           f"{segment!r}")
     if metric is not None and metric not in known:
-        raise InvalidInput(f"{where}: unknown metric {metric!r}; known: {list(known)}")
+        raise InvalidInput(f"{where}: unknown metric {metric!r}"
+                           f"{' for a segment' if segment is not None else ''}; known: "
+                           f"{list(known)}")
     if statistic is not None and not isinstance(statistic, str):
         raise InvalidInput(f"{where}: 'statistic' must be a statistic name, e.g. 'psi'")
     feature = doc.get("feature")
@@ -162,9 +194,9 @@ def parse_rule(doc: dict[str, Any], where: str) -> AlertRule:
             raise InvalidInput(f"{where}: 'op' must be one of {list(OPS)}, got {op!r}")
     elif op is not None:
         raise InvalidInput(f"{where}: 'op' goes with 'threshold', not with {given[0]!r}")
-    if given != ["threshold"] and (metric is None or metric in DRIFT):
+    if given != ["threshold"] and (metric is None or metric not in REALISED):
         raise InvalidInput(f"{where}: 'drop'/'rise' compare with an evaluation metric; use "
-                           f"'op' and 'threshold' for drift")
+                           f"'op' and 'threshold' for {metric or 'drift'}")
     severity = doc.get("severity", "warning")
     if severity not in SEVERITIES:
         raise InvalidInput(f"{where}: 'severity' must be one of {list(SEVERITIES)}")
@@ -186,6 +218,7 @@ def parse_rule(doc: dict[str, Any], where: str) -> AlertRule:
         cooldown_seconds=_num(where, "cooldown_seconds", doc.get("cooldown_seconds", 3600.0),
                               low=0),
         min_rows=min_rows, models=tuple(models),
+        segment=segment.strip() if segment is not None else None,
     )
 
 
@@ -218,7 +251,19 @@ def window_value(rule: AlertRule, stats: Any, report: dict[str, Any] | None) -> 
         if rule.metric == "drifted_share":
             return stats.drifted_share
         return _statistic(rule, report)
-    if rule.kind == "estimated_accuracy":
+    if rule.kind == "fairness":
+        doc = getattr(stats, "fairness", None) or {}
+        rows = stats.labelled_rows if rule.metric == "equal_opportunity_difference" else stats.rows
+        if rows < rule.min_rows:
+            return None
+        value = doc.get(rule.metric)
+    elif rule.kind == "importance":
+        if stats.rows < rule.min_rows:
+            return None
+        value = (getattr(stats, "importance", None) or {}).get(rule.metric)
+    elif rule.kind == "segment":
+        return _segment(rule, getattr(stats, "segments", None) or {})
+    elif rule.kind == "estimated_accuracy":
         if stats.rows < rule.min_rows:
             return None
         value = (stats.estimated or {}).get(rule.reference_metric)
@@ -227,6 +272,26 @@ def window_value(rule: AlertRule, stats: Any, report: dict[str, Any] | None) -> 
             return None
         value = (stats.metrics or {}).get(rule.metric)
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _segment(rule: AlertRule, segments: dict[str, Any]) -> float | None:
+    """The segment's value, or the worst over the column's values (see the docstring)."""
+    column, _, wanted = rule.segment.partition("=")
+    by_value = segments.get(column.strip()) or {}
+    if wanted:
+        by_value = {k: v for k, v in by_value.items() if k == wanted.strip()}
+    labelled = rule.metric in REALISED
+    values = []
+    for entry in by_value.values():
+        rows = entry.get("labelled_rows", 0) if labelled else entry.get("rows", 0)
+        value = entry.get(rule.metric)
+        if rows >= max(rule.min_rows, 1 if labelled else 0) and isinstance(
+                value, (int, float)) and math.isfinite(value):
+            values.append(float(value))
+    if not values:
+        return None
+    low = rule.drop is not None or rule.op in ("<", "<=")
+    return min(values) if low else max(values)
 
 
 def _statistic(rule: AlertRule, report: dict[str, Any] | None) -> float | None:

@@ -53,8 +53,9 @@ from appliance.store.models import (
 )
 
 logger = logging.getLogger("appliance.monitor")
-CLOSE_KINDS = ("drift", "estimated_accuracy")
-LABEL_KINDS = ("accuracy",)
+CLOSE_KINDS = ("drift", "estimated_accuracy", "fairness", "segment", "importance")
+# Fairness and segment rules read labelled values too (equal opportunity, segment accuracy).
+LABEL_KINDS = ("accuracy", "fairness", "segment")
 LEASE_TTL_S = 120.0
 
 
@@ -141,7 +142,8 @@ class _Deployment:
                 window, table = closed
                 by_number = {str(v.version): v for v in self._versions(session)}
                 window_stats.close_stats(session, self.store, window, table, by_number,
-                                         min_drift_rows=self.policy.min_drift_rows)
+                                         min_drift_rows=self.policy.min_drift_rows,
+                                         segmenting=window_stats.Segmenting.of(self.policy))
                 self._record(session, alerts.evaluate(
                     session, self.cfg.alert_rules, window, kinds=CLOSE_KINDS,
                     channels=self.channels, now=self.now))
@@ -166,7 +168,9 @@ class _Deployment:
                     # Its own savepoint: one unreadable window must not hold back the labels
                     # of the others (its batches still count as applied; its metrics wait).
                     with session.begin_nested():
-                        window_stats.refresh_metrics(session, self.cfg.artifacts, window, by_id)
+                        window_stats.refresh_metrics(
+                            session, self.cfg.artifacts, window, by_id,
+                            window_stats.Segmenting.of(self.policy))
                 except Exception as exc:  # noqa: BLE001 - reported, and the pass goes on
                     logger.exception("window %s of %r: live metrics failed", window.index,
                                      self.name)

@@ -6,10 +6,17 @@ profile, live metrics from the labels that arrived for its rows, and, for a bina
 classifier, the confidence-based estimate of its metrics from its calibrated scores. A slice
 with fewer than `min_drift_rows` rows gets no drift verdict ("insufficient"); one whose drift
 could not be computed is "error" (logged), and the window closes all the same.
+
+Each slice also gets, when the model's policy asks for them, its segment statistics and the
+fairness gaps on the protected attribute (`fairness`), and its importance shift against the
+version's holdout importance (`importance`): at closing from the predictions, and again with
+the labels as they land (the equal opportunity difference and per-segment live metrics need
+them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,12 +24,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from sqlmodel import Session, select
 
 from appliance.artifacts import ArtifactStore
 from appliance.errors import ArtifactIntegrityError
-from appliance.monitor import drift, integrity, labels, metrics
+from appliance.monitor import drift, fairness, importance, integrity, labels, metrics
 from appliance.monitor.estimate import Calibration, estimate_binary
+from appliance.monitor.policy import Policy
 from appliance.monitor.windows import read_window, served_mask
 from appliance.store.models import (
     DriftReport,
@@ -67,9 +76,63 @@ def _estimate(version: ModelVersion, rows: pa.Table) -> dict[str, Any]:
     return estimate
 
 
+@dataclasses.dataclass(frozen=True)
+class Segmenting:
+    """What a model's policy asks to split windows by (`appliance.monitor.policy`)."""
+
+    segments: tuple[str, ...] = ()
+    protected_attribute: str | None = None
+    min_group_rows: int = fairness.MIN_GROUP_ROWS
+
+    @classmethod
+    def of(cls, policy: Policy) -> Segmenting:
+        """The policy's segments, protected attribute and minimum group size."""
+        return cls(tuple(policy.segments), policy.protected_attribute,
+                   policy.fairness_min_rows)
+
+
+def _importance_shift(version: ModelVersion, rows: pa.Table) -> dict[str, Any] | None:
+    """The slice's score association per feature, and its shift from the version's."""
+    reference = (version.importance or {}).get("association")
+    if not reference or "score" not in rows.column_names or rows.num_rows < 2:
+        return None
+    names = [f for f in version.features if f in rows.column_names]
+    cols = drift.to_columns(rows, names, list(version.categorical or []))
+    scores = rows.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+    current = importance.association(cols, scores, version.categorical or [])
+    return {"method": importance.PROXY, "association": current,
+            **importance.shift(reference, current)}
+
+
+def _accountability(stats: WindowVersion, version: ModelVersion, rows: pa.Table,
+                    segmenting: Segmenting, labelled: np.ndarray | None) -> None:
+    """Set the slice's segment and fairness statistics from its `rows` (labels: one per row,
+    -1 where none arrived; None before any)."""
+    task = task_of(version)
+    predictions = rows.column("prediction").to_numpy(zero_copy_only=False)
+    scores = rows.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+    present = set(rows.column_names)
+    segments = {}
+    for name in segmenting.segments:
+        if name in present:
+            segments[name] = fairness.segment_stats(
+                task, rows.column(name).to_pylist(), predictions, scores, labelled)
+    stats.segments = segments or None
+    protected = segmenting.protected_attribute
+    if protected and protected in present and task == "binary":
+        stats.fairness = {"attribute": protected, **fairness.fairness_gaps(
+            rows.column(protected).to_pylist(), predictions, labelled,
+            min_group_rows=segmenting.min_group_rows)}
+    elif protected:
+        stats.fairness = {"attribute": protected,
+                          "error": ("not logged" if protected not in present
+                                    else f"fairness gaps need a binary task, not {task}")}
+
+
 def close_stats(
     session: Session, store: ArtifactStore, window: PredictionWindow, table: pa.Table,
     versions: dict[str, ModelVersion], *, min_drift_rows: int,
+    segmenting: Segmenting = Segmenting(),
 ) -> list[WindowVersion]:
     """Record drift and the estimate of every slice of a just-closed window (flushed).
 
@@ -80,6 +143,7 @@ def close_stats(
         table: its rows.
         versions: version number (as logged) -> ModelVersion of the deployment's model.
         min_drift_rows: fewer rows than this give no drift verdict.
+        segmenting: the segments and protected attribute to measure (default none).
     """
     out = []
     for number, shadow, rows in _slices(table):
@@ -119,6 +183,12 @@ def close_stats(
         except Exception:  # noqa: BLE001 - as for drift: the window closes without it
             logger.exception("estimate of v%s in window %s failed", version.version,
                              window.index)
+        try:
+            stats.importance = _importance_shift(version, rows)
+            _accountability(stats, version, rows, segmenting, None)
+        except Exception:  # noqa: BLE001 - as for drift: the window closes without them
+            logger.exception("segments, fairness or importance of v%s in window %s failed",
+                             version.version, window.index)
         session.add(stats)
         out.append(stats)
     session.flush()
@@ -127,7 +197,7 @@ def close_stats(
 
 def refresh_metrics(
     session: Session, artifacts: Path, window: PredictionWindow,
-    versions: dict[int, ModelVersion],
+    versions: dict[int, ModelVersion], segmenting: Segmenting = Segmenting(),
 ) -> list[WindowVersion]:
     """Recompute the live metrics of every slice of `window` from the labels so far.
 
@@ -136,6 +206,7 @@ def refresh_metrics(
         artifacts: the artifact root (label files).
         window: the window whose labels changed.
         versions: ModelVersion id -> row, for each version in the window.
+        segmenting: the segments and protected attribute to measure (default none).
     """
     got = labels.window_labels(artifacts, window.deployment, window.index)
     rows = session.exec(select(WindowVersion).where(WindowVersion.window_id == window.id)).all()
@@ -187,10 +258,31 @@ def refresh_metrics(
         ) if part.num_rows else {}
         if dropped:
             stats.metrics = {**stats.metrics, "invalid_labels": dropped}
+        if segmenting.segments or segmenting.protected_attribute:
+            _refresh_accountability(stats, version, window, got, segmenting)
         stats.updated_at = utcnow()
         session.add(stats)
     session.flush()
     return list(rows)
+
+
+def _refresh_accountability(stats: WindowVersion, version: ModelVersion,
+                            window: PredictionWindow, got: pa.Table,
+                            segmenting: Segmenting) -> None:
+    """Segment and fairness statistics of one slice again, with the labels so far."""
+    names = pq.read_schema(window.path).names
+    wanted = ["request_id", "row", "version", "shadow", "prediction", "score",
+              *[c for c in (*segmenting.segments, segmenting.protected_attribute)
+                if c and c in names]]
+    table = read_window(window, list(dict.fromkeys(wanted)))
+    rows = table.filter(pc.and_(pc.equal(table.column("version"), str(version.version)),
+                                pc.equal(table.column("shadow"), stats.shadow)))
+    joined = rows.join(got, keys=["request_id", "row"], join_type="left outer")
+    label = pc.fill_null(joined.column("label"), -1).to_numpy(zero_copy_only=False)
+    if task_of(version) == "binary":
+        # A label a binary classifier cannot have is no label here (it is counted above).
+        label = np.where(np.isin(label, (0, 1)), label, -1)
+    _accountability(stats, version, joined, segmenting, label.astype(np.int64))
 
 
 def main_slice(rows: list[WindowVersion]) -> WindowVersion | None:

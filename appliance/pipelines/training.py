@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ from appliance.store.models import Dataset, ModelVersion, Run, User
 
 if TYPE_CHECKING:
     from cluster.progress import ProgressEvent
+
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -177,6 +180,7 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run,
     classes, scores = fit.bundle.predict(cols)
     profile = store.put_bytes(fit_reference(cols, spec.categorical, scores, classes))
     calibration = _calibration(fit.bundle, holdout, spec)
+    importance = _importance(fit.bundle, holdout, spec)
     with session_scope(cfg.db_url) as session:
         run = session.merge(run)
         # Lineage must say what was used, not what was asked for: defaults filled in.
@@ -185,9 +189,23 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run,
         mv = models.register_version(
             session, run=run, digest=digest, profile_digest=profile, metrics=metrics,
             features=features, categorical=spec.categorical, label=spec.label, actor=user.name,
-            calibration=calibration, gate_checks=spec.gate,
+            calibration=calibration, gate_checks=spec.gate, importance=importance,
         )
     return TrainOutcome(mv, run.id, metrics, fit.device, fit.seconds)
+
+
+def _importance(bundle, holdout, spec: TrainSpec) -> dict | None:
+    """Permutation importance of each feature on the holdout, with each one's score
+    association (`cluster.explain.holdout_importance`); None when the holdout cannot measure
+    it (e.g. one class only, where AUC is undefined): the version registers all the same."""
+    # Deferred: torch is only needed when a training actually runs.
+    from cluster.explain import holdout_importance
+
+    try:
+        return holdout_importance(bundle, holdout, spec.label, seed=spec.seed)
+    except InvalidInput as exc:
+        _log.warning("no feature importance for %s: %s", spec.model, exc)
+        return None
 
 
 def _calibration(bundle, holdout, spec: TrainSpec) -> dict:

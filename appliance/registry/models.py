@@ -156,12 +156,13 @@ def register_version(
     session: Session, *, run: Run, digest: str, profile_digest: str | None,
     metrics: dict[str, Any], features: list[str], categorical: list[str], label: str,
     actor: str, calibration: dict[str, Any] | None = None,
-    gate_checks: dict[str, Any] | None = None,
+    gate_checks: dict[str, Any] | None = None, importance: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Register the next version of the run's model, pointing at artifact `digest`.
 
     `gate_checks` is the promotion gate the version will be judged by (a `GateChecks` as a
-    dict, from the run's spec); None (default) leaves the default gate.
+    dict, from the run's spec); None (default) leaves the default gate. `importance` is its
+    global feature importance on the holdout (`appliance.monitor.importance`; default None).
     """
     latest = session.exec(
         select(func.max(ModelVersion.version)).where(ModelVersion.model_name == run.model_name)
@@ -170,7 +171,7 @@ def register_version(
         model_name=run.model_name, version=(latest or 0) + 1, digest=digest,
         profile_digest=profile_digest, run_id=run.id, metrics=metrics, features=features,
         categorical=categorical, label=label, calibration=calibration or {},
-        gate_checks=gate_checks, created_by=actor,
+        gate_checks=gate_checks, importance=importance, created_by=actor,
     )
     session.add(mv)
     session.flush()

@@ -97,24 +97,75 @@ def evaluation(card: ModelCardPublic) -> Section:
 
 
 def importance(card: ModelCardPublic) -> Section:
-    if not card.importance:
-        return Section("feature-importance", "Feature importance",
-                       [NotRecorded("Feature importance: not recorded for this version.")])
-    bars = [(f.feature, f.importance) for f in card.importance]
-    return Section("feature-importance", "Feature importance", [
-        Chart(svg.bar_chart(f"Feature importance ({card.importance[0].method})", bars),
-              "Feature importance", Table(["feature", "importance"], [list(b) for b in bars])),
-    ])
+    blocks: list = []
+    if card.importance:
+        bars = [(f.feature, f.importance) for f in card.importance]
+        blocks.append(Chart(
+            svg.bar_chart(f"Feature importance ({card.importance[0].method})", bars),
+            "Permutation importance on the holdout: how much the metric drops when the "
+            "feature is shuffled",
+            Table(["feature", "importance"], [list(b) for b in bars])))
+    else:
+        blocks.append(NotRecorded("Feature importance: not recorded for this version."))
+    windows = [w for w in card.windows if w.importance_shift is not None]
+    if windows:
+        keys, labels = _axis(windows)
+        shift = _per_version(windows, keys, "importance shift", lambda w: w.importance_shift)
+        blocks.append(Chart(
+            svg.line_chart("Importance shift per window", labels, shift, y_min=0.0, y_max=1.0),
+            "How far what the model's scores lean on moved from the holdout's, per window "
+            "(0: the same; 1: entirely different)",
+            Table(["window", *shift], [[label, *(vs[i] for vs in shift.values())]
+                                       for i, label in enumerate(labels)])))
+    return Section("feature-importance", "Feature importance", blocks)
+
+
+def _gap(name: str) -> Callable[[WindowPointPublic], float | None]:
+    def value(w: WindowPointPublic) -> float | None:
+        doc = w.fairness or {}
+        return doc.get(name) if "error" not in doc else None
+    return value
 
 
 def fairness(card: ModelCardPublic) -> Section:
     if not card.fairness:
         return Section("fairness", "Fairness",
-                       [NotRecorded("Fairness: not recorded for this version.")])
+                       [NotRecorded("Fairness: not recorded for this version (no protected "
+                                    "attribute configured, or no window measured yet).")])
+    attribute = card.fairness[0].attribute
+    windows = [w for w in card.windows if w.fairness and "error" not in w.fairness]
+    keys, labels = _axis(windows)
+    ratio = _per_version(windows, keys, "disparate impact ratio",
+                         _gap("disparate_impact_ratio"))
+    ratio["four-fifths rule"] = [0.8] * len(keys)
+    parity = _per_version(windows, keys, "demographic parity difference",
+                          _gap("demographic_parity_difference"))
+    opportunity = _per_version(windows, keys, "equal opportunity difference",
+                               _gap("equal_opportunity_difference"))
+    below = {f"v{v}": sum(1 for w in windows if w.version == v
+                          and w.fairness.get("four_fifths") is False)
+             for v in sorted({w.version for w in windows})}
+    gaps = {**parity, **opportunity}
     return Section("fairness", "Fairness", [
         Table(["attribute", "metric", "value", "limit", "passed", "window"],
               [[f.attribute, f.metric, f.value, f.limit, f.passed, f.window]
-               for f in card.fairness], "fairness measures"),
+               for f in card.fairness], f"fairness gaps on {attribute!r}, latest window"),
+        Facts([(f"windows below four-fifths, {v}",
+                f"{n} of {sum(1 for w in windows if f'v{w.version}' == v)}")
+               for v, n in below.items()]),
+        Chart(svg.line_chart(f"Disparate impact ratio on {attribute!r} per window", labels,
+                             ratio, y_min=0.0, y_max=1.0),
+              "Lowest group's positive rate over the highest's; below 0.8 fails the "
+              "four-fifths rule",
+              Table(["window", *ratio], [[label, *(vs[i] for vs in ratio.values())]
+                                         for i, label in enumerate(labels)])),
+        Chart(svg.line_chart(f"Fairness gaps on {attribute!r} per window", labels, gaps,
+                             y_min=0.0),
+              "Demographic parity difference (positive rates) and equal opportunity "
+              "difference (true positive rates, once labels arrived): largest minus smallest "
+              "group",
+              Table(["window", *gaps], [[label, *(vs[i] for vs in gaps.values())]
+                                        for i, label in enumerate(labels)])),
     ])
 
 

@@ -17,8 +17,10 @@ from appliance.errors import NotFound
 from appliance.governance import approvals, reviews
 from appliance.governance.gate_checks import GateCheckResult, GateResult
 from appliance.governance.reviews import ReviewPublic, ReviewStatusPublic
+from appliance.monitor import importance
 from appliance.monitor.alerts import AlertPublic
 from appliance.monitor.alerts import to_public as alert_public
+from appliance.monitor.fairness import FOUR_FIFTHS
 from appliance.registry import models as registry
 from appliance.registry.contract import ContractReport
 from appliance.registry.datasets import report as contract_report
@@ -172,6 +174,10 @@ class WindowPointPublic(SQLModel):
     drift_statistic: str | None
     feature_drift: dict[str, float | None]
     drifted_features: list[str]
+    # The window's fairness gaps on the protected attribute (`appliance.monitor.fairness`) and
+    # importance shift (`appliance.monitor.importance`); None when not configured or measured.
+    fairness: dict[str, Any] | None = None
+    importance_shift: float | None = None
 
 
 class FeatureImportancePublic(SQLModel):
@@ -305,32 +311,49 @@ def _windows(session: Session, version_ids: dict[int, int]) -> list[WindowPointP
             estimated_accuracy=_numbers(stats.estimated).get("accuracy"),
             drift_status=stats.drift_status, drifted_share=stats.drifted_share,
             drift_statistic=statistic, feature_drift=per_feature,
-            drifted_features=list(drift.drifted_features or []) if drift else []))
+            drifted_features=list(drift.drifted_features or []) if drift else [],
+            fairness=stats.fairness,
+            importance_shift=_numbers(stats.importance).get("importance_shift")))
     return out
 
 
-def _importance(session: Session, version: ModelVersion) -> list[FeatureImportancePublic] | None:
-    """The version's stored feature importance, or None when none was recorded.
-
-    The explanations work stores importance with each version; until then nothing is, and
-    the card says "not recorded". One place to change when it lands.
-    """
-    stored = (version.metrics or {}).get("feature_importance")
-    if not isinstance(stored, dict) or not stored:
+def _importance(version: ModelVersion) -> list[FeatureImportancePublic] | None:
+    """The version's permutation importance on its holdout, measured when it was trained
+    (`appliance.monitor.importance`), most important first; None for a version trained
+    before importance was measured."""
+    try:
+        stored = importance.to_public(version)
+    except NotFound:
         return None
-    return sorted((FeatureImportancePublic(feature=k, importance=float(v), method="stored")
-                   for k, v in stored.items() if isinstance(v, (int, float))),
-                  key=lambda f: -abs(f.importance))
+    method = f"{stored.method}, {stored.metric}"
+    return [FeatureImportancePublic(feature=f.feature, importance=f.importance, method=method)
+            for f in stored.features]
 
 
-def _fairness(session: Session, version: ModelVersion) -> list[FairnessMetricPublic] | None:
-    """The version's stored fairness measures, or None when none were recorded (as
-    `_importance`: the place the fairness work's records are read)."""
-    stored = (version.metrics or {}).get("fairness")
-    if not isinstance(stored, list) or not stored:
+# The gaps of a window's fairness record, and the limit each is held to: the four-fifths rule
+# for the disparate impact ratio; the differences have no rule of law, so no limit is claimed.
+_GAP_LIMITS = {"demographic_parity_difference": None, "disparate_impact_ratio": FOUR_FIFTHS,
+               "equal_opportunity_difference": None}
+
+
+def _fairness(windows: list[WindowPointPublic], version: int
+              ) -> list[FairnessMetricPublic] | None:
+    """The fairness gaps of the latest window `version` served with fairness measured (the
+    whole history is in `windows`, which the card plots); None when no window has them."""
+    measured = [w for w in windows if w.version == version and w.fairness
+                and "error" not in w.fairness]
+    if not measured:
         return None
-    return [FairnessMetricPublic.model_validate(item) for item in stored
-            if isinstance(item, dict)]
+    latest = measured[-1]
+    doc = latest.fairness or {}
+    out = []
+    for metric, limit in _GAP_LIMITS.items():
+        value = doc.get(metric)
+        passed = None if value is None or limit is None else bool(value >= limit)
+        out.append(FairnessMetricPublic(attribute=str(doc.get("attribute")), metric=metric,
+                                        value=value, limit=limit, passed=passed,
+                                        window=latest.window))
+    return out
 
 
 def build_model_card(session: Session, model: str, version: int | None = None,
@@ -380,6 +403,7 @@ def build_model_card(session: Session, model: str, version: int | None = None,
                               stopped_at=d.stopped_at)
         for d in session.exec(select(Deployment).where(Deployment.model_name == row.name)
                               .order_by(col(Deployment.started_at), col(Deployment.id)))]
+    windows = _windows(session, numbers)
     alerts = [alert_public(session, a) for a in session.exec(
         select(Alert).where(Alert.model_name == row.name).order_by(col(Alert.id)))]
     return ModelCardPublic(
@@ -392,7 +416,7 @@ def build_model_card(session: Session, model: str, version: int | None = None,
         metrics=_numbers(mv.metrics), dataset=_dataset(session.get(Dataset, run.dataset_id)),
         run=_run(run), versions=versions, segments=segments, approvals=history,
         gate_runs=_gate_runs(session, row.name), deployments=deployments,
-        windows=_windows(session, numbers), alerts=alerts,
+        windows=windows, alerts=alerts,
         reviews=reviews.history(session, row.name),
-        importance=_importance(session, mv), fairness=_fairness(session, mv),
+        importance=_importance(mv), fairness=_fairness(windows, mv.version),
         generated_at=now)

@@ -177,6 +177,9 @@ class ModelVersion(SQLModel, table=True):
     # The promotion gate this version is judged by, from its training spec's [gate]
     # (appliance.governance.gate_checks.GateChecks); null before 0007: the default gate.
     gate_checks: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # Global feature importance measured on the holdout at training time
+    # (appliance.monitor.importance.VersionImportance); null before 0011.
+    importance: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_by: str
     created_at: dt.datetime = Field(default_factory=utcnow)
 
@@ -306,6 +309,12 @@ class WindowVersion(SQLModel, table=True):
     # "drifted", "ok", "insufficient" (too few rows for a verdict) or "no_profile".
     drift_status: str = "insufficient"
     drifted_share: float | None = None
+    # Per segment value of each configured segment column, the fairness gaps on the protected
+    # attribute, and the importance shift against the version's own (appliance.monitor.
+    # fairness, appliance.monitor.importance); null when not configured or before 0011.
+    segments: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    fairness: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    importance: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     updated_at: dt.datetime = Field(default_factory=utcnow)
 
 
@@ -315,6 +324,7 @@ class RequestIndex(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("window_id", "request_id"),
         Index("ix_requestindex_lookup", "deployment", "request_id"),
+        Index("ix_requestindex_request_id", "request_id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     deployment: str

@@ -66,7 +66,8 @@ def serve_url(cfg: Config) -> str:
     return f"http://{host}:{cfg.serve_port}"
 
 
-def _validate(model: str, version: str, deployment: str, bundle_path: Path) -> None:
+def _validate(model: str, version: str, deployment: str, bundle_path: Path,
+              log_columns: tuple[str, ...] = ()) -> None:
     check_name("model name", model)
     if not isinstance(version, str) or not _VERSION_RE.match(version):
         raise InvalidInput(
@@ -80,7 +81,7 @@ def _validate(model: str, version: str, deployment: str, bundle_path: Path) -> N
     # Load it here: a bad bundle should fail this call, not crash-loop a replica.
     bundle = ModelBundle.from_bytes(read_artifact_file(path, f"model bundle {model}:{version}",
                                                        model=model))
-    prediction_schema(bundle.feature_names, bundle.categorical)
+    prediction_schema(bundle.feature_names, bundle.categorical, log_columns)
 
 
 def _validate_canary(mode: str, share: float) -> float | None:
@@ -313,7 +314,7 @@ def deploy(
         DeployFailed: Serve did not bring the model up within `timeout_s`.
     """
     serving = serving or cfg.serving
-    _validate(model, version, deployment, bundle_path)
+    _validate(model, version, deployment, bundle_path, serving.log_columns)
     _start_serve(cfg)
     _check_resources(serving)
     spec = _spec(
@@ -401,7 +402,7 @@ def deploy_canary(
     """
     routed_share = _validate_canary(mode, share)
     serving = serving or cfg.serving
-    _validate(model, version, deployment, bundle_path)
+    _validate(model, version, deployment, bundle_path, serving.log_columns)
     ensure_ray(cfg)
     if _app_status(model_app_name(model))[0] is None:
         raise NotFound(

@@ -176,7 +176,9 @@ class ModelServer(CanaryRouting):
             version=self.version,
             features=self._features,
             categorical=self._categorical,
+            extra=list(options.get("log_columns") or ()),
         )
+        self._log_columns = list(options.get("log_columns") or ())
         self.log.folder.mkdir(parents=True, exist_ok=True)
         # The rows a killed replica of this deployment answered reach the monitor now.
         recover_segments(self.log.folder)
@@ -386,7 +388,7 @@ class ModelServer(CanaryRouting):
             return wrong
         parse = _oip.parse_infer_request
         args = {"features": self._features, "categorical": self._categorical,
-                "header_length": header_length}
+                "header_length": header_length, "extra": self._log_columns}
         try:
             if len(body) > _INLINE_PARSE_BYTES:
                 req = await asyncio.to_thread(parse, body, **args)

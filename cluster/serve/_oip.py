@@ -372,6 +372,7 @@ def parse_infer_request(
     features: Sequence[str],
     categorical: Collection[str] = (),
     header_length: int | None = None,
+    extra: Collection[str] = (),
 ) -> InferRequest:
     """Validate an OIP v2 inference request against the model's features.
 
@@ -379,6 +380,8 @@ def parse_infer_request(
         body: the raw HTTP request body.
         features: the feature names the model expects, one input tensor each.
         categorical: which of `features` are categorical (default none).
+        extra: inputs the deployment logs without feeding them to the model (its serving
+            option ``log_columns``; default none): optional, of any datatype, kept as text.
         header_length: value of the ``Inference-Header-Content-Length`` header when the
             client used the binary tensor extension (default None: the body is all JSON).
 
@@ -402,6 +405,7 @@ def parse_infer_request(
         raise InvalidInput("request needs 'inputs': a non-empty list of tensors, one per feature")
 
     wanted = set(features)
+    logged_only = set(extra) - wanted
     categorical = set(categorical)
     columns: dict[str, np.ndarray] = {}
     rows: dict[str, int] = {}
@@ -412,7 +416,7 @@ def parse_infer_request(
         name = tensor.get("name")
         if not isinstance(name, str):
             raise InvalidInput(f"inputs[{i}] needs a string 'name', got {_show(name)}")
-        if name not in wanted:
+        if name not in wanted and name not in logged_only:
             raise InvalidInput(f"unknown input {_show(name)}; the model expects {list(features)}")
         if name in columns:
             raise InvalidInput(f"input {name!r} is given twice")
@@ -452,7 +456,11 @@ def parse_infer_request(
                     f"got {len(flat)}"
                 )
             values = _json_values(flat, datatype, name)
-        columns[name] = _to_feature(values, datatype, name, name in categorical)
+        if name in logged_only:
+            columns[name] = (values if datatype == "BYTES"
+                             else np.array([str(v) for v in values.tolist()], dtype=object))
+        else:
+            columns[name] = _to_feature(values, datatype, name, name in categorical)
         rows[name] = n
     if offset != len(binary):
         raise InvalidInput(

@@ -69,12 +69,15 @@ class LoggedRequest:
     client_id: str | None = None
 
 
-def prediction_schema(features: Sequence[str], categorical: Collection[str] = ()) -> pa.Schema:
+def prediction_schema(features: Sequence[str], categorical: Collection[str] = (),
+                      extra: Sequence[str] = ()) -> pa.Schema:
     """Schema of a prediction log file for a model with `features`.
 
     Args:
         features: input feature names, in the model's order.
         categorical: which features are strings (default none; the rest are float64).
+        extra: columns logged as text that are no feature of the model (the deployment's
+            ``log_columns``; default none), after the features.
     """
     clash = sorted(set(features) & set(RESERVED))
     if clash:
@@ -82,6 +85,13 @@ def prediction_schema(features: Sequence[str], categorical: Collection[str] = ()
             f"feature name(s) {clash} clash with prediction log columns {list(RESERVED)}; "
             "rename them in the training data"
         )
+    clash = sorted(set(extra) & set(RESERVED))
+    if clash:
+        raise InvalidInput(
+            f"log column(s) {clash} clash with prediction log columns {list(RESERVED)}; "
+            "choose other names in the serving option log_columns"
+        )
+    extra = [e for e in dict.fromkeys(extra) if e not in set(features)]
     return pa.schema(
         [
             ("request_id", pa.string()),
@@ -95,6 +105,7 @@ def prediction_schema(features: Sequence[str], categorical: Collection[str] = ()
             # True only for a shadow challenger's rows: scored, logged, never seen by the client.
             ("shadow", pa.bool_()),
             *[(f, pa.string() if f in categorical else pa.float64()) for f in features],
+            *[(e, pa.string()) for e in extra],
             ("prediction", pa.int64()),
             ("score", pa.float32()),
         ]
@@ -131,6 +142,15 @@ def _write_atomic(table: pa.Table, folder: Path, name: str) -> Path:
     return final
 
 
+def _text(name: str, requests: Sequence[LoggedRequest], sizes: list[int]) -> pa.Array:
+    """A logged-only column of the requests as text; null for a request that sent none."""
+    values: list = []
+    for r, k in zip(requests, sizes, strict=True):
+        got = r.columns.get(name)
+        values += [None] * k if got is None else [None if v is None else str(v) for v in got]
+    return pa.array(values, pa.string())
+
+
 class PredictionLog:
     """Turns served requests into rows of one deployed model version and writes them.
 
@@ -141,6 +161,8 @@ class PredictionLog:
         version: the model version recorded in each row.
         features: feature names in the model's order.
         categorical: which features are strings (default none).
+        extra: columns requests may carry that the model does not take, logged as text
+            (default none); a request without one logs null.
         clock: returns the current time in ns since the epoch (default ``time.time_ns``).
     """
 
@@ -153,18 +175,20 @@ class PredictionLog:
         version: str,
         features: Sequence[str],
         categorical: Collection[str] = (),
+        extra: Sequence[str] = (),
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         # The deployment becomes a folder name: nothing may escape predictions/.
         self.folder = (Path(artifacts) / "predictions" / check_name("deployment name", deployment)
                        / "pending")
-        self.schema = prediction_schema(features, categorical)
+        self.schema = prediction_schema(features, categorical, extra)
         self.clock = clock
         self._deployment = deployment
         self._model = model
         self._version = version
         self._features = list(features)
         self._feature_types = [(f, self.schema.field(f).type) for f in self._features]
+        self._extra = [e for e in dict.fromkeys(extra) if e not in set(self._features)]
         self._constants: dict[tuple[int, bool | None], dict[str, pa.Array]] = {}
 
     def batch(
@@ -238,6 +262,7 @@ class PredictionLog:
              else pa.array(per_row([bool(r.shadow) for r in requests]), pa.bool_())),
             *[pa.array(joined([r.columns[f] for r in requests], None), type=kind)
               for f, kind in self._feature_types],
+            *[_text(e, requests, sizes) for e in self._extra],
             pa.array(joined([r.predictions for r in requests], np.int64)),
             pa.array(joined([r.scores for r in requests], np.float32)),
         ]

@@ -50,7 +50,7 @@ def test_report_model_writes_a_self_contained_card(home):
     assert res.stdout == "" and f"wrote {out}" in res.stderr
     html = out.read_text()
     assert html.startswith("<!DOCTYPE html>") and "Model card: credit v2" in html
-    assert html.count("<svg") == 4
+    assert html.count("<svg") == 5  # metric bars, importance shift, accuracy, drift, map
 
 
 def test_report_audit_json_is_the_typed_record(home):

@@ -155,3 +155,19 @@ def test_imports_neither_torch_nor_ray():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_protected_attribute_is_extra_and_tracks_income_not_the_label_rule():
+    plain = generate(20_000, seed=5)
+    table = generate(20_000, seed=5, protected=True)
+    # The same applicants and labels, with the group after the label.
+    assert table.column_names == [*FEATURES, LABEL, synthetic.PROTECTED]
+    assert table.drop_columns([synthetic.PROTECTED]).equals(plain)
+    group = np.array(table.column(synthetic.PROTECTED).to_pylist())
+    assert set(group) == {"a", "b"}
+    assert 0.32 < (group == "b").mean() < 0.36
+    corr = np.corrcoef(group == "b", np.log(_col(table, "income")))[0, 1]
+    assert -0.5 < corr < -0.4
+    # Covariate drift moves incomes, not the membership rule.
+    drifted = generate(20_000, seed=5, covariate=1.0, protected=True)
+    assert drifted.column(synthetic.PROTECTED).equals(table.column(synthetic.PROTECTED))

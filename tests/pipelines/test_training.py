@@ -17,6 +17,7 @@ from appliance.artifacts import ArtifactStore
 from appliance.data.synthetic import CATEGORICAL, LABEL, generate
 from appliance.errors import InvalidInput
 from appliance.governance.users import create_user
+from appliance.monitor import importance
 from appliance.monitor.drift import SCORE, to_columns
 from appliance.pipelines import training
 from appliance.pipelines.spec import parse_spec
@@ -73,6 +74,12 @@ def test_lineage_counts_every_row_once_and_the_reference_is_the_holdouts(world):
     assert profile.rows == 200
     np.testing.assert_allclose(profile.features[SCORE].sorted,
                                np.sort(scores.astype(np.float64)))
+    # Global importance on the same holdout, stored with the version and read back typed.
+    with session_scope(cfg.db_url) as session:
+        imp = importance.version_importance(session, "credit", 1)
+    assert imp.metric == "auc" and imp.rows == 200 and imp.method == "permutation"
+    assert {f.feature for f in imp.features} == set(bundle.feature_names) == set(imp.association)
+    assert [f.rank for f in imp.features] == list(range(1, len(bundle.feature_names) + 1))
 
 
 def test_early_stopping_records_its_validation_slice(world):
@@ -140,6 +147,11 @@ def test_each_task_trains_registers_and_profiles(tmp_path, ray_session, task, la
     profile = kernels.ReferenceProfile.from_bytes(store.get_bytes(out.version.profile_digest))
     np.testing.assert_allclose(profile.features[SCORE].sorted,
                                np.sort(got.scores.astype(np.float64)))
+    # Permutation importance in the task's main metric: c decides nothing of the class, and
+    # a little of the amount.
+    imp = {k: v["importance"] for k, v in out.version.importance["features"].items()}
+    assert out.version.importance["metric"] == ("macro_f1" if task == "multiclass" else "rmse")
+    assert imp["x1"] > imp["c"] and imp["x2"] > imp["c"]
 
 
 def test_spec_task_defaults_to_binary_and_refuses_unknown_ones():
@@ -178,6 +190,8 @@ def test_xgboost_is_registered_profiled_and_gated_like_the_mlp(tmp_path, ray_ses
     assert again == {k: m[k] for k in again}
     bundle = ModelBundle.from_bytes(store.get_bytes(out.version.digest))
     assert bundle.kind == "xgboost" and bundle.classes == ["high", "low", "mid"]
+    imp = {k: v["importance"] for k, v in out.version.importance["features"].items()}
+    assert imp["x1"] > imp["c"] and imp["x2"] > imp["c"]
     profile = kernels.ReferenceProfile.from_bytes(store.get_bytes(out.version.profile_digest))
     assert profile.rows == m["holdout_rows"] == 200
 

@@ -90,16 +90,22 @@ def test_the_cards_plots_render_in_a_headless_browser(world, tmp_path):
     if CHROMIUM is None:
         pytest.fail("chromium is not installed: apt-get install chromium (.ci/run does)")
     with session_scope(world.url) as s:
-        card = build_model_card(s, "credit")
+        # v1: the version that served, with its importance and its windows' fairness.
+        card = build_model_card(s, "credit", 1)
     page = tmp_path / "card.html"
     page.write_text(render(card, "html"))
     charts = _evaluate(page, tmp_path / "profile", _PROBE)
     assert [(c["kind"], c["section"]) for c in charts] == [
-        ("bar", "evaluation"), ("line", "performance"), ("line", "performance"),
-        ("heatmap", "performance")]
+        ("bar", "evaluation"), ("bar", "feature-importance"), ("line", "feature-importance"),
+        ("line", "fairness"), ("line", "fairness"), ("line", "performance"),
+        ("line", "performance"), ("heatmap", "performance")]
     for chart in charts:
         assert chart["svg"] and chart["width"] > 100 and chart["height"] > 50, chart
-    accuracy, share, heat = charts[1], charts[2], charts[3]
+    importance, ratio = charts[1], charts[3]
+    assert importance["bars"] == 3  # income, debt, region
+    # The version's ratio and the four-fifths line, each across the four windows.
+    assert len(ratio["lines"]) == 2 and all(w > 100 for w in ratio["lines"])
+    accuracy, share, heat = charts[5], charts[6], charts[7]
     # Two series (live, estimated), each drawn across the windows it has values for.
     assert len(accuracy["lines"]) == 2 and all(w > 100 for w in accuracy["lines"])
     assert len(share["lines"]) == 1 and share["lines"][0] > 100

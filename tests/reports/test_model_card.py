@@ -10,7 +10,7 @@ import pytest
 from appliance.errors import NotFound
 from appliance.reports import build_model_card, card_sections, render
 from appliance.reports.document import Section, Text
-from appliance.reports.model_card import FairnessMetricPublic, FeatureImportancePublic
+from appliance.reports.model_card import FeatureImportancePublic
 from appliance.store import session_scope
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -43,9 +43,30 @@ def test_card_gathers_ownership_lineage_approvals_drift_and_alerts(world):
     assert [(a.rule, a.status) for a in card.alerts] == [("income_drift", "resolved"),
                                                          ("gate_failed", "open")]
     assert card.alerts[0].resolution == "retrained on fresh data"
+    # v2 has served no window yet and was registered without importance.
     assert card.importance is None and card.fairness is None
     older = _card(world, version=1)
     assert older.version == 1 and older.dataset.version == 1
+
+
+def test_importance_and_fairness_come_from_the_version_and_its_windows(world):
+    card = _card(world, version=1)
+    assert [(f.feature, f.importance) for f in card.importance] == [
+        ("income", 0.21), ("debt", 0.04), ("region", 0.0)]
+    assert card.importance[0].method == "permutation, auc"
+    # The latest window's gaps, the four-fifths rule held to the ratio only.
+    assert [(f.metric, f.value, f.limit, f.passed, f.window) for f in card.fairness] == [
+        ("demographic_parity_difference", 0.2, None, None, 3),
+        ("disparate_impact_ratio", 0.6, 0.8, False, 3),
+        ("equal_opportunity_difference", 0.1, None, None, 3)]
+    assert {f.attribute for f in card.fairness} == {"region"}
+    html, md = render(card, "html"), render(card, "md")
+    assert 'data-bar="income"' in html
+    assert 'data-series="v1 disparate impact ratio"' in html
+    assert 'data-series="four-fifths rule"' in html
+    assert 'data-series="v1 importance shift"' in html
+    assert "2 of 4" in md  # windows below four-fifths
+    assert _html_structure(html) == (GOLDEN / "model_card_sections.txt").read_text().splitlines()
 
 
 def test_unknown_model_or_version_is_not_found(world):
@@ -71,8 +92,9 @@ def test_card_structure_matches_the_golden_file_in_html_and_markdown(world):
     html, md = render(card, "html"), render(card, "md")
     assert _html_structure(html) == golden
     assert _md_structure(md) == golden
-    # The plots: accuracy over time, drifted share, the per-feature map, the metric bars.
-    assert re.findall(r'data-chart="(\w+)"', html) == ["bar", "line", "line", "heatmap"]
+    # The plots: the metric bars, the importance shift of the windows served (v1's), accuracy
+    # over time, drifted share, the per-feature map.
+    assert re.findall(r'data-chart="(\w+)"', html) == ["bar", "line", "line", "line", "heatmap"]
     assert 'data-series="v1 live"' in html and 'data-series="v1 estimated"' in html
     # Self-contained: nothing fetched from elsewhere.
     assert not re.search(r'(src|href)="(https?:)?//', html)
@@ -83,16 +105,14 @@ def test_card_structure_matches_the_golden_file_in_html_and_markdown(world):
 def test_sections_without_records_say_not_recorded_and_render_them_when_present(world):
     card = _card(world)
     html = render(card, "html")
-    for title in ("Feature importance", "Fairness"):
-        assert f"{title}: not recorded for this version." in html
+    assert "Feature importance: not recorded for this version." in html
+    assert "Fairness: not recorded for this version" in html
     card.importance = [FeatureImportancePublic(feature=f, importance=v,
                                                              method="permutation")
                        for f, v in [("income", 0.3), ("debt", 0.1)]]
-    card.fairness = [FairnessMetricPublic(
-        attribute="age_band", metric="disparate_impact", value=0.85, limit=0.8, passed=True)]
     html = render(card, "html")
     assert "Feature importance: not recorded" not in html
-    assert 'data-bar="income"' in html and "disparate_impact" in html
+    assert 'data-bar="income"' in html
     assert _html_structure(html) == (GOLDEN / "model_card_sections.txt").read_text().splitlines()
 
 
