@@ -106,7 +106,11 @@ def _window(s, version, index: int, *, accuracy: float | None, estimated: float,
                         metrics={"accuracy": accuracy} if accuracy is not None else {},
                         estimated={"accuracy": estimated},
                         drift_status="drifted" if drifted else "ok", drifted_share=share,
-                        fairness=fairness,
+                        fairness=fairness, segments={"region": {
+                            "north": {"rows": 120, "labelled_rows": 100, "positive_rate": 0.3,
+                                      "mean_score": 0.31, "accuracy": accuracy},
+                            "south": {"rows": 80, "labelled_rows": 0, "positive_rate": 0.2,
+                                      "mean_score": 0.22}}},
                         importance=None if shift is None else {"importance_shift": shift}))
     s.add(DriftReport(window_id=window.id, version_id=version.id, rows=200,
                       drifted_share=share, dataset_drifted=bool(drifted),

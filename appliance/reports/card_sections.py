@@ -93,6 +93,17 @@ def evaluation(card: ModelCardPublic) -> Section:
     else:
         blocks.append(NotRecorded("Per-segment metrics: not recorded (the version's gate "
                                   "has no segment checks)."))
+    served = [w for w in card.windows if w.version == card.version and w.segments]
+    if served:
+        latest = served[-1]
+        blocks.append(Table(
+            ["column", "value", "rows", "labelled rows", "positive rate", "mean score",
+             "accuracy"],
+            [[column, value, e.get("rows"), e.get("labelled_rows"), e.get("positive_rate"),
+              e.get("mean_score"), e.get("accuracy")]
+             for column, values in sorted(latest.segments.items())
+             for value, e in sorted(values.items())],
+            f"live metrics per segment, window {latest.window} (the latest it served)"))
     return Section("evaluation", "Evaluation", blocks)
 
 

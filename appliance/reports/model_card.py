@@ -178,6 +178,9 @@ class WindowPointPublic(SQLModel):
     # importance shift (`appliance.monitor.importance`); None when not configured or measured.
     fairness: dict[str, Any] | None = None
     importance_shift: float | None = None
+    # Per configured segment column, per value: rows, positive rate, mean score and the live
+    # metrics of its labelled rows (`appliance.monitor.fairness.segment_stats`).
+    segments: dict[str, Any] | None = None
 
 
 class FeatureImportancePublic(SQLModel):
@@ -312,7 +315,7 @@ def _windows(session: Session, version_ids: dict[int, int]) -> list[WindowPointP
             drift_status=stats.drift_status, drifted_share=stats.drifted_share,
             drift_statistic=statistic, feature_drift=per_feature,
             drifted_features=list(drift.drifted_features or []) if drift else [],
-            fairness=stats.fairness,
+            fairness=stats.fairness, segments=stats.segments,
             importance_shift=_numbers(stats.importance).get("importance_shift")))
     return out
 

@@ -66,6 +66,9 @@ def test_importance_and_fairness_come_from_the_version_and_its_windows(world):
     assert 'data-series="four-fifths rule"' in html
     assert 'data-series="v1 importance shift"' in html
     assert "2 of 4" in md  # windows below four-fifths
+    # Live metrics per segment, from the latest window the version served.
+    assert "live metrics per segment, window 3" in md
+    assert "| region | north | 120 | 100 | 0.3 | 0.31 | 0.66 |" in md
     assert _html_structure(html) == (GOLDEN / "model_card_sections.txt").read_text().splitlines()
 
 
