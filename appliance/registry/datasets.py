@@ -164,6 +164,11 @@ def resolve(session: Session, ref: str) -> Dataset:
     return ds
 
 
+def list_versions(session: Session) -> list[Dataset]:
+    """Every dataset version, by name then version."""
+    return list(session.exec(select(Dataset).order_by(Dataset.name, Dataset.version)).all())
+
+
 def load(store: ArtifactStore, ds: Dataset) -> pa.Table:
     """The dataset's rows, memory-mapped from the artifact store and re-hashed first.
 
