@@ -3,8 +3,6 @@
 Importing this package starts nothing and imports neither Ray nor Textual.
 """
 
-from importlib import metadata as _metadata
-
 from appliance.config import Config, load_config
 from appliance.errors import (
     ApplianceError,
@@ -18,10 +16,20 @@ from appliance.errors import (
     exit_code_for,
 )
 
-try:
-    __version__ = _metadata.version("appliance")
-except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+
+def __getattr__(name: str) -> str:
+    # __version__ on first use: importlib.metadata costs tens of milliseconds at start-up,
+    # which `appliance --help` should not pay.
+    if name != "__version__":
+        raise AttributeError(f"module 'appliance' has no attribute {name!r}")
+    from importlib import metadata
+
+    try:
+        version = metadata.version("appliance")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        version = "0.0.0"
+    globals()["__version__"] = version
+    return version
 
 __all__ = [
     "ApplianceError",

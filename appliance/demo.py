@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from appliance.monitor import windows as windows_mod
 from appliance.monitor.policy_store import set_policy
 from appliance.pipelines import deployment, promotion, training
 from appliance.pipelines.spec import TrainSpec
+from appliance.ports import free_port
 from appliance.registry import datasets, models
 from appliance.serving import parse_serving
 from appliance.store import migrate, session_scope
@@ -122,19 +122,13 @@ class DemoPlan:
         return self.window_rows // self.rows_per_request
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def demo_config(home: Path, port: int | None = None) -> Config:
     """An embedded configuration rooted at `home` (SQLite and artifacts inside it)."""
     home = Path(home)
     # The story's time runs fast (windows seconds apart): its replicas publish their logs
     # every 50 ms, not every second, so that the monitor sees rows as soon as labels.
     return Config(home=home, db_url=f"sqlite:///{home / 'appliance.db'}",
-                  artifacts=home / "artifacts", serve_port=port or _free_port(),
+                  artifacts=home / "artifacts", serve_port=port or free_port(),
                   serving=parse_serving({"log_flush_s": 0.05,
                                          # Logged for fairness monitoring, not scored.
                                          "log_columns": [synthetic.PROTECTED]}))

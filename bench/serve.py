@@ -37,7 +37,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -60,6 +59,8 @@ from _serve_report import GPU, LOG, NOLOG, UNBATCHED, section, write_section
 # The drift bench's machine line (CPU model, cores, memory, load), so both sections agree.
 from drift import _machine
 
+from appliance.ports import free_port
+
 HERE = Path(__file__).resolve().parent
 # Each model's serving options over the appliance's defaults.
 SERVINGS = {LOG: {}, NOLOG: {"log_predictions": False}, UNBATCHED: {"max_batch_size": 1}}
@@ -81,12 +82,6 @@ def _isolate(tmp: Path) -> None:
     os.environ.pop("RAY_ADDRESS", None)
     # Before Ray, as in the appliance: `cluster` sets Ray's auth mode when it is imported.
     import cluster  # noqa: F401
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- model and data
@@ -361,7 +356,7 @@ def _run(tmp: Path, args) -> str:
     meta["bytes"] = {n: len(b) for n, b in bodies.items()}
     db_url, secret = _token_store(home)
     cfg = Config(home=home, db_url=db_url, artifacts=home / "artifacts",
-                 serve_port=_free_port(), serve_grpc_port=0, ray_num_cpus=args.ray_cpus)
+                 serve_port=free_port(), serve_grpc_port=0, ray_num_cpus=args.ray_cpus)
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
 
     init_local(args.ray_cpus, logging_level="ERROR", log_to_driver=False)

@@ -17,45 +17,10 @@ import pyarrow as pa
 
 from appliance.errors import InvalidInput
 from appliance.monitor.metrics import evaluation_metrics
+from appliance.tables import table_columns
 from cluster.bundle import TASKS, ModelBundle, Preprocessor
 
 _MIN_ROWS = 10
-
-
-def table_columns(table: pa.Table, features: list[str], categorical: list[str]) -> dict:
-    """Return `features` of `table` as the NumPy columns the bundle expects.
-
-    Numerical features become float64 (nulls -> NaN, which the bundle imputes); categorical ones
-    become object arrays of str.
-
-    Raises:
-        InvalidInput: a feature is absent, or a non-numeric one is not listed as categorical.
-    """
-    out: dict[str, np.ndarray] = {}
-    for name in features:
-        if name not in table.column_names:
-            raise InvalidInput(f"missing feature {name!r}; the table has {table.column_names}")
-        col = table.column(name)
-        if name in categorical:
-            # Nulls stay None, which the bundle encodes as str(None), as it does at serving.
-            out[name] = np.array(col.cast(pa.string()).to_pylist(), dtype=object)
-            continue
-        t = col.type
-        if not (
-            pa.types.is_integer(t)
-            or pa.types.is_floating(t)
-            or pa.types.is_boolean(t)
-            or pa.types.is_null(t)
-            or pa.types.is_decimal(t)
-        ):
-            raise InvalidInput(
-                f"feature {name!r} has type {t}, not a number; list it in categorical if it is a "
-                f"category"
-            )
-        out[name] = np.asarray(
-            col.cast(pa.float64()).fill_null(float("nan")).to_numpy(), dtype=np.float64
-        )
-    return out
 
 
 def _label_column(table: pa.Table, label: str) -> pa.ChunkedArray:

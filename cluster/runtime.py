@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ import ray
 
 from appliance.config import Config
 from appliance.errors import CheckFailed, ConflictError
+from appliance.ports import free_port
 from cluster import head, network
 
 
@@ -58,12 +58,6 @@ def _reachable(address: str) -> bool:
     return head.reachable(address)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _auth_env(cfg: Config) -> dict[str, str]:
     # Forced, not defaulted: RAY_AUTH_MODE=disabled in the environment must not open the head.
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": auth_token(cfg)}
@@ -71,11 +65,11 @@ def _auth_env(cfg: Config) -> dict[str, str]:
 
 def start_head(cfg: Config, num_cpus: int | None = None) -> str:
     """Start a detached local Ray head (loopback only) and return its address."""
-    address = f"127.0.0.1:{_free_port()}"
-    api_port = _free_port()
+    address = f"127.0.0.1:{free_port()}"
+    api_port = free_port()
     # `ray start --head` always starts a Ray client server (port 0 is refused): give it a
     # port of its own, and stop it below unless [ray] asks for one.
-    client_port = cfg.ray.client_server_port or _free_port()
+    client_port = cfg.ray.client_server_port or free_port()
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head",
            f"--port={address.rpartition(':')[2]}", f"--node-ip-address={network.LOOPBACK}",
            f"--include-dashboard={str(cfg.ray.dashboard).lower()}",
@@ -148,7 +142,7 @@ def init_local(num_cpus: int | None, *, dashboard: bool = False, **kwargs) -> No
         dashboard: the full dashboard (and Ray's state API) on loopback (default False).
         kwargs: passed on to `ray.init` (runtime_env, logging, num_gpus...).
     """
-    port = _free_port()
+    port = free_port()
     with api_server_env(port):
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
                  dashboard_host=network.LOOPBACK, dashboard_port=port, **kwargs)

@@ -15,13 +15,14 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import psycopg
+
+from appliance.ports import free_port
 
 # Durability costs time and a test database is thrown away anyway.
 _FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
@@ -65,12 +66,6 @@ def _scratch_dir() -> str | None:
     return shm if usable and shutil.disk_usage(shm).free > 512 * 2**20 else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run(cmd: list[str], root: Path, timeout: float) -> None:
     # PG* variables from the caller's shell (PGPORT, PGDATA...) would override our arguments.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -103,7 +98,7 @@ def start(bindir: Path, *, timeout: float = 30.0) -> PgServer:
         last: Exception | None = None
         # A free port can be taken between probing and binding; another try covers that race.
         for _ in range(3):
-            port = _free_port()
+            port = free_port()
             options = [f"-p {port} -c listen_addresses=127.0.0.1"]
             options += [f"-c {s}" for s in (f"unix_socket_directories={root}", *_FAST_SETTINGS)]
             pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w"]

@@ -1,4 +1,5 @@
-"""Headless modules import neither Ray, Textual, CuPy nor XGBoost; `kernels` stays a leaf.
+"""Headless modules import neither Ray, Textual, CuPy nor XGBoost; `kernels` stays a leaf;
+`appliance --help` imports none of the heavy libraries behind the commands.
 
 import-linter checks the import graph statically; this checks what a fresh interpreter really
 loads, which also catches imports hidden in plugins, `__init__` side effects and re-exports. Each
@@ -8,10 +9,13 @@ module gets its own interpreter so one module's imports cannot hide another's.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+
+from appliance.cli.commands import COMMANDS
 
 # Heavy or interactive: the CLI, the monitor and the store must start without them.
 FORBIDDEN = ("ray", "textual", "cupy", "xgboost")
@@ -69,6 +73,37 @@ def _loaded_after_import(module: str) -> set[str]:
 def test_headless_module_imports_no_heavy_packages(module):
     pulled_in = _loaded_after_import(module) & set(FORBIDDEN)
     assert not pulled_in, f"import {module} pulled in {sorted(pulled_in)}"
+
+
+# What `appliance --help` must not pay for: the commands' libraries load when a command runs.
+HELP_FORBIDDEN = ("pyarrow", "torch", "ray", "sqlalchemy", "textual")
+
+
+def test_appliance_help_imports_none_of_the_commands_libraries():
+    # The console script's path: `run` with the arguments, in a fresh interpreter.
+    code = (
+        "import json, sys\n"
+        "from appliance.cli.main import run\n"
+        "try:\n"
+        "    run(['--help'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    *help_lines, modules = proc.stdout.strip().splitlines()
+    loaded = set(json.loads(modules))
+    # The probe ran the real help: every command is listed (none of their modules imported).
+    listed = "\n".join(help_lines)
+    for command in COMMANDS:
+        assert f" {command.name} " in listed, f"{command.name} missing from help"
+    assert "typer" in loaded
+    pulled_in = loaded & set(HELP_FORBIDDEN)
+    assert not pulled_in, f"appliance --help pulled in {sorted(pulled_in)}"
 
 
 def test_kernels_is_a_leaf():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from sqlmodel import select
 
 from appliance.cli import _times
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
@@ -12,7 +11,6 @@ from appliance.cli._table import print_table
 from appliance.errors import CheckFailed, InvalidInput
 from appliance.governance import audit
 from appliance.store import session_scope
-from appliance.store.models import AuditEvent
 
 app = typer.Typer(help="The append-only, HMAC-chained audit log and its checkpoints.")
 
@@ -80,10 +78,7 @@ def list_(
     """List audit events, newest last."""
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
-        query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
-        if action:
-            query = query.where(AuditEvent.action.startswith(action))
-        rows = list(reversed(session.exec(query).all()))
+        rows = audit.recent(session, limit, action)
     docs = [{"id": e.id, "ts": e.ts, "actor": e.actor, "action": e.action,
              "object": f"{e.object_type}/{e.object_id}", "details": e.details,
              "hash": e.hash} for e in rows]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from sqlmodel import select
 
 from appliance.artifacts import ArtifactStore
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
@@ -14,7 +13,6 @@ from appliance.cli._table import print_table
 from appliance.registry import datasets
 from appliance.registry.contract import ContractStatus
 from appliance.store import session_scope
-from appliance.store.models import Dataset
 
 app = typer.Typer(help="Content-addressed, immutable dataset versions.")
 
@@ -70,8 +68,7 @@ def list_(
     """List dataset versions."""
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
-        rows = session.exec(select(Dataset).order_by(Dataset.name, Dataset.version)).all()
-        docs = [datasets.to_public(d) for d in rows]
+        docs = [datasets.to_public(d) for d in datasets.list_versions(session)]
     if json_out:
         emit_json(docs)
     else:

@@ -17,47 +17,13 @@ import typer
 from appliance.cli._output import data_stream, emit_json
 from appliance.cli._table import print_table
 from appliance.errors import InvalidInput
+from appliance.tables import read_table
 
 app = typer.Typer(help="Data and prediction drift between a reference and a current window.",
                   no_args_is_help=True)
 
-_PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
-_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".tsv")
-
-
 def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def read_table(path: Path, *, role: str) -> Any:
-    """Read a Parquet or CSV file into a pyarrow Table; `role` names it in errors.
-
-    Raises:
-        InvalidInput: the file is missing, of an unknown kind, or unreadable.
-    """
-    import pyarrow as pa  # deferred: `appliance --help` must not pay for pyarrow
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    if not path.is_file():
-        raise InvalidInput(f"{role} file '{path}' does not exist or is not a file")
-    name = path.name.lower()
-    try:
-        if name.endswith(_PARQUET_SUFFIXES):
-            return pq.read_table(path)
-        if name.endswith(_CSV_SUFFIXES):
-            opts = pacsv.ParseOptions(delimiter="\t" if name.endswith(".tsv") else ",")
-            return pacsv.read_csv(path, parse_options=opts)
-        with path.open("rb") as fh:
-            magic = fh.read(4)
-        if magic == b"PAR1":
-            return pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise InvalidInput(f"cannot read {role} file '{path}': {exc}") from exc
-    raise InvalidInput(
-        f"{role} file '{path}' is neither Parquet ({', '.join(_PARQUET_SUFFIXES)}) "
-        f"nor CSV ({', '.join(_CSV_SUFFIXES)})"
-    )
 
 
 def _text_columns(table: Any) -> list[str]:
@@ -149,8 +115,12 @@ def _yes_no(flag: bool) -> str:
 
 @app.command("compute")
 def compute(
-    reference: Path = typer.Option(..., "--reference", help="Reference data: Parquet or CSV."),
-    current: Path = typer.Option(..., "--current", help="Current window: Parquet or CSV."),
+    reference: Path = typer.Option(
+        ..., "--reference", help="Reference data: Parquet, CSV, TSV or Arrow."
+    ),
+    current: Path = typer.Option(
+        ..., "--current", help="Current window: Parquet, CSV, TSV or Arrow."
+    ),
     stats: str | None = typer.Option(
         None, "--stats",
         help="Comma-separated statistics (default: all): ks, wasserstein, psi, jensen_shannon, "

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 
 import typer
-from sqlmodel import select
 
 from appliance.cli._context import config, token_file
 from appliance.cli._output import emit_json, err_console
 from appliance.errors import ConflictError
-from appliance.governance.users import create_user, issue_token
+from appliance.governance.users import create_user, has_users, issue_token
 from appliance.store import session_scope
 from appliance.store.database import redact
-from appliance.store.models import User
 
 
 def init(
@@ -25,7 +23,7 @@ def init(
     cfg = config()
     cfg.artifacts.mkdir(parents=True, exist_ok=True)
     with session_scope(cfg.db_url) as session:
-        if session.exec(select(User)).first() is not None:
+        if has_users(session):
             raise ConflictError(
                 f"the store at {redact(cfg.db_url)!r} already has users; create more with "
                 "`appliance users create`"

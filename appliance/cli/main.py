@@ -1,5 +1,8 @@
 """The `appliance` command: one Typer app composed of one module per command.
 
+The commands are rows of `appliance.cli.commands`, each module imported only when its command
+runs, so that ``appliance --help`` imports none of them (nor pyarrow, sqlalchemy, Ray...).
+
 Exit codes (documented for scripts): 0 success, 1 a check ran and failed or a training run
 failed, 2 bad usage or input (with one line on stderr naming the problem), 3 an internal error.
 """
@@ -10,46 +13,42 @@ import os
 import sys
 import traceback
 
-import click
 import typer
 
 from appliance.cli._output import fail, reserve_stdout
+from appliance.cli.commands import RootGroup
 from appliance.errors import ApplianceError, ExitCode, exit_code_for
 
 
 def _classes(name: str) -> tuple[type[BaseException], ...]:
-    # Recent Typer carries its own copy of Click, whose exceptions are not click's classes.
-    found = {getattr(click.exceptions, name, None), getattr(typer, name, None)}
+    # Recent Typer carries its own copy of Click, whose exceptions are not click's classes;
+    # older Typer raises Click's own (imported only then: nothing else here needs Click).
     try:
-        from typer._click import exceptions as vendored
-
-        found.add(getattr(vendored, name, None))
+        from typer._click import exceptions
     except ImportError:
-        pass
+        from click import exceptions
+    found = {getattr(exceptions, name, None), getattr(typer, name, None)}
     return tuple(c for c in found if isinstance(c, type))
 
 
 _ABORT, _USAGE, _EXIT = _classes("Abort"), _classes("ClickException"), _classes("Exit")
 
+def _root() -> None:
+    # A root with a callback is a group even while none of its commands is loaded; it does
+    # nothing, and its help is the Typer's `help` below.
+    pass
+
+
 app = typer.Typer(
     name="appliance",
+    cls=RootGroup,
+    callback=_root,
     help="On-prem GPU MLOps appliance: train, govern, serve, watch and refresh models.",
     no_args_is_help=True,
     # Locals in tracebacks can hold tokens and passwords.
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-
-
-def _register() -> None:
-    # Command modules import heavy parts (Ray, torch) lazily inside their bodies, so
-    # `appliance --help` stays fast; registering here keeps main.py the single entry point.
-    from appliance.cli import commands
-
-    commands.register(app)
-
-
-_register()
 
 
 def run(argv: list[str] | None = None) -> None:

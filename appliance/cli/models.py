@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from sqlmodel import select
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
 from appliance.cli._output import emit_json
@@ -32,11 +31,7 @@ def list_(
     """List model versions with their aliases."""
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
-        query = select(ModelVersion).order_by(ModelVersion.model_name, ModelVersion.version)
-        if model:
-            registry.get_model(session, model)
-            query = query.where(ModelVersion.model_name == model)
-        docs = [_public(session, mv) for mv in session.exec(query).all()]
+        docs = [_public(session, mv) for mv in registry.list_versions(session, model)]
     if json_out:
         emit_json(docs)
     else:

@@ -17,8 +17,8 @@ from appliance.governance import audit
 from appliance.monitor.feedback import write_feedback
 from appliance.names import check_name
 from appliance.pipelines import daemon
-from appliance.registry.datasets import read_table
 from appliance.store import session_scope
+from appliance.tables import read_table
 
 feedback_app = typer.Typer(help="Ground-truth labels for served predictions.")
 
@@ -86,7 +86,7 @@ def feedback_add(
     """Add ground-truth labels, joined to served predictions by request id and row."""
     check_name("deployment name", deployment)
     cfg, user = acting(token or token_file, "operate")
-    table = read_table(file)
+    table = read_table(file, role="feedback")
     missing = [c for c in ("request_id", "label") if c not in table.column_names]
     if missing:
         raise InvalidInput(f"feedback file {str(file)!r} lacks column(s) {missing}")

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import typer
-from sqlmodel import func, select
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, reading
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.pipelines import lifecycle
+from appliance.registry import overview
 from appliance.store import session_scope
 from appliance.store.database import redact
-from appliance.store.models import (
-    Alert,
-    Approval,
-    Dataset,
-    Deployment,
-    ModelVersion,
-    RegisteredModel,
-)
 
 
 def status(
@@ -30,20 +22,8 @@ def status(
     the local Ray head with its Serve applications."""
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
-        def count(model, *where):
-            return session.exec(select(func.count()).select_from(model).where(*where)).one()
-
-        deps = session.exec(select(Deployment).where(Deployment.status == "active")).all()
-        doc = {
-            "home": str(cfg.home), "db_url": redact(cfg.db_url),
-            "datasets": count(Dataset), "models": count(RegisteredModel),
-            "versions": count(ModelVersion),
-            "pending_approvals": count(Approval, Approval.status == "pending"),
-            "open_alerts": count(Alert, Alert.status == "open"),
-            "deployments": [{"name": d.name, "version": session.get(ModelVersion,
-                             d.version_id).version, "url": d.url, "since": d.started_at}
-                            for d in deps],
-        }
+        doc = {"home": str(cfg.home), "db_url": redact(cfg.db_url),
+               **overview.store_counts(session)}
     ray_head = lifecycle.head_status(cfg)
     doc["ray_head"] = ray_head
     if json_out:

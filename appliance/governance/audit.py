@@ -473,3 +473,17 @@ def export(session: Session, since: dt.datetime | None = None) -> Iterator[Audit
         query = query.where(AuditEvent.ts >= since)
     for event in session.exec(query):
         yield AuditEventPublic.model_validate(event, from_attributes=True)
+
+
+def recent(session: Session, limit: int, action: str | None = None) -> list[AuditEvent]:
+    """The newest `limit` events, oldest first.
+
+    Args:
+        session: the open transaction.
+        limit: how many at most.
+        action: only events whose action starts with this (default None: all).
+    """
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if action:
+        query = query.where(AuditEvent.action.startswith(action))
+    return list(reversed(session.exec(query).all()))

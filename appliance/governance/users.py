@@ -171,6 +171,11 @@ def _token_state(token: ApiToken, user: User, now: dt.datetime) -> str:
     return "disabled" if user.disabled_at is not None else "active"
 
 
+def has_users(session: Session) -> bool:
+    """Whether the store holds any user yet (`appliance init` makes the first)."""
+    return session.exec(select(User)).first() is not None
+
+
 def list_users(session: Session) -> list[UserPublic]:
     """Every user, by name (like every read, checked by the face: see `cli._context.reading`)."""
     rows = session.exec(select(User).order_by(User.name)).all()

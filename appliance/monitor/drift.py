@@ -10,6 +10,7 @@ import pyarrow as pa
 import kernels
 from appliance.artifacts import ArtifactStore
 from appliance.store.models import ModelVersion
+from appliance.tables import table_columns
 
 # Prediction drift rides along with feature drift: scores as a numerical column, the
 # predicted class as a categorical one.
@@ -21,17 +22,6 @@ def profile_columns(version: ModelVersion) -> tuple[list[str], list[str]]:
     return [*version.features, SCORE, PREDICTION], [*version.categorical, PREDICTION]
 
 
-def to_columns(table: pa.Table, names: list[str], categorical: list[str]) -> dict[str, np.ndarray]:
-    out = {}
-    for name in names:
-        col = table.column(name)
-        if name in categorical:
-            out[name] = np.asarray(col.cast(pa.string()).to_pylist(), dtype=object)
-        else:
-            out[name] = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    return out
-
-
 def fit_reference(
     features: dict[str, np.ndarray], categorical: list[str],
     scores: np.ndarray, predictions: np.ndarray,
@@ -39,7 +29,7 @@ def fit_reference(
     """Fit and serialise the reference profile of training features plus model outputs.
 
     Args:
-        features: the training columns, as `to_columns` makes them.
+        features: the training columns, as `appliance.tables.table_columns` makes them.
         categorical: which of them are categorical.
         scores: the model's score for each row.
         predictions: the model's predicted class for each row.
@@ -62,5 +52,5 @@ def version_drift(
     profile = kernels.ReferenceProfile.from_bytes(store.get_bytes(
         version.profile_digest, what=f"reference profile of {version.model_name}:"
         f"{version.version}", model=version.model_name))
-    report = kernels.compare(profile, to_columns(rows, names, categorical))
+    report = kernels.compare(profile, table_columns(rows, names, categorical))
     return report.to_dict()

@@ -40,6 +40,7 @@ from appliance.store.models import (
     WindowVersion,
     utcnow,
 )
+from appliance.tables import table_columns
 
 logger = logging.getLogger("appliance.monitor")
 
@@ -97,7 +98,7 @@ def _importance_shift(version: ModelVersion, rows: pa.Table) -> dict[str, Any] |
     if not reference or "score" not in rows.column_names or rows.num_rows < 2:
         return None
     names = [f for f in version.features if f in rows.column_names]
-    cols = drift.to_columns(rows, names, list(version.categorical or []))
+    cols = table_columns(rows, names, list(version.categorical or []))
     scores = rows.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
     current = importance.association(cols, scores, version.categorical or [])
     return {"method": importance.PROXY, "association": current,

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from appliance.governance.gate_checks import FunctionOutcome, GateChecks, SegmentMeasure
+from appliance.tables import table_columns
 
 _DETAIL_CHARS = 500
 
@@ -48,9 +49,6 @@ class GateModel:
     def predict(self, table: pa.Table) -> Any:
         """The bundle's prediction for the rows of `table` (classes and scores for a
         classifier), its features taken by name, extra columns ignored."""
-        # Deferred: the columns the bundle wants come from the trainer, which needs torch.
-        from cluster.train import table_columns
-
         return self.bundle.predict(table_columns(table, self.bundle.feature_names,
                                                  self.bundle.categorical))
 

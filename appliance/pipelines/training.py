@@ -16,13 +16,14 @@ from appliance.config import Config
 from appliance.errors import InvalidInput, RunFailed
 from appliance.governance.users import require
 from appliance.monitor import integrity
-from appliance.monitor.drift import fit_reference, to_columns
+from appliance.monitor.drift import fit_reference
 from appliance.monitor.estimate import check_calibration
 from appliance.pipelines.spec import TrainSpec
 from appliance.pipelines.split import holdout_split
 from appliance.registry import datasets, models, provenance, runs
 from appliance.store import session_scope
 from appliance.store.models import Dataset, ModelVersion, Run, User
+from appliance.tables import table_columns
 
 if TYPE_CHECKING:
     from cluster.progress import ProgressEvent
@@ -176,7 +177,7 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run,
     # most like what the model will serve). The prediction part, per task (`ModelBundle`):
     # binary the score and class, multiclass the top class's probability and the class,
     # regression the predicted value (its class column is a constant 0).
-    cols = to_columns(holdout, features, spec.categorical)
+    cols = table_columns(holdout, features, spec.categorical)
     classes, scores = fit.bundle.predict(cols)
     profile = store.put_bytes(fit_reference(cols, spec.categorical, scores, classes))
     calibration = _calibration(fit.bundle, holdout, spec)
@@ -216,7 +217,7 @@ def _calibration(bundle, holdout, spec: TrainSpec) -> dict:
     estimate (`window_stats._estimate`)."""
     if bundle.task != "binary":
         return {}
-    cols = to_columns(holdout, bundle.feature_names, spec.categorical)
+    cols = table_columns(holdout, bundle.feature_names, spec.categorical)
     _, scores = bundle.predict(cols)
     y = holdout.column(spec.label).to_numpy(zero_copy_only=False).astype(np.int64)
     checked = check_calibration(scores.astype(np.float64), y, seed=spec.seed)

@@ -1,8 +1,9 @@
 """Dataset versions: immutable, content-addressed tables.
 
-A file (Parquet or CSV) is read into Arrow and re-encoded as an uncompressed Arrow IPC file with
-schema metadata dropped; the sha256 of those canonical bytes is the dataset's identity, so the
-same rows registered from CSV or Parquet are the same version.
+A file (Parquet, CSV, TSV or Arrow: `appliance.tables.read_table`) is read into Arrow and
+re-encoded as an uncompressed Arrow IPC file with schema metadata dropped; the sha256 of those
+canonical bytes is the dataset's identity, so the same rows registered from CSV or Parquet are
+the same version.
 
 Each version is profiled at ingest and checked against the last good version of its name, or
 against the reference its builder names (a retraining set: the champion's training data), with
@@ -19,41 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 from sqlmodel import Session, SQLModel, col, func, select
 
 from appliance.artifacts import ArtifactStore, check_digest, sha256_bytes
 from appliance.errors import CheckFailed, ConflictError, InvalidInput, NotFound
 from appliance.governance import audit
 from appliance.governance.users import require
-from appliance.names import check_name, check_path
+from appliance.names import check_name
 from appliance.registry import contract
 from appliance.registry.contract import ContractReport, ContractStatus, Purpose, Reference
 from appliance.store.models import Dataset, User, utcnow
+from appliance.tables import read_table
 
 # A version whose contract held, was accepted, or set it can be the next one's baseline.
 _GOOD = (ContractStatus.baseline.value, ContractStatus.passed.value,
          ContractStatus.accepted.value)
-
-
-def read_table(path: Path) -> pa.Table:
-    """Read a Parquet, Arrow IPC or CSV file; InvalidInput naming the file otherwise."""
-    path = Path(check_path("file", path))
-    if not path.is_file():
-        raise InvalidInput(f"file {str(path)!r} does not exist")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in {".parquet", ".pq"}:
-            return pq.read_table(path)
-        if suffix == ".csv":
-            return pacsv.read_csv(path)
-        if suffix in {".arrow", ".feather", ".ipc"}:
-            return ipc.open_file(path).read_all()
-    except (pa.ArrowException, OSError) as exc:
-        raise InvalidInput(f"cannot read {str(path)!r}: {exc}") from exc
-    raise InvalidInput(f"file {str(path)!r}: unsupported type {suffix!r}; use .parquet or .csv")
 
 
 def canonical_bytes(table: pa.Table) -> bytes:
@@ -180,6 +162,11 @@ def resolve(session: Session, ref: str) -> Dataset:
     if ds is None:
         raise NotFound(f"no dataset {ref!r}; list them with `appliance data list`")
     return ds
+
+
+def list_versions(session: Session) -> list[Dataset]:
+    """Every dataset version, by name then version."""
+    return list(session.exec(select(Dataset).order_by(Dataset.name, Dataset.version)).all())
 
 
 def load(store: ArtifactStore, ds: Dataset) -> pa.Table:

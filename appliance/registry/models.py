@@ -227,6 +227,19 @@ def resolve(session: Session, ref: str) -> ModelVersion:
     return mv
 
 
+def list_versions(session: Session, model: str | None = None) -> list[ModelVersion]:
+    """Every model version by model name then version, or only `model`'s.
+
+    Raises:
+        NotFound: `model` is given and no such model is registered.
+    """
+    query = select(ModelVersion).order_by(ModelVersion.model_name, ModelVersion.version)
+    if model:
+        get_model(session, model)
+        query = query.where(ModelVersion.model_name == model)
+    return list(session.exec(query).all())
+
+
 def aliases_of(session: Session, version: ModelVersion) -> list[str]:
     return sorted(session.exec(
         select(Alias.alias).where(Alias.version_id == version.id)

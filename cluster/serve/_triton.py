@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -39,6 +38,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from appliance.errors import CheckFailed, InvalidInput
+from appliance.ports import free_ports
 from cluster.bundle import ModelBundle
 from cluster.export import OnnxExport
 
@@ -79,19 +79,6 @@ def triton_python(python: Path | str | None = None) -> Path:
             f"${PYTHON_ENV} at a Python that has them"
         )
     return path
-
-
-def _free_ports(n: int) -> list[int]:
-    # All held open together so the n ports differ; another process may still take one before
-    # tritonserver binds it, which then fails to start with the port named in its log.
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class TritonBackend:
@@ -148,7 +135,7 @@ class TritonBackend:
         self._clients: list[httpclient.InferenceServerClient] = []
         self._lock = threading.Lock()
         self._closed = False
-        http, grpc, metrics = _free_ports(3)
+        http, grpc, metrics = free_ports(3)
         self.http_url = f"127.0.0.1:{http}"
         self.grpc_url = f"127.0.0.1:{grpc}"
         self.metrics_url = f"127.0.0.1:{metrics}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.ports import free_port
 from cluster import head
 
 
@@ -30,12 +30,6 @@ def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "RAY_ADDRESS"))}
     e["APPLIANCE_HOME"] = str(tmp_path / "home")
     return e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_fresh_node_is_told_to_init_and_a_set_up_one_passes(env):
@@ -57,7 +51,7 @@ def test_a_fresh_node_is_told_to_init_and_a_set_up_one_passes(env):
 
 
 def test_an_unreachable_store_fails_without_showing_its_password(env):
-    env["APPLIANCE_DB_URL"] = f"postgresql://app:s3cret-pw@127.0.0.1:{_free_port()}/appliance"
+    env["APPLIANCE_DB_URL"] = f"postgresql://app:s3cret-pw@127.0.0.1:{free_port()}/appliance"
     res = _cli(["doctor", "--json"], env)
     assert res.returncode == 1
     assert _checks(res)["store.reachable"]["status"] == "fail"
@@ -82,7 +76,7 @@ def test_a_broken_audit_chain_and_expected_gpus_without_nvml_are_findings(env):
 def test_a_head_started_without_the_appliance_s_settings_is_reported(env, tmp_path):
     """`ray start` as Ray does by default: auth off, the LAN address, a client server."""
     assert _cli(["init"], env).returncode == 0
-    port = _free_port()
+    port = free_port()
     ray_tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
     ray_env = {**env, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp,
                "HOME": str(tmp_path)}
@@ -91,7 +85,7 @@ def test_a_head_started_without_the_appliance_s_settings_is_reported(env, tmp_pa
     started = subprocess.run(
         [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}",
          "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats",
-         f"--ray-client-server-port={_free_port()}"],
+         f"--ray-client-server-port={free_port()}"],
         env=ray_env, capture_output=True, text=True, timeout=180)
     address = f"127.0.0.1:{port}"
     try:

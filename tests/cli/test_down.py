@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from sqlmodel import select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import load_config
+from appliance.ports import free_port
 from appliance.registry import datasets, models
 from appliance.store import dispose_all, session_scope
 from appliance.store.models import AuditEvent, Deployment
@@ -132,19 +132,13 @@ _SLEEPER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_head_processes_are_found_by_gcs_address_and_stopped(tmp_path):
     script = tmp_path / "ray" / "fake_agent.py"
     script.parent.mkdir()
     script.write_text(_SLEEPER)
     plain = tmp_path / "not_it.py"
     plain.write_text(_SLEEPER)
-    port = _free_port()
+    port = free_port()
     here = f"--gcs-address=127.0.0.1:{port}"
     argvs = {
         "ours": [str(script), here, "--with-child"],

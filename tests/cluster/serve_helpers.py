@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 
 from appliance.config import Config
 from appliance.monitor import log_files
+from appliance.ports import free_port
 from cluster.bundle import ModelBundle, Preprocessor, build_mlp
 
 MODEL = "credit"
@@ -81,13 +81,6 @@ def serve_config(home: Path, **overrides) -> Config:
     """A configuration serving on a free port, its tokens in a store under `home`."""
     return Config(home=home, db_url=token_store(home), artifacts=home / "artifacts",
                   serve_port=free_port(), serve_grpc_port=free_port(), **overrides)
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def infer_request(cols: dict[str, np.ndarray], request_id: str | None = None) -> dict:

@@ -19,6 +19,7 @@ import pytest
 
 from appliance.config import load_config
 from appliance.errors import InvalidInput
+from appliance.ports import free_port
 from appliance.ray_settings import parse_ray_settings
 from cluster import head, network
 
@@ -55,12 +56,6 @@ _WHICH_RAY = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def env(tmp_path):
     """An appliance home of its own (HOME too), ports of its own, and Ray's temporary folder of
@@ -70,8 +65,8 @@ def env(tmp_path):
     home.mkdir()
     values = {
         "HOME": str(home), "APPLIANCE_HOME": str(tmp_path / "appliance"),
-        "APPLIANCE_SERVE_PORT": str(_free_port()),
-        "APPLIANCE_SERVE_GRPC_PORT": str(_free_port()), "RAY_TMPDIR": str(ray_tmp),
+        "APPLIANCE_SERVE_PORT": str(free_port()),
+        "APPLIANCE_SERVE_GRPC_PORT": str(free_port()), "RAY_TMPDIR": str(ray_tmp),
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
     run_env = {k: v for k, v in os.environ.items()
@@ -142,7 +137,7 @@ class _Listener:
 @pytest.mark.parametrize("named", ["dead", "foreign"])
 def test_a_stale_or_foreign_ray_current_cluster_is_never_joined(env, named):
     listener = _Listener() if named == "foreign" else None
-    stale = listener.address if listener else f"127.0.0.1:{_free_port()}"
+    stale = listener.address if listener else f"127.0.0.1:{free_port()}"
     Path(env["RAY_TMPDIR"], "ray_current_cluster").write_text(stale)
     try:
         # Neither hangs (the timeout) nor goes where the file points.
@@ -225,7 +220,7 @@ _API_SERVER = textwrap.dedent("""
 
 def test_ray_s_workers_ask_their_own_api_server_not_a_stale_cluster(env):
     # A head long gone, as any `ray start` leaves behind: asking it held each fit up by 12 s.
-    Path(env["RAY_TMPDIR"], "ray_current_cluster").write_text(f"127.0.0.1:{_free_port()}")
+    Path(env["RAY_TMPDIR"], "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
     url, seconds, driver = _python(_API_SERVER, env, timeout=120).splitlines()[-1].split()
     # This Ray's own API server's address (on loopback), answered at once, with or without
     # a state module (the dashboard); the driver's own environment is as it was.

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +41,7 @@ from appliance.governance.users import create_user, issue_token
 from appliance.monitor.policy_store import set_policy
 from appliance.pipelines import deployment, promotion, training
 from appliance.pipelines.spec import TrainSpec
+from appliance.ports import free_port
 from appliance.registry import datasets, models
 from appliance.serving import parse_serving
 from appliance.store import migrate, session_scope
@@ -211,12 +211,6 @@ class App:
                              json={"request_id": rid, "labels": labels}).raise_for_status()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _request(cfg: Config, rid: int | None = None) -> RetrainRequest | None:
     with session_scope(cfg.db_url) as session:
         query = select(RetrainRequest).order_by(RetrainRequest.id.desc())
@@ -260,7 +254,7 @@ def story(ray_session, tmp_path_factory):
     (home / "appliance.toml").write_text(
         f'alert_webhook = "{hooks.url}"\n{RULES}\n[serving]\nlog_flush_s = {FLUSH_S}\n')
     cfg = Config(home=home, db_url=f"sqlite:///{home / 'appliance.db'}",
-                 artifacts=home / "artifacts", serve_port=_free_port(), alert_webhook=hooks.url,
+                 artifacts=home / "artifacts", serve_port=free_port(), alert_webhook=hooks.url,
                  serving=parse_serving({"log_flush_s": FLUSH_S}))
     # This process and the monitor's (APPLIANCE_HOME = home) sign one chain with one key.
     audit.configure(cfg)

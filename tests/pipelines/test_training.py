@@ -18,7 +18,7 @@ from appliance.data.synthetic import CATEGORICAL, LABEL, generate
 from appliance.errors import InvalidInput
 from appliance.governance.users import create_user
 from appliance.monitor import importance
-from appliance.monitor.drift import SCORE, to_columns
+from appliance.monitor.drift import SCORE
 from appliance.pipelines import training
 from appliance.pipelines.spec import parse_spec
 from appliance.pipelines.split import holdout_split
@@ -26,6 +26,7 @@ from appliance.registry import datasets
 from appliance.registry.lineage import lineage
 from appliance.store import dispose_all, migrate, session_scope
 from appliance.store.models import Run
+from appliance.tables import table_columns
 from cluster.bundle import ModelBundle
 
 ROWS = 800
@@ -70,7 +71,7 @@ def test_lineage_counts_every_row_once_and_the_reference_is_the_holdouts(world):
     bundle = ModelBundle.from_bytes(store.get_bytes(out.version.digest))
     profile = kernels.ReferenceProfile.from_bytes(store.get_bytes(out.version.profile_digest))
     _, holdout = holdout_split(generate(ROWS, seed=3), spec.seed, spec.holdout, spec.split)
-    _, scores = bundle.predict(to_columns(holdout, bundle.feature_names, CATEGORICAL))
+    _, scores = bundle.predict(table_columns(holdout, bundle.feature_names, CATEGORICAL))
     assert profile.rows == 200
     np.testing.assert_allclose(profile.features[SCORE].sorted,
                                np.sort(scores.astype(np.float64)))
@@ -134,7 +135,7 @@ def test_each_task_trains_registers_and_profiles(tmp_path, ray_session, task, la
     bundle = ModelBundle.from_bytes(store.get_bytes(out.version.digest))
     assert bundle.task == task
     _, holdout = holdout_split(table, spec.seed, spec.holdout, spec.split)
-    cols = to_columns(holdout, bundle.feature_names, ["c"])
+    cols = table_columns(holdout, bundle.feature_names, ["c"])
     got = bundle.score(cols)
     if task == "multiclass":
         assert bundle.classes == ["high", "low", "mid"]

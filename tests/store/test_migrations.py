@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -90,3 +93,33 @@ def test_downgrade_to_base_then_upgrade(db_url):
     migrate(db_url)
     assert _tables(db_url) >= set(SQLModel.metadata.tables)
     assert _current(db_url) == _head(db_url)
+
+
+def test_the_heads_read_from_the_files_are_alembics(blank_db_url):
+    from appliance.store.database import script_heads
+
+    script = ScriptDirectory.from_config(alembic_config(blank_db_url))
+    assert script_heads() == frozenset(script.get_heads())
+
+
+def test_a_store_one_revision_behind_is_upgraded(db_url):
+    # migrate() skips Alembic only when the stored revision is the head: one behind must move.
+    script = ScriptDirectory.from_config(alembic_config(db_url))
+    previous = script.get_revision(script.get_current_head()).down_revision
+    with get_engine(db_url).begin() as conn:
+        cfg = alembic_config(db_url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, previous)
+    assert _current(db_url) == previous
+    migrate(db_url)
+    assert _current(db_url) == _head(db_url)
+
+
+def test_a_current_store_is_checked_without_importing_alembic(db_url):
+    # Every CLI command migrates first; at head that must not cost Alembic's import.
+    code = ("import sys; from appliance.store import migrate; "
+            f"migrate({db_url!r}); print('alembic' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
