@@ -24,6 +24,7 @@ from appliance.store.models import (
     DriftReport,
     FeedbackBatch,
     Lease,
+    ModelReview,
     ModelVersion,
     MonitorPolicy,
     PredictionWindow,
@@ -297,6 +298,8 @@ def _add_graph(session: Session) -> list[SQLModel]:
             finished_at=WHEN,
         ),
         Lease(name="deployment:credit", holder="host:1:2", expires_at=WHEN, acquired_at=WHEN),
+        ModelReview(model_name="credit", reviewer="olga", notes="annual validation",
+                    version=1, reviewed_at=WHEN, next_due_at=WHEN),
         TokenSet(id=1, version=7, updated_at=WHEN),
         AuditEvent(
             ts=WHEN,
