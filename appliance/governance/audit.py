@@ -445,8 +445,8 @@ def anchor(session: Session, actor: User, cfg: Config | None = None) -> sink.Che
     return cp
 
 
-class AuditEventPublic(SQLModel):
-    """One audit event as `appliance audit export` writes it for a SIEM."""
+class AuditEntryPublic(SQLModel):
+    """One audit event: who did what to which object, when (as reports quote it)."""
 
     id: int
     ts: dt.datetime
@@ -455,6 +455,11 @@ class AuditEventPublic(SQLModel):
     object_type: str
     object_id: str
     details: dict[str, Any]
+
+
+class AuditEventPublic(AuditEntryPublic):
+    """One audit event as `appliance audit export` writes it for a SIEM: with its chain."""
+
     prev_hash: str
     hash: str
     key_id: str | None

@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session, SQLModel, col, or_, select
 
 from appliance.errors import InvalidInput
 from appliance.governance import audit, reviews
-from appliance.governance.audit import VerifyResult
+from appliance.governance.audit import AuditEntryPublic, VerifyResult
 from appliance.governance.gate_checks import GateCheckResult, GateResult
 from appliance.governance.reviews import ReviewPublic, ReviewStatusPublic
 from appliance.store.models import (
@@ -58,18 +58,6 @@ class PromotionAuditPublic(SQLModel):
     hours_to_decision: float | None
     gate_passed: bool
     gate_checks: list[GateCheckResult]
-
-
-class AuditEntryPublic(SQLModel):
-    """One audit event, as the report quotes it."""
-
-    id: int
-    ts: dt.datetime
-    actor: str
-    action: str
-    object_type: str
-    object_id: str
-    details: dict[str, Any]
 
 
 class ContractOverridePublic(SQLModel):
