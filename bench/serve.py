@@ -89,7 +89,7 @@ def _isolate(tmp: Path) -> None:
 
 def _infer_body(table, features: list[str], categorical: list[str]) -> bytes:
     """An OIP v2 JSON inference request for every row of `table`."""
-    from cluster.train import table_columns
+    from appliance.tables import table_columns
 
     cols = table_columns(table, features, categorical)
     doc = {"inputs": [
@@ -110,8 +110,10 @@ def _train_demo(rows: int, seed: int):
     import torch
 
     from appliance.data import synthetic
+    from appliance.tables import table_columns
     from cluster.bundle import ModelBundle, Preprocessor, build_mlp
-    from cluster.train import DEFAULT_PARAMS, evaluate, table_columns
+    from cluster.evaluate import evaluate
+    from cluster.train_params import DEFAULT_PARAMS
 
     t0 = time.perf_counter()
     params = DEFAULT_PARAMS
