@@ -105,7 +105,7 @@ _HOLDOUT = 0.2
 
 
 def _train_demo(rows: int, seed: int):
-    """The demo model's network (`cluster.train.DEFAULT_PARAMS`) fitted here, without Ray
+    """The demo model's network (`cluster.train_params.DEFAULT_PARAMS`) fitted here, without Ray
     Train, on `rows` synthetic applicants; returns (bundle, holdout accuracy, seconds)."""
     import torch
 
