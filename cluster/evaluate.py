@@ -13,7 +13,7 @@ from appliance.errors import InvalidInput
 from appliance.monitor.metrics import evaluation_metrics
 from appliance.tables import table_columns
 from cluster.bundle import ModelBundle
-from cluster.labels import binary_labels, class_index, class_values, regression_values
+from cluster.labels import truth
 
 
 def evaluate(bundle: ModelBundle, table: pa.Table, label: str) -> dict[str, Any]:
@@ -39,10 +39,6 @@ def evaluate(bundle: ModelBundle, table: pa.Table, label: str) -> dict[str, Any]
         raise InvalidInput("cannot evaluate on an empty table (0 rows)")
     columns = table_columns(table, bundle.feature_names, bundle.categorical)
     out = bundle.score(columns)
-    if bundle.task == "multiclass":
-        y = class_index(class_values(table, label), bundle.classes or [])
-        return evaluation_metrics("multiclass", y, out.probabilities)
-    if bundle.task == "regression":
-        return evaluation_metrics("regression", regression_values(table, label), out.scores)
-    return evaluation_metrics("binary", binary_labels(table, label), out.scores,
-                              threshold=bundle.threshold)
+    outputs = out.probabilities if bundle.task == "multiclass" else out.scores
+    return evaluation_metrics(bundle.task, truth(table, label, bundle.task, bundle.classes),
+                              outputs, threshold=bundle.threshold)

@@ -70,3 +70,19 @@ def regression_values(table: pa.Table, label: str) -> np.ndarray:
     if not np.isfinite(y).all():
         raise InvalidInput(f"label column {label!r} holds a non-finite value")
     return y
+
+
+def truth(table: pa.Table, label: str, task: str, classes: list | None = None) -> np.ndarray:
+    """The labels a model of `task` is scored against, as
+    `appliance.monitor.metrics.evaluation_metrics` takes them: binary 0/1, multiclass the index
+    of each class in `classes` (-1 for a class the model never saw, which counts as wrong),
+    regression the values.
+
+    Raises:
+        InvalidInput: the label column is absent, has a null, or holds what `task` cannot.
+    """
+    if task == "multiclass":
+        return class_index(class_values(table, label), classes or [])
+    if task == "regression":
+        return regression_values(table, label)
+    return binary_labels(table, label)
