@@ -7,7 +7,9 @@ forms, Arrow IPC / Feather v2) and names that list when a file has another one.
 `table_columns` has one rule for nulls, shared by training, gating, scoring and drift:
 
 - a numerical column (integer, float, boolean, decimal or all-null) becomes float64 and its
-  nulls become NaN (the bundle imputes NaN; the drift engine counts it as missing);
+  nulls become NaN (the bundle imputes NaN; the drift engine counts it as missing), through
+  the drift engine's own converter (`kernels.arrow_numbers`), so that a file handed to
+  `appliance drift compute` and a table the monitor converts read alike;
 - a categorical column becomes an object array of ``str`` and its nulls stay ``None`` (the
   bundle encodes ``None`` as its own category, at training and at serving alike; the drift
   engine counts it as missing).
@@ -101,6 +103,9 @@ def table_columns(
     import numpy as np
     import pyarrow as pa
 
+    # Deferred, as pyarrow: the CLI imports this module without the engine.
+    from kernels import arrow_numbers
+
     out: dict[str, np.ndarray] = {}
     for name in features:
         if name not in table.column_names:
@@ -109,14 +114,12 @@ def table_columns(
         if name in categorical:
             out[name] = np.array(col.cast(pa.string()).to_pylist(), dtype=object)
             continue
-        t = col.type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-                or pa.types.is_null(t) or pa.types.is_decimal(t)):
+        values = arrow_numbers(col)
+        if values is None:
             raise InvalidInput(
-                f"feature {name!r} has type {t}, not a number; list it in categorical if it is a "
-                f"category"
+                f"feature {name!r} has type {col.type}, not a number; list it in categorical "
+                f"if it is a category"
             )
-        out[name] = np.asarray(
-            col.cast(pa.float64()).fill_null(float("nan")).to_numpy(), dtype=np.float64
-        )
+        # A copy, writable: a null-free float64 column's view may be read-only.
+        out[name] = values.astype(np.float64)
     return out

@@ -1,14 +1,15 @@
 """The GPU check's model sections: the training step and batched inference, on CUDA and CPU.
 
-train(cfg, deadline, work) -> dict     `cluster.train.run_epoch` on the device, NVML traced
+train(cfg, deadline, work) -> dict     `cluster.train_epoch.run_epoch` on the device, NVML traced
 infer(cfg, deadline, work) -> dict     `cluster.scoring.TorchScorer` on CUDA against the CPU
 
-Training runs, without Ray, what a Ray Train worker runs for the MLP kind (`cluster.train.
-_train_loop`): the design matrix from `cluster.fit_data.prepare`, `cluster.bundle.build_mlp`,
-AdamW, the task's loss, and one `run_epoch` per epoch over a seeded order, with the rows and the
-order on the device. Two phases, each bounded by seconds rather than epochs: the product's
-default MLP (small: its steps are short and the GPU waits on Python and on each step's loss read)
-and a wide one (the GPU busy). NVML samples every GPU during both; the records are the trace.
+Training runs, without Ray, what a Ray Train worker runs for the MLP kind
+(`cluster.train_loop.train_loop`): the design matrix from `cluster.fit_data.prepare`,
+`cluster.bundle.build_mlp`, AdamW, the task's loss, and one `run_epoch` per epoch over a seeded
+order, with the rows and the order on the device. Two phases, each bounded by seconds rather
+than epochs: the product's default MLP (small: its steps are short and the GPU waits on Python
+and on each step's loss read) and a wide one (the GPU busy). NVML samples every GPU during both;
+the records are the trace.
 
 Inference scores the two trained networks as bundles read back from their bytes, through the
 scorer serving uses: 1,000-row batches (one request's worth) and 65,536-row ones, on the CPU with
@@ -47,7 +48,9 @@ def train(cfg: dict[str, Any], deadline: float, work: Path) -> dict[str, Any]:
 
     from appliance.data import synthetic
     from cluster.bundle import ModelBundle, build_mlp, output_width
-    from cluster.train import _Loss, prepare, resolve_params, run_epoch
+    from cluster.fit_data import prepare
+    from cluster.train_epoch import TaskLoss, run_epoch
+    from cluster.train_params import resolve_params
 
     device = "cuda" if cfg["mode"] == "gpu" else "cpu"
     table = synthetic.generate(cfg["rows"], seed=SEED)
@@ -64,7 +67,7 @@ def train(cfg: dict[str, Any], deadline: float, work: Path) -> dict[str, Any]:
         model.to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=resolved["lr"],
                                 weight_decay=resolved["weight_decay"])
-        loss_fn = _Loss("binary")
+        loss_fn = TaskLoss("binary")
         x = torch.from_numpy(data.x_train).to(device)
         y = torch.from_numpy(data.y_train).to(device)
         n = len(y)

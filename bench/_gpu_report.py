@@ -134,7 +134,7 @@ def _train_lines(sec: dict[str, Any], gpu: bool) -> list[str]:
         return [*head, *_error("Training", sec)]
     lines = [
         *head,
-        f"`cluster.train.run_epoch` (the epoch a Ray Train worker runs), called directly on "
+        f"`cluster.train_epoch.run_epoch` (the epoch a Ray Train worker runs), called directly on "
         f"{sec['device']} with the worker's model, optimiser and loss, on {sec['rows']:,} rows "
         "of `appliance.data.synthetic` held on the device; each phase trains for a fixed time. "
         "NVML sampled every GPU while it ran (utilisation: the share of NVML's sample period "

@@ -60,7 +60,7 @@ def _mlp_lines(mlp: dict, quick: bool) -> list[str]:
         f"store and read by the worker, {mlp['checkpoints']} checkpoint(s) (the state dict and "
         f"the optimiser's, every {mlp['every']} epoch(s), one report each), the controller's "
         f"polls of its worker (`RAY_TRAIN_HEALTH_CHECK_INTERVAL_S` = {mlp['poll_s']} s, set by "
-        "`cluster.train.run_trainer`), and loading the last checkpoint back into the bundle. "
+        "`cluster.train_run.run_trainer`), and loading the last checkpoint back into the bundle. "
         "Ray's own start (`ray.init`) is not in it.",
         "",
         f"The plain loop's epochs alone took {plain['train_s']:.2f} s of its "

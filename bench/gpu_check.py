@@ -10,7 +10,7 @@ not the run; 3 and 4 share one, which keeps what it finished when it is killed):
 1. `pytest tests/gpu`: the CuPy backend against the NumPy one (skipped without a GPU);
 2. drift: `kernels.compare` on a 10M x 100 float32 window resident on the GPU, binned and exact
    KS, against a device-to-device copy and the CPU engine (`bench/_gpu_drift.py`);
-3. train: `cluster.train.run_epoch` on CUDA with an NVML trace (`bench/_gpu_model.py`);
+3. train: `cluster.train_epoch.run_epoch` on CUDA with an NVML trace (`bench/_gpu_model.py`);
 4. infer: a bundle through the serving scorer, CUDA against the CPU (`bench/_gpu_model.py`).
 
 It needs neither Ray nor the appliance's database stack, nor an install: it runs from the source

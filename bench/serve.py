@@ -89,7 +89,7 @@ def _isolate(tmp: Path) -> None:
 
 def _infer_body(table, features: list[str], categorical: list[str]) -> bytes:
     """An OIP v2 JSON inference request for every row of `table`."""
-    from cluster.train import table_columns
+    from appliance.tables import table_columns
 
     cols = table_columns(table, features, categorical)
     doc = {"inputs": [
@@ -105,13 +105,15 @@ _HOLDOUT = 0.2
 
 
 def _train_demo(rows: int, seed: int):
-    """The demo model's network (`cluster.train.DEFAULT_PARAMS`) fitted here, without Ray
+    """The demo model's network (`cluster.train_params.DEFAULT_PARAMS`) fitted here, without Ray
     Train, on `rows` synthetic applicants; returns (bundle, holdout accuracy, seconds)."""
     import torch
 
     from appliance.data import synthetic
+    from appliance.tables import table_columns
     from cluster.bundle import ModelBundle, Preprocessor, build_mlp
-    from cluster.train import DEFAULT_PARAMS, evaluate, table_columns
+    from cluster.evaluate import evaluate
+    from cluster.train_params import DEFAULT_PARAMS
 
     t0 = time.perf_counter()
     params = DEFAULT_PARAMS

@@ -78,7 +78,10 @@ def _plain_mlp(train, holdout, label: str, categorical: list[str], params: dict,
     import torch
 
     from cluster.bundle import ModelBundle, build_mlp, output_width
-    from cluster.train import _Loss, evaluate, prepare, resolve_params
+    from cluster.evaluate import evaluate
+    from cluster.fit_data import prepare
+    from cluster.train_epoch import TaskLoss
+    from cluster.train_params import resolve_params
 
     t0 = time.perf_counter()
     resolved = resolve_params(params)
@@ -90,11 +93,11 @@ def _plain_mlp(train, holdout, label: str, categorical: list[str], params: dict,
                       output_width("binary", None))
     opt = torch.optim.AdamW(model.parameters(), lr=resolved["lr"],
                             weight_decay=resolved["weight_decay"])
-    loss_fn, batch, n = _Loss("binary"), resolved["batch_size"], len(y)
+    loss_fn, batch, n = TaskLoss("binary"), resolved["batch_size"], len(y)
     t1 = time.perf_counter()
     for epoch in range(resolved["epochs"]):
         model.train()
-        # The worker's generator for rank 0 (cluster.train._train_loop).
+        # The worker's generator for rank 0 (cluster.train_loop.train_loop).
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009)
         order = torch.randperm(n, generator=gen)
         total = 0.0
@@ -136,24 +139,24 @@ def _report_only(config: dict) -> None:
 def _noop_trainer(storage: Path) -> float:
     """Seconds of a TorchTrainer whose one worker only reports: Ray Train's fixed cost (its
     controller and worker starting, the torch backend set up, one report taken in), with the
-    poll interval `cluster.train.run_trainer` sets."""
+    poll interval `cluster.train_run.run_trainer` sets."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from cluster.train import _POLL_ENV, _POLL_S
+    from cluster.train_run import POLL_ENV, POLL_S
 
     trainer = TorchTrainer(_report_only, scaling_config=ScalingConfig(num_workers=1),
                            run_config=RunConfig(name="bench-noop", storage_path=str(storage)))
     # run_trainer's poll interval; not run_trainer itself, which refuses a run without a
     # checkpoint.
-    previous = os.environ.get(_POLL_ENV)
-    os.environ.setdefault(_POLL_ENV, _POLL_S)
+    previous = os.environ.get(POLL_ENV)
+    os.environ.setdefault(POLL_ENV, POLL_S)
     t0 = time.perf_counter()
     try:
         trainer.fit()
     finally:
         if previous is None:
-            os.environ.pop(_POLL_ENV, None)
+            os.environ.pop(POLL_ENV, None)
     return time.perf_counter() - t0
 
 
@@ -190,9 +193,9 @@ def _mlp(args, storage: Path) -> dict[str, Any]:
 
 
 def _poll_s() -> str:
-    from cluster.train import _POLL_S
+    from cluster.train_run import POLL_S
 
-    return _POLL_S
+    return POLL_S
 
 
 # --------------------------------------------------------------------------- XGBoost
@@ -203,11 +206,11 @@ def _xgboost_available() -> str | None:
     try:
         import xgboost  # noqa: F401
 
-        from cluster.train import KINDS
+        from cluster.train_params import KINDS
     except ImportError as exc:
         return f"not available ({exc})"
     if "xgboost" not in KINDS:
-        return "not available (this checkout's cluster.train has no xgboost kind)"
+        return "not available (this checkout's cluster.train_params has no xgboost kind)"
     return None
 
 
@@ -218,7 +221,9 @@ def _plain_xgboost(train, holdout, label: str, categorical: list[str], params: d
     import xgboost
 
     from cluster.bundle import ModelBundle
-    from cluster.train import evaluate, prepare, resolve_params
+    from cluster.evaluate import evaluate
+    from cluster.fit_data import prepare
+    from cluster.train_params import resolve_params
     from cluster.train_xgboost import booster_params
 
     t0 = time.perf_counter()
@@ -280,14 +285,14 @@ def _trial(config: dict, x=None, y=None, xv=None, yv=None) -> None:
     from ray import tune
 
     from cluster.bundle import build_mlp
-    from cluster.train import _Loss
+    from cluster.train_epoch import TaskLoss
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(SEED)
     x, y, xv, yv = (torch.from_numpy(a) for a in (x, y, xv, yv))
     model = build_mlp(x.shape[1], config["hidden"], config["layers"], 1)
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
-    loss_fn, batch = _Loss("binary"), config["batch_size"]
+    loss_fn, batch = TaskLoss("binary"), config["batch_size"]
     for epoch in range(config["epochs"]):
         model.train()
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SEED + epoch))
@@ -344,7 +349,8 @@ def _own_sweep(args, storage: Path) -> dict[str, Any]:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from cluster.train import prepare, resolve_params
+    from cluster.fit_data import prepare
+    from cluster.train_params import resolve_params
 
     train, _, label, categorical = _data(args.tune_rows, args.holdout, SEED)
     data = prepare(train, label=label, categorical=categorical,

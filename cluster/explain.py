@@ -35,8 +35,9 @@ import torch
 from appliance.errors import InvalidInput
 from appliance.monitor.importance import association, permutation_importance
 from appliance.monitor.metrics import MAIN_METRIC, evaluation_metrics
+from appliance.tables import table_columns
 from cluster.bundle import ModelBundle
-from cluster.fit_data import _class_index, _class_values, _labels, _values, table_columns
+from cluster.labels import truth
 
 IG_STEPS = 64
 
@@ -49,12 +50,7 @@ def holdout_importance(bundle: ModelBundle, holdout: pa.Table, label: str, *,
     features, categorical = bundle.feature_names, bundle.categorical
     columns = table_columns(holdout, features, categorical)
     metric = MAIN_METRIC[bundle.task]
-    if bundle.task == "multiclass":
-        y: np.ndarray = _class_index(_class_values(holdout, label), bundle.classes or [])
-    elif bundle.task == "regression":
-        y = _values(holdout, label)
-    else:
-        y = _labels(holdout, label)
+    y = truth(holdout, label, bundle.task, bundle.classes)
 
     def metric_of(cols: Mapping[str, np.ndarray], rows: np.ndarray) -> float | None:
         out = bundle.score(cols)

@@ -1,10 +1,11 @@
-"""What every model kind's fit starts from, and how any model is scored.
+"""What every model kind's fit starts from: the design matrix and targets.
 
 `prepare` checks a fit's arguments and turns a table into the design matrix and targets of the
 rows that train (and of early stopping's validation slice), with the `Preprocessor` fitted on
-the training rows only. Targets per task (`_targets`): binary 0/1, multiclass class indices
-(the sorted classes kept in the bundle), regression the standardised label (its mean and std
-kept). `evaluate` scores a bundle on labelled rows with its task's metrics.
+the training rows only. Targets per task (`_targets`, from the label readers of
+`cluster.labels`): binary 0/1, multiclass class indices (the sorted classes kept in the bundle),
+regression the standardised label (its mean and std kept). How a fitted model is scored is
+`cluster.evaluate`.
 """
 
 from __future__ import annotations
@@ -16,102 +17,11 @@ import numpy as np
 import pyarrow as pa
 
 from appliance.errors import InvalidInput
-from appliance.monitor.metrics import evaluation_metrics
 from appliance.tables import table_columns
-from cluster.bundle import TASKS, ModelBundle, Preprocessor
+from cluster.bundle import TASKS, Preprocessor
+from cluster.labels import binary_labels, class_index, class_values, label_column, regression_values
 
 _MIN_ROWS = 10
-
-
-def _label_column(table: pa.Table, label: str) -> pa.ChunkedArray:
-    if label not in table.column_names:
-        raise InvalidInput(f"label column {label!r} not found; the table has {table.column_names}")
-    col = table.column(label)
-    if col.null_count:
-        raise InvalidInput(f"label column {label!r} has {col.null_count} missing value(s)")
-    return col
-
-
-def _labels(table: pa.Table, label: str) -> np.ndarray:
-    """A binary classifier's labels: int64 0/1."""
-    col = _label_column(table, label)
-    try:
-        y = np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InvalidInput(f"label column {label!r} must hold 0/1, got type {col.type}") from exc
-    bad = ~np.isin(y, (0.0, 1.0))
-    if bad.any():
-        raise InvalidInput(
-            f"label column {label!r} must hold 0/1 (binary classifier), got {y[bad][0]!r}; "
-            f"is the task multiclass or regression?"
-        )
-    return y.astype(np.int64)
-
-
-def _class_values(table: pa.Table, label: str) -> list:
-    """A multiclass label column as Python ints or strings (one kind for the whole column)."""
-    col = _label_column(table, label)
-    if pa.types.is_integer(col.type) or pa.types.is_boolean(col.type):
-        return [int(v) for v in col.cast(pa.int64()).to_pylist()]
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        return col.to_pylist()
-    raise InvalidInput(
-        f"label column {label!r} must hold integer or string classes for a multiclass task, "
-        f"got type {col.type}"
-    )
-
-
-def _class_index(values: list, classes: list) -> np.ndarray:
-    """Index of each value in `classes`; -1 for a class not among them."""
-    index = {c: i for i, c in enumerate(classes)}
-    return np.fromiter((index.get(v, -1) for v in values), np.int64, len(values))
-
-
-def _values(table: pa.Table, label: str) -> np.ndarray:
-    """A regressor's targets: finite float64."""
-    col = _label_column(table, label)
-    try:
-        y = np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InvalidInput(
-            f"label column {label!r} must hold numbers for a regression task, got type "
-            f"{col.type}"
-        ) from exc
-    if not np.isfinite(y).all():
-        raise InvalidInput(f"label column {label!r} holds a non-finite value")
-    return y
-
-
-def evaluate(bundle: ModelBundle, table: pa.Table, label: str) -> dict[str, Any]:
-    """Score `bundle` on the labelled `table` with its task's metrics.
-
-    Args:
-        bundle: the model to score.
-        table: rows with the bundle's features (extra columns are ignored) and `label`.
-        label: name of the target column.
-
-    Returns:
-        What `appliance.monitor.metrics.evaluation_metrics` returns for the bundle's task:
-        binary {"accuracy", "auc", "log_loss", "rows"} (accuracy at the bundle's threshold,
-        AUC None with one class only); multiclass {"accuracy", "macro_f1", "log_loss",
-        "rows"} (a class the bundle never saw counts as wrong); regression {"rmse", "mae",
-        "r2", "rows"}.
-
-    Raises:
-        InvalidInput: `table` is empty, or lacks a feature or the label, or a label the task
-            cannot have.
-    """
-    if table.num_rows == 0:
-        raise InvalidInput("cannot evaluate on an empty table (0 rows)")
-    columns = table_columns(table, bundle.feature_names, bundle.categorical)
-    out = bundle.score(columns)
-    if bundle.task == "multiclass":
-        y = _class_index(_class_values(table, label), bundle.classes or [])
-        return evaluation_metrics("multiclass", y, out.probabilities)
-    if bundle.task == "regression":
-        return evaluation_metrics("regression", _values(table, label), out.scores)
-    return evaluation_metrics("binary", _labels(table, label), out.scores,
-                              threshold=bundle.threshold)
 
 
 def _targets(table: pa.Table, label: str, task: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -121,19 +31,19 @@ def _targets(table: pa.Table, label: str, task: str) -> tuple[np.ndarray, dict[s
     regression: the label standardised, as float32 (and its mean and std).
     """
     if task == "multiclass":
-        values = _class_values(table, label)
+        values = class_values(table, label)
         classes = sorted(set(values))
         if len(classes) < 2:
             raise InvalidInput(
                 f"label {label!r} has only class {classes[0]!r} in the training rows; "
                 f"a classifier needs two or more"
             )
-        return _class_index(values, classes), {"classes": classes}
+        return class_index(values, classes), {"classes": classes}
     if task == "regression":
-        y = _values(table, label)
+        y = regression_values(table, label)
         mean, std = float(y.mean()), float(y.std()) or 1.0
         return ((y - mean) / std).astype(np.float32), {"target": (mean, std)}
-    y = _labels(table, label)
+    y = binary_labels(table, label)
     if y.min() == y.max():
         raise InvalidInput(
             f"label {label!r} has only class {int(y[0])} in the training rows; "
@@ -183,7 +93,7 @@ def prepare(
     if task not in TASKS:
         raise InvalidInput(f"task must be one of {list(TASKS)}, got {task!r}")
 
-    _label_column(table, label)
+    label_column(table, label)
     features = [c for c in table.column_names if c != label]
     if not features:
         raise InvalidInput(f"the table has no feature columns besides the label {label!r}")
@@ -208,10 +118,10 @@ def prepare(
         x_valid = pre.transform(table_columns(valid_table, pre.feature_names, categorical))
         if task == "multiclass":
             # A class only the slice holds is -1, which the loss ignores.
-            y_valid = _class_index(_class_values(valid_table, label), kept["classes"])
+            y_valid = class_index(class_values(valid_table, label), kept["classes"])
         elif task == "regression":
             mean, std = kept["target"]
-            y_valid = ((_values(valid_table, label) - mean) / std).astype(np.float32)
+            y_valid = ((regression_values(valid_table, label) - mean) / std).astype(np.float32)
         else:
-            y_valid = _labels(valid_table, label).astype(np.float32)
+            y_valid = binary_labels(valid_table, label).astype(np.float32)
     return Prepared(pre, x_train, y_train, x_valid, y_valid, kept, train_idx, valid_idx)

@@ -33,7 +33,7 @@ import ray
 
 from appliance.config import Config
 from appliance.errors import CheckFailed, ConflictError
-from appliance.ports import free_port
+from appliance.ports import free_port, free_ports
 from cluster import head, network
 
 
@@ -65,11 +65,12 @@ def _auth_env(cfg: Config) -> dict[str, str]:
 
 def start_head(cfg: Config, num_cpus: int | None = None) -> str:
     """Start a detached local Ray head (loopback only) and return its address."""
-    address = f"127.0.0.1:{free_port()}"
-    api_port = free_port()
+    # Chosen together, so the three differ (`free_ports` holds them all while it picks).
+    gcs_port, api_port, own_client_port = free_ports(3)
+    address = f"127.0.0.1:{gcs_port}"
     # `ray start --head` always starts a Ray client server (port 0 is refused): give it a
     # port of its own, and stop it below unless [ray] asks for one.
-    client_port = cfg.ray.client_server_port or free_port()
+    client_port = cfg.ray.client_server_port or own_client_port
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head",
            f"--port={address.rpartition(':')[2]}", f"--node-ip-address={network.LOOPBACK}",
            f"--include-dashboard={str(cfg.ray.dashboard).lower()}",

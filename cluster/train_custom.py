@@ -34,20 +34,22 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, RunFailed
 from appliance.names import check_name
 from cluster.bundle import ModelBundle, output_width
-from cluster.fit_data import evaluate, prepare
-from cluster.train import (
+from cluster.evaluate import evaluate
+from cluster.fit_data import prepare
+from cluster.train_epoch import TaskLoss, shard_rows
+from cluster.train_params import resolve_params
+from cluster.train_run import (
     DEFAULT_CHECKPOINTS_TO_KEEP,
     DEFAULT_MAX_FAILURES,
     FitResult,
-    _Loss,
-    _shard,
+    place_run,
+    run_config,
     run_digest,
     run_trainer,
 )
-from cluster.train_params import resolve_params
 
 _STATE_FILE, _MODEL_FILE = "state.pt", "model.ts"
 
@@ -145,14 +147,14 @@ def _train_loop(config: dict[str, Any]) -> None:
     rank, world = ctx_.get_world_rank(), ctx_.get_world_size()
     torch.manual_seed(config["seed"])
     x_all, y_all = ray.get(config["x_ref"]), ray.get(config["y_ref"])
-    rows = _shard(len(y_all), rank, world)
+    rows = shard_rows(len(y_all), rank, world)
     device = ray.train.torch.get_device()
     ctx = CustomContext(
         x=torch.from_numpy(np.array(x_all[rows])).to(device),
         y=torch.from_numpy(np.array(y_all[rows])).to(device),
         task=config["task"], width=config["width"], outputs=config["outputs"],
         params=dict(config["params"]), seed=config["seed"], rank=rank, world_size=world,
-        device=device, loss=_Loss(config["task"]),
+        device=device, loss=TaskLoss(config["task"]),
     )
     module = config["function"](ctx)
     if not isinstance(module, torch.nn.Module):
@@ -179,9 +181,9 @@ def fit_custom(
     params: dict[str, Any] | None,
     seed: int,
     function: str,
+    storage_path: str | Path,
     num_workers: int = 1,
     use_gpu: bool | None = None,
-    storage_path: str | None = None,
     name: str = "train",
     holdout: pa.Table | None = None,
     task: str = "binary",
@@ -193,15 +195,14 @@ def fit_custom(
     The other arguments are `cluster.train.fit`'s; params are passed to the function as given.
 
     Raises:
-        InvalidInput: bad arguments, columns, labels or function (the message names which).
-        RuntimeError: the training run failed after its retries (the cause is chained).
+        InvalidInput: bad arguments, columns, labels or function (the message names which),
+            or more workers or GPUs than the Ray cluster has.
+        RunFailed: Ray is not started, or the training run failed after its retries (the
+            cause on one line, and chained), or it saved no model.
     """
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from appliance.config import load_config
-    from cluster.runtime import ensure_ray
 
     started = time.perf_counter()
     resolved = resolve_params(params, kind="custom")
@@ -211,12 +212,7 @@ def fit_custom(
     data = prepare(table, label=label, categorical=categorical,
                    resolved={"early_stopping": 0, "valid_fraction": 0.0}, seed=seed,
                    num_workers=num_workers, task=task)
-    if not ray.is_initialized():
-        ensure_ray(load_config())
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
-    storage = Path(storage_path) if storage_path else load_config().home / "ray_results"
-    storage.mkdir(parents=True, exist_ok=True)
+    use_gpu, storage = place_run(storage_path, num_workers, use_gpu)
     run_name = f"{name}-" + run_digest(data.x_train, data.y_train,
                                        {"kind": "custom", "function": function, **resolved},
                                        int(seed), num_workers, use_gpu)
@@ -228,16 +224,14 @@ def fit_custom(
             "width": data.pre.width, "outputs": output_width(task, classes), "task": task,
             "params": resolved, "seed": int(seed), "function": fn,
         },
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=bool(use_gpu)),
-        run_config=RunConfig(name=run_name, storage_path=str(storage),
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=checkpoints_to_keep)),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=run_config(run_name, storage, max_failures, checkpoints_to_keep),
     )
     result = run_trainer(trainer, run_name)
     with result.checkpoint.as_directory() as folder:
         path = Path(folder) / _MODEL_FILE
         if not path.exists():
-            raise RuntimeError(f"training run {run_name!r} saved no model")
+            raise RunFailed(f"training run {run_name} saved no model")
         module = torch.jit.load(io.BytesIO(path.read_bytes()), map_location="cpu")
     bundle = ModelBundle(data.pre, module, 0, 0, label, task=task, classes=classes,
                          target=data.kept.get("target"), kind="custom")

@@ -23,15 +23,18 @@ import pyarrow as pa
 
 from appliance.names import check_name
 from cluster.bundle import ModelBundle
-from cluster.fit_data import Prepared, evaluate, prepare
-from cluster.train import (
+from cluster.evaluate import evaluate
+from cluster.fit_data import Prepared, prepare
+from cluster.train_params import resolve_params
+from cluster.train_run import (
     DEFAULT_CHECKPOINTS_TO_KEEP,
     DEFAULT_MAX_FAILURES,
     FitResult,
+    place_run,
+    run_config,
     run_digest,
     run_trainer,
 )
-from cluster.train_params import resolve_params
 
 if TYPE_CHECKING:
     from cluster.progress import ProgressEvent
@@ -161,9 +164,9 @@ def fit_xgboost(
     categorical: list[str],
     params: dict[str, Any] | None,
     seed: int,
+    storage_path: str | Path,
     num_workers: int = 1,
     use_gpu: bool | None = None,
-    storage_path: str | None = None,
     name: str = "train",
     holdout: pa.Table | None = None,
     task: str = "binary",
@@ -180,29 +183,23 @@ def fit_xgboost(
     loss.
 
     Raises:
-        InvalidInput: bad params, arguments, columns or labels (the message names which).
-        RuntimeError: the training run failed after its retries (the cause is chained).
+        InvalidInput: bad params, arguments, columns or labels (the message names which), or
+            more workers or GPUs than the Ray cluster has.
+        RunFailed: Ray is not started, or the training run failed after its retries (the
+            cause on one line, and chained).
     """
-    import ray
     import xgboost
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import ScalingConfig
     from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
 
-    from appliance.config import load_config
     from cluster.progress import ProgressListener
-    from cluster.runtime import ensure_ray
 
     started = time.perf_counter()
     resolved = resolve_params(params, kind="xgboost")
     check_name("run name", name)
     data: Prepared = prepare(table, label=label, categorical=categorical, resolved=resolved,
                              seed=seed, num_workers=num_workers, task=task)
-    if not ray.is_initialized():
-        ensure_ray(load_config())
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
-    storage = Path(storage_path) if storage_path else load_config().home / "ray_results"
-    storage.mkdir(parents=True, exist_ok=True)
+    use_gpu, storage = place_run(storage_path, num_workers, use_gpu)
     run_name = f"{name}-" + run_digest(data.x_train, data.y_train,
                                        {"kind": "xgboost", **resolved}, int(seed), num_workers,
                                        use_gpu)
@@ -220,7 +217,7 @@ def fit_xgboost(
         _train_loop,
         train_loop_config={
             "params": booster_params(resolved, task, len(classes or ()), int(seed),
-                                     bool(use_gpu)),
+                                     use_gpu),
             "rounds": rounds,
             "early_stopping": resolved["early_stopping"],
             "every": max(1, math.ceil(rounds / 3)),
@@ -230,13 +227,8 @@ def fit_xgboost(
             "progress_every": max(1, math.ceil(rounds / PROGRESS_EVERY)),
         },
         datasets=datasets,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=bool(use_gpu)),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=checkpoints_to_keep),
-        ),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=run_config(run_name, storage, max_failures, checkpoints_to_keep),
     )
     with watching:
         result = run_trainer(trainer, run_name)

@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from cluster.train import _Loss
 from cluster.train_custom import CustomContext, load_function
+from cluster.train_epoch import TaskLoss
 from cluster.tune_trial import bundle_of, validation_report
 from cluster.tune_trial import prepare as prepare_rows
 
@@ -94,7 +94,7 @@ def trial(config: dict[str, Any], data: dict[str, Any]) -> None:
         x=torch.from_numpy(np.array(data["x"])), y=torch.from_numpy(np.array(data["y"])),
         task=data["task"], width=data["pre"].width, outputs=data["outputs"],
         params=dict(config), seed=data["seed"], rank=0, world_size=1,
-        device=torch.device("cpu"), loss=_Loss(data["task"]), data=data,
+        device=torch.device("cpu"), loss=TaskLoss(data["task"]), data=data,
     )
     module = data["function"](ctx)
     if not isinstance(module, torch.nn.Module):

@@ -21,7 +21,8 @@ from cluster.bundle import build_mlp
 
 # Reused from the single-fit trainer, so a trial learns exactly what `fit` would: the same
 # loss, the same epoch of minibatch steps.
-from cluster.train import _Loss, resolve_params, run_epoch
+from cluster.train_epoch import TaskLoss, run_epoch
+from cluster.train_params import resolve_params
 from cluster.tune_trial import bundle_of, validation_report
 
 
@@ -45,7 +46,7 @@ def trial(config: dict[str, Any], data: dict[str, Any]) -> None:
     model = build_mlp(data["pre"].width, params["hidden"], params["layers"], data["outputs"])
     opt = torch.optim.AdamW(model.parameters(), lr=params["lr"],
                             weight_decay=params["weight_decay"])
-    loss_fn = _Loss(data["task"])
+    loss_fn = TaskLoss(data["task"])
     bundle = bundle_of(data, model, "mlp", params["hidden"], params["layers"])
     n, batch = len(y), params["batch_size"]
     for epoch in range(params["epochs"]):

@@ -4,7 +4,7 @@
 does (`cluster.fit_data.prepare`, with no early-stopping slice: the sweep's validation slice is
 its own), once for the whole sweep, since nothing in it depends on a tuned param.
 `validation_report` scores a trial's model as it stands on that validation slice with the
-task's metrics (`cluster.fit_data.evaluate`), in the form Ray Tune's scheduler can compare.
+task's metrics (`cluster.evaluate`), in the form Ray Tune's scheduler can compare.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from cluster.bundle import ModelBundle, output_width
-from cluster.fit_data import evaluate
+from cluster.evaluate import evaluate
 from cluster.fit_data import prepare as prepare_fit
 
 

@@ -34,6 +34,7 @@ host, the KS/Wasserstein merge walk is a small C extension built at install time
 """
 
 from kernels._backend import BACKENDS, gpu_available, resolve_backend
+from kernels._columns import arrow_numbers
 from kernels._compare import compare, compute
 from kernels._divergence import PSI_EPSILON
 from kernels._errors import BackendUnavailable, DriftError, DriftInputError
@@ -64,6 +65,7 @@ __all__ = [
     "PSI_EPSILON",
     "ReferenceProfile",
     "STATS",
+    "arrow_numbers",
     "compare",
     "compute",
     "fit_profile",

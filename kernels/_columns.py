@@ -11,6 +11,10 @@ same values given as strings.
 
 Missing values: NaN (and None / null) are missing; they are counted, never dropped silently.
 Infinities are values (see `kernels` package docs for how each statistic treats them).
+
+`arrow_numbers` is the one Arrow-to-NumPy converter for numerical columns, with the one null
+rule (a null becomes NaN); the appliance's `appliance.tables.table_columns` calls it too, so a
+column means the same to training, scoring and drift whichever path it took.
 """
 
 from __future__ import annotations
@@ -81,27 +85,74 @@ def _is_arrow(values: Any) -> bool:
 
 
 _ARROW_NUMPY = {
-    "double": np.float64, "float": np.float32, "int8": np.int8, "int16": np.int16,
-    "int32": np.int32, "int64": np.int64, "uint8": np.uint8, "uint16": np.uint16,
-    "uint32": np.uint32, "uint64": np.uint64,
+    "double": np.float64, "float": np.float32, "halffloat": np.float16, "int8": np.int8,
+    "int16": np.int16, "int32": np.int32, "int64": np.int64, "uint8": np.uint8,
+    "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
 }
 
 
-def _arrow_to_numpy(values: Any) -> np.ndarray:
-    """A pyarrow Array/ChunkedArray as NumPy: a zero-copy view when it is one null-free
-    primitive chunk.
+def _bits(buffer: Any, offset: int, n: int) -> np.ndarray:
+    """n bits of an Arrow bitmap (validity or boolean values) from `offset`, as bools."""
+    raw = np.frombuffer(buffer, dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")[offset : offset + n].astype(bool)
 
-    pyarrow's own to_numpy goes through its pandas conversion layer, which imports pandas
-    (~38 MiB resident) even for a zero-copy view.
+
+def _primitive(chunk: Any) -> np.ndarray:
+    """The values of one fixed-width numerical pyarrow Array as a zero-copy NumPy view (what
+    a null holds there is undefined).
+
+    pyarrow's own to_numpy goes through its pandas conversion layer, and so does its cast,
+    which import pandas (~38 MiB resident) even for a zero-copy view.
     """
-    if hasattr(values, "num_chunks") and values.num_chunks == 1:
-        values = values.chunk(0)
-    dtype = _ARROW_NUMPY.get(str(getattr(values, "type", "")))
-    if dtype is not None and not hasattr(values, "num_chunks") and values.null_count == 0:
-        item = np.dtype(dtype).itemsize
-        return np.frombuffer(values.buffers()[1], dtype=dtype, count=len(values),
-                             offset=values.offset * item)
-    return values.to_numpy(zero_copy_only=False)
+    dtype = np.dtype(_ARROW_NUMPY[str(chunk.type)])
+    return np.frombuffer(chunk.buffers()[1], dtype=dtype, count=len(chunk),
+                         offset=chunk.offset * dtype.itemsize)
+
+
+def _chunk_numbers(chunk: Any, kind: str) -> np.ndarray:
+    """One chunk of `arrow_numbers`."""
+    n = len(chunk)
+    if kind == "null":
+        return np.full(n, np.nan)
+    if kind == "bool":
+        values = _bits(chunk.buffers()[1], chunk.offset, n).astype(np.float64)
+    elif kind in _ARROW_NUMPY:
+        values = _primitive(chunk)
+        if values.dtype.kind != "f":
+            values = values.astype(np.float64)
+        elif values.dtype.itemsize < 4:
+            values = values.astype(np.float32)
+    else:  # decimal: the one type NumPy cannot read; Arrow's cast (which loads pandas) does
+        chunk = chunk.cast("double")
+        values = _primitive(chunk)
+    if chunk.null_count:
+        values = np.where(_bits(chunk.buffers()[0], chunk.offset, n), values, np.nan)
+    return values
+
+
+def arrow_numbers(values: Any) -> np.ndarray | None:
+    """A numerical pyarrow Array or ChunkedArray as a 1-D NumPy float array, by the one null
+    rule every caller shares: a null becomes NaN.
+
+    Integer, boolean, decimal and all-null columns become float64; float64 and float32 stay
+    as they are (half floats become float32). A single null-free float chunk is a zero-copy
+    view of Arrow's buffer (read-only when that is). pyarrow is duck-typed, never imported.
+
+    Args:
+        values: a pyarrow Array or ChunkedArray.
+
+    Returns:
+        The floats, or None when the column's type is not a number (text, dictionary, dates,
+        nested): each caller words that error its own way.
+    """
+    kind = str(values.type)
+    if not (kind in _ARROW_NUMPY or kind in ("bool", "null") or kind.startswith("decimal")):
+        return None
+    chunks = list(values.chunks) if hasattr(values, "chunks") else [values]
+    parts = [_chunk_numbers(chunk, kind) for chunk in chunks]
+    if not parts:
+        return np.zeros(0, dtype=np.float32 if kind in ("float", "halffloat") else np.float64)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _is_cupy(values: Any) -> bool:
@@ -124,13 +175,16 @@ def numerical(name: str, values: Any, *, what: str) -> Any:
             return arr.astype("float64")
         raise DriftInputError(f"{what}: feature {name!r} has non-numeric dtype {arr.dtype}")
     if _is_arrow(values):
+        arr = arrow_numbers(values)
+        if arr is not None:
+            return arr
         kind = str(getattr(values, "type", ""))
         if kind.startswith(("string", "large_string", "utf8", "dictionary", "binary")):
             raise DriftInputError(
                 f"{what}: numerical feature {name!r} holds text (arrow type {kind}); "
                 "name it as categorical or fix the column"
             )
-        values = _arrow_to_numpy(values)
+        raise DriftInputError(f"{what}: feature {name!r} has unsupported arrow type {kind}")
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise DriftInputError(f"{what}: feature {name!r} must be 1-D, got shape {arr.shape}")
@@ -269,7 +323,7 @@ def _categorical_arrow_dictionary(values: Any) -> tuple[list[str], np.ndarray, i
         if indices.null_count:
             indices = indices.drop_null()
         cats, counts, miss = _categorical_codes(
-            _arrow_to_numpy(indices), chunk.dictionary.to_pylist()
+            _primitive(indices), chunk.dictionary.to_pylist()
         )
         n_missing += miss
         raw.extend(zip(cats, counts.tolist(), strict=True))

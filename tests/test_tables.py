@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import gzip
 import math
 
@@ -90,6 +91,29 @@ def test_numerical_nulls_become_nan_and_categorical_nulls_stay_none():
     assert cols["c"].dtype == object and cols["c"].tolist() == ["u", None, "v"]
     # A numeric column listed as categorical becomes strings, its nulls still None.
     assert cols["k"].tolist() == ["7", None, "7"]
+
+
+def test_numerical_columns_read_as_the_drift_engine_reads_them():
+    """One converter, one null rule: what `table_columns` hands the bundle and the monitor is
+    what `appliance drift compute` gets when the engine reads the same Arrow column itself."""
+    import kernels
+    from kernels._columns import numerical
+
+    table = pa.table({
+        "i": pa.array([4, None, 6, 7], pa.int32()),
+        "d": pa.array([decimal.Decimal("1.5"), None, decimal.Decimal("2"), None]),
+        "b": pa.array([False, True, None, True]),
+        "f": pa.chunked_array([pa.array([0.25, None], pa.float32()), pa.array([2.5, 3.5],
+                                                                            pa.float32())]),
+    })
+    cols = table_columns(table, table.column_names, [])
+    for name in table.column_names:
+        engine = numerical(name, table.column(name), what="current")
+        np.testing.assert_array_equal(cols[name], engine.astype(np.float64), err_msg=name)
+        np.testing.assert_array_equal(cols[name], kernels.arrow_numbers(table.column(name)))
+    # The drift engine's profile of the table and of its converted columns are one profile.
+    assert (kernels.fit_profile(table, categorical=[]).to_bytes()
+            == kernels.fit_profile(cols, categorical=[]).to_bytes())
 
 
 def test_text_not_listed_as_categorical_and_missing_features_are_refused():

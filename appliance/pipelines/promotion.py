@@ -48,10 +48,10 @@ def _holdout_and_bundles(cfg: Config, candidate: ModelVersion, others: list[Mode
 
 def _score(bundle, table: pa.Table, label: str) -> dict:
     """`bundle`'s metrics on the labelled `table`: the one scoring the gate does."""
-    # Deferred: evaluation needs torch and the trainer's metrics, not the control plane.
-    from cluster import train as ray_train
+    # Deferred: evaluation needs torch, not the control plane.
+    from cluster.evaluate import evaluate
 
-    return ray_train.evaluate(bundle, table, label)
+    return evaluate(bundle, table, label)
 
 
 def evaluate_on_holdout(cfg: Config, candidate: ModelVersion, others: list[ModelVersion]):

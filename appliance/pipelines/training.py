@@ -75,13 +75,14 @@ def start(
     Raises:
         CheckFailed: the dataset version failed its data contract and nobody accepted it.
     """
-    # Deferred: Ray and torch are only needed when a training actually runs.
-    from cluster import train as ray_train
+    # Deferred: the trainer's modules are only needed when a training actually runs.
+    from cluster.train_params import resolve_params
+    from cluster.train_run import check_fault_tolerance
 
     require(user, "operate")
     # Bad params are bad input: refuse them before a run is recorded.
-    ray_train.resolve_params(spec.params, kind=spec.kind)
-    ray_train.check_fault_tolerance(spec.max_failures, spec.checkpoints_to_keep)
+    resolve_params(spec.params, kind=spec.kind)
+    check_fault_tolerance(spec.max_failures, spec.checkpoints_to_keep)
     if spec.kind == "custom":
         # Deferred as above; an unimportable function is bad input, refused here too.
         from cluster.train_custom import resolve_function
@@ -129,7 +130,7 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run,
     """
     # Deferred: Ray and torch are only needed when a training actually runs.
     from cluster import runtime
-    from cluster import train as ray_train
+    from cluster.train import fit as ray_fit
 
     require(user, "operate")
     store = ArtifactStore(cfg.artifacts)
@@ -143,7 +144,7 @@ def resume(cfg: Config, user: User, spec: TrainSpec, run: Run,
     train_part, holdout = holdout_split(table, spec.seed, spec.holdout, spec.split)
     runtime.ensure_ray(cfg)
     try:
-        fit = ray_train.fit(
+        fit = ray_fit(
             train_part, label=spec.label, categorical=spec.categorical, params=spec.params,
             seed=spec.seed, num_workers=spec.num_workers, use_gpu=spec.use_gpu,
             storage_path=str(cfg.artifacts / "ray_results"), name=f"{spec.model}-{run.id}",

@@ -84,4 +84,5 @@ def test_diverging_run_fails_with_its_cause_on_one_line(ray_session, tmp_path):
 def test_fault_tolerance_settings_are_checked(max_failures, keep):
     with pytest.raises(InvalidInput, match="must be an integer in"):
         fit(generate(50, seed=1), label=LABEL, categorical=CATEGORICAL, params={}, seed=0,
-            max_failures=max_failures, checkpoints_to_keep=keep)
+            storage_path="/nonexistent/ray_results", max_failures=max_failures,
+            checkpoints_to_keep=keep)

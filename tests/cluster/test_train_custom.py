@@ -9,10 +9,13 @@ import pytest
 
 from appliance.errors import InvalidInput
 from appliance.pipelines.spec import parse_spec
+from appliance.tables import table_columns
 from cluster.bundle import ModelBundle
+from cluster.evaluate import evaluate
 from cluster.scoring import TorchScorer
-from cluster.train import evaluate, fit, resolve_params, table_columns
+from cluster.train import fit
 from cluster.train_custom import resolve_function
+from cluster.train_params import resolve_params
 
 
 def _table(n: int, seed: int) -> pa.Table:

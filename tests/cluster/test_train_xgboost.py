@@ -10,8 +10,11 @@ import pyarrow as pa
 import pytest
 
 from appliance.errors import InvalidInput
+from appliance.tables import table_columns
 from cluster.bundle import ModelBundle
-from cluster.train import XGBOOST_PARAMS, evaluate, fit, resolve_params, table_columns
+from cluster.evaluate import evaluate
+from cluster.train import fit
+from cluster.train_params import XGBOOST_PARAMS, resolve_params
 
 
 def _table(n: int, seed: int) -> pa.Table:

@@ -76,8 +76,8 @@ def _untrained(cfg, user, spec):
     Cheaper than a second Ray Train run, and certainly worse than v1."""
     import torch
 
+    from appliance.tables import table_columns
     from cluster.bundle import ModelBundle, Preprocessor, build_mlp
-    from cluster.train import table_columns
 
     store = ArtifactStore(cfg.artifacts)
     with session_scope(cfg.db_url) as s:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
@@ -10,15 +9,9 @@ from sqlalchemy import text
 from sqlmodel import Session, func, select
 
 from appliance.errors import InvalidInput
+from appliance.ports import free_port
 from appliance.store import get_engine, migrate, session_scope
 from appliance.store.models import AuditEvent, User
-
-
-def _closed_port() -> int:
-    # Bound but never listening: a connection there is refused at once, never hangs.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pragma(url: str, name: str):
@@ -58,13 +51,14 @@ def test_sqlite_folder_that_cannot_exist_is_invalid_input(tmp_path):
 
 
 def test_unreachable_server_is_invalid_input():
+    # A free port: nothing listens there, so the connection is refused at once, never hangs.
     with pytest.raises(InvalidInput, match="cannot open the metadata store"):
-        migrate(f"postgresql://nobody@127.0.0.1:{_closed_port()}/store")
+        migrate(f"postgresql://nobody@127.0.0.1:{free_port()}/store")
 
 
 def test_error_does_not_leak_password():
     with pytest.raises(InvalidInput) as info:
-        migrate(f"postgresql://nobody:s3cret@127.0.0.1:{_closed_port()}/store")
+        migrate(f"postgresql://nobody:s3cret@127.0.0.1:{free_port()}/store")
     assert "s3cret" not in str(info.value)
 
 
