@@ -129,7 +129,7 @@ def acting_user(cfg: Config, token: str | None = None, permission: str = "read")
         PermissionDenied: no token anywhere, or one that is unknown, revoked, expired or of
             a disabled user.
     """
-    # Deferred, as in acting_token: the ORM, which `reading` does without.
+    # Deferred (here and in acting_token): the ORM, which `reading` does without.
     from appliance.governance.users import authenticate
 
     token = _find_token(cfg, token)
