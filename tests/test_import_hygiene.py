@@ -16,6 +16,8 @@ import sys
 import pytest
 
 from appliance.cli.commands import COMMANDS
+from appliance.governance.users import create_user, issue_token
+from appliance.store import session_scope
 
 # Heavy or interactive: the CLI, the monitor and the store must start without them.
 FORBIDDEN = ("ray", "textual", "cupy", "xgboost")
@@ -42,6 +44,7 @@ HEADLESS = [
     "appliance.pipelines.loop",
     "appliance.pipelines.daemon",
     "appliance.pipelines.lifecycle",
+    "appliance.pipelines.status",
     "appliance.serving",
     "appliance.governance.serving_tokens",
     "cluster.head",
@@ -104,6 +107,43 @@ def test_appliance_help_imports_none_of_the_commands_libraries():
     assert "typer" in loaded
     pulled_in = loaded & set(HELP_FORBIDDEN)
     assert not pulled_in, f"appliance --help pulled in {sorted(pulled_in)}"
+
+
+# What `appliance status --json` must not pay for (a store at head, no Ray head running): the
+# ORM and its table classes, Alembic, Ray and the data libraries. It reads through Core.
+STATUS_FORBIDDEN = ("sqlalchemy.orm", "sqlmodel", "appliance.store.models", "alembic", "ray",
+                    "pyarrow", "numpy", "torch", "textual")
+
+
+def test_appliance_status_json_builds_no_orm(sqlite_url, tmp_path):
+    # A token, required for reads, so that the probe checks it as every read does.
+    with session_scope(sqlite_url) as s:
+        create_user(s, "val", "viewer", actor="test")
+        secret = issue_token(s, "val", "t", actor="test")
+    out = tmp_path / "modules.json"
+    # The command reserves stdout for its document: the module list goes to a file.
+    code = (
+        "import json, sys\n"
+        "from appliance.cli.main import run\n"
+        "try:\n"
+        "    run(['status', '--json'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        f"open({str(out)!r}, 'w').write(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update(APPLIANCE_HOME=str(tmp_path / "home"), APPLIANCE_DB_URL=sqlite_url,
+               APPLIANCE_TOKEN=secret, APPLIANCE_REQUIRE_TOKEN_FOR_READS="true")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ray_head"]["address"] is None
+    loaded = set(json.loads(out.read_text()))
+    # The probe ran the real command: it opened the store and checked the token.
+    assert {"sqlalchemy.engine", "appliance.governance.access"} <= loaded
+    pulled_in = {m for m in loaded if m in STATUS_FORBIDDEN
+                 or m.startswith(tuple(f"{f}." for f in STATUS_FORBIDDEN))}
+    assert not pulled_in, f"appliance status --json pulled in {sorted(pulled_in)}"
 
 
 def test_kernels_is_a_leaf():

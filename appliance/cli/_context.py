@@ -16,20 +16,23 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from appliance.config import Config, load_config
 from appliance.errors import InvalidInput, PermissionDenied
-from appliance.governance.users import (
+from appliance.governance.access import (
     PERMISSIONS,
     TOKEN_PREFIX,
-    authenticate,
-    authenticate_token,
+    Principal,
+    principal_for,
     require,
 )
-from appliance.store import migrate, session_scope
-from appliance.store.models import ApiToken, User
+from appliance.store import get_engine, migrate, session_scope
+
+if TYPE_CHECKING:
+    from appliance.store.models import ApiToken, User
 
 _migrated: set[str] = set()
 
@@ -126,6 +129,9 @@ def acting_user(cfg: Config, token: str | None = None, permission: str = "read")
         PermissionDenied: no token anywhere, or one that is unknown, revoked, expired or of
             a disabled user.
     """
+    # Deferred (here and in acting_token): the ORM, which `reading` does without.
+    from appliance.governance.users import authenticate
+
     token = _find_token(cfg, token)
     if not token:
         raise _no_token(permission)
@@ -136,6 +142,9 @@ def acting_user(cfg: Config, token: str | None = None, permission: str = "read")
 def acting_token(cfg: Config, token: str | None, permission: str) -> tuple[User, ApiToken]:
     """The acting user and the token row they act with (approvals check who issued it);
     arguments and errors as for `acting_user`."""
+    from appliance.governance.users import authenticate_token
+    from appliance.store.models import User
+
     token = _find_token(cfg, token)
     if not token:
         raise _no_token(permission)
@@ -152,13 +161,20 @@ def acting(token: str | None, permission: str) -> tuple[Config, User]:
     return cfg, user
 
 
-def reading(token: str | None) -> tuple[Config, User | None]:
-    """The configuration and the reader: a user holding "read", or None where the
-    configuration lets reads run without a token and none was found."""
+def reading(token: str | None) -> tuple[Config, Principal | None]:
+    """The configuration and the reader: who holds "read", or None where the configuration
+    lets reads run without a token and none was found.
+
+    The token is checked through SQLAlchemy Core (`access.principal_for`, the same rules as
+    `acting_user`), so a read command that needs no ORM (`status`) never builds it.
+    """
     cfg = config()
     secret = _find_token(cfg, token)
     if secret is None and not cfg.require_token_for_reads:
         return cfg, None
-    user = acting_user(cfg, secret, "read")
-    require(user, "read")
-    return cfg, user
+    if not secret:
+        raise _no_token("read")
+    with get_engine(cfg.db_url).connect() as conn:
+        reader = principal_for(conn, secret)
+    require(reader, "read")
+    return cfg, reader

@@ -8,31 +8,23 @@ so serving replicas drop the token within a poll interval (see `serving_tokens`)
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import secrets
 from collections.abc import Iterable
 
 from sqlmodel import Session, SQLModel, select
 
-from appliance.errors import ConflictError, InvalidInput, NotFound, PermissionDenied
+from appliance.errors import ConflictError, InvalidInput, NotFound
 from appliance.governance import audit, serving_tokens
+
+# The rules live in `access` (no ORM there); re-exported here, where callers look for them.
+from appliance.governance.access import (
+    PERMISSIONS,  # noqa: F401  (re-exported)
+    TOKEN_PREFIX,
+    check_token,
+    hash_token,
+    require,
+)
 from appliance.store.models import ApiToken, Role, User, utcnow
-
-TOKEN_PREFIX = "apl_"
-
-# Approvers approve; they do not operate, so one person cannot both build and bless a model.
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "read": frozenset({"viewer", "operator", "approver", "admin"}),
-    "operate": frozenset({"operator", "admin"}),
-    "approve": frozenset({"approver", "admin"}),
-    "admin": frozenset({"admin"}),
-}
-
-
-def hash_token(token: str) -> str:
-    """sha256 hex of a token: the only form in which tokens are stored."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _role(value: str) -> str:
@@ -153,13 +145,8 @@ def authenticate(session: Session, token: str) -> User:
     """
     digest = hash_token(token)
     row = session.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
-    if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:
-        raise PermissionDenied("the API token is unknown or revoked")
-    if row.expires_at is not None and row.expires_at <= utcnow():
-        raise PermissionDenied(f"the API token {row.name!r} expired at {row.expires_at}")
-    user = session.get(User, row.user_id)
-    if user.disabled_at is not None:
-        raise PermissionDenied(f"user {user.name!r} is disabled; their tokens are refused")
+    user = None if row is None else session.get(User, row.user_id)
+    check_token(digest, row, user)
     return user
 
 
@@ -257,12 +244,3 @@ def authenticate_token(session: Session, token: str) -> ApiToken:
     """
     authenticate(session, token)
     return session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).one()
-
-
-def require(user: User, permission: str) -> None:
-    """Raise PermissionDenied unless `user`'s role grants `permission`."""
-    if user.role not in PERMISSIONS[permission]:
-        allowed = ", ".join(sorted(PERMISSIONS[permission]))
-        raise PermissionDenied(
-            f"user {user.name!r} has role {user.role!r}; {permission!r} needs one of: {allowed}"
-        )

@@ -1,9 +1,8 @@
-"""The local Ray head `appliance deploy` starts: what runs on it, and stopping all of it.
+"""The local Ray head `appliance deploy` starts: stopping it and all that runs on it.
 
-`head_status` reads the head's state (its processes from `/proc`; its Serve applications only
-when asked and it answers); `down` stops it and closes the ledger. Both leave alone any Ray
-cluster the appliance is configured to join (``ray_address``): that one is not ours to stop.
-Ray is imported only when a head is recorded and must be joined.
+`down` stops it and closes the ledger (its state is read by `appliance.pipelines.status`). It
+leaves alone any Ray cluster the appliance is configured to join (``ray_address``): that one
+is not ours to stop. Ray is imported only when a head is recorded and must be joined.
 """
 
 from __future__ import annotations
@@ -11,34 +10,11 @@ from __future__ import annotations
 from sqlmodel import Session, SQLModel, select
 
 from appliance.config import Config
-from appliance.errors import CheckFailed
 from appliance.governance import audit
 from appliance.governance.users import require
 from appliance.store import session_scope
 from appliance.store.models import Deployment, ModelVersion, User, utcnow
 from cluster import head
-
-
-class ServeAppPublic(SQLModel):
-    """One Serve application on the local head."""
-
-    name: str
-    status: str
-
-
-class HeadStatusPublic(SQLModel):
-    """The local Ray head: where it listens, whether it runs, what it serves.
-
-    `applications` is None when it was not asked for or the head does not answer (`error`
-    then says why); empty when Serve is not running there.
-    """
-
-    address: str | None
-    running: bool
-    reachable: bool
-    processes: int
-    applications: list[ServeAppPublic] | None
-    error: str | None = None
 
 
 class ClosedDeploymentPublic(SQLModel):
@@ -63,34 +39,6 @@ class DownPublic(SQLModel):
     pids: list[int]
     killed: list[int]
     deployments_closed: list[ClosedDeploymentPublic]
-
-
-def head_status(cfg: Config, *, applications: bool = True) -> HeadStatusPublic:
-    """The local head's address, processes and, when it answers, Serve applications.
-
-    Args:
-        cfg: the appliance configuration.
-        applications: join the head (when it answers) to list its Serve applications
-            (default True; a few seconds, as Ray is imported and joined).
-    """
-    address = head.recorded_address(cfg.home)
-    if address is None:
-        return HeadStatusPublic(address=None, running=False, reachable=False, processes=0,
-                                applications=None)
-    processes = len(head.head_processes(address))
-    reachable = head.reachable(address)
-    apps, error = None, None
-    if applications and reachable and processes:
-        # Deferred: only a running head needs Ray.
-        from cluster import runtime
-
-        try:
-            apps = [ServeAppPublic(name=name, status=status)
-                    for name, status in sorted(runtime.serve_applications(cfg, address).items())]
-        except CheckFailed as exc:
-            error = str(exc)
-    return HeadStatusPublic(address=address, running=processes > 0, reachable=reachable,
-                            processes=processes, applications=apps, error=error)
 
 
 def _close_active(session: Session) -> list[ClosedDeploymentPublic]:

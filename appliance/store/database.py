@@ -6,7 +6,8 @@ migrations, so an embedded store and a cluster's PostgreSQL always have the same
 
 Every command calls `migrate`; when the store is already at the newest revision it answers from
 one SELECT of ``alembic_version`` and the revision lines of the migration files, without
-importing Alembic (a tenth of a second of every CLI command's start-up).
+importing Alembic (a tenth of a second of every CLI command's start-up). Nor does this module
+import the ORM before a session is asked for: `appliance status` reads through Core alone.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine, create_engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-from sqlmodel import Session, create_engine
 
 from appliance.errors import InvalidInput
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
+    from sqlmodel import Session
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _engines: dict[str, Engine] = {}
@@ -186,6 +187,10 @@ def migrate(url: str) -> None:
 @contextlib.contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
+    # Deferred: the ORM costs a quarter second of start-up, which a command reading through
+    # SQLAlchemy Core alone (`appliance status`) does not pay.
+    from sqlmodel import Session
+
     with Session(get_engine(url), expire_on_commit=False) as session:
         try:
             yield session

@@ -15,10 +15,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> dt.datetime:
-    """Current time, timezone-aware UTC."""
-    return dt.datetime.now(dt.timezone.utc)
+# Used by the tables' defaults, and imported from here by most callers.
+from appliance.store.clock import utcnow
 
 
 class Role(str, enum.Enum):
