@@ -40,6 +40,7 @@ from appliance.governance.gate_checks import (
     SegmentMeasure,
     describe_failures,
 )
+from appliance.governance.operations import operation
 from appliance.governance.users import require
 from appliance.store.models import (
     Alias,
@@ -342,6 +343,7 @@ def _close(approval: Approval, status: ApprovalStatus, user: str, comment: str |
     approval.comment = comment
 
 
+@operation("approve")
 def approve(
     session: Session, user: User, approval_id: int, comment: str | None = None, *,
     token: ApiToken | None = None, now: dt.datetime | None = None,
@@ -432,6 +434,7 @@ def approve_by_policy(
     return set_alias(session, principal, version, approval.target_alias, approval.id)
 
 
+@operation("reject")
 def reject(
     session: Session, user: User, approval_id: int, comment: str | None = None, *,
     token: ApiToken | None = None, now: dt.datetime | None = None,
