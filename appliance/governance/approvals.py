@@ -119,6 +119,7 @@ def _label(session: Session, version_id: int | None) -> str:
     return f"{mv.model_name}:{mv.version}" if mv else f"version id {version_id}"
 
 
+@operation("promotion.request")
 def request_promotion(
     session: Session, user: User, version: ModelVersion, alias: str, result: GateResult,
     evidence: dict[str, Any] | None = None, *, incumbent: ModelVersion | None = _CURRENT_HOLDER,

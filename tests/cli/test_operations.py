@@ -15,10 +15,14 @@ refusal are the operation's. `down` runs to the end: with no head recorded it to
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+import appliance.cli
 from appliance.artifacts import ArtifactStore
 from appliance.cli._lazy import build
 from appliance.cli.commands import COMMANDS
@@ -106,6 +110,38 @@ def test_every_command_is_classified():
     missing = [p for p in paths if p not in classified]
     assert not missing, f"classify these commands in {__file__}: {missing}"
     assert not classified - set(paths), "classified commands the CLI no longer has"
+
+
+# What only the library may do: write through a session (or query: that is the library's
+# too), or write the audit log.
+_SESSION_CALLS = {"add", "add_all", "delete", "commit", "flush", "exec", "execute", "merge"}
+
+
+def writes_in(source: str) -> list[str]:
+    """`line: call` for each call in `source` that writes through a session named `session`
+    or `s`, or records an audit event."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)):
+            continue
+        owner, name = node.func.value.id, node.func.attr
+        if (owner in ("session", "s") and name in _SESSION_CALLS) or (
+                owner == "audit" and name == "record"):
+            found.append(f"{node.lineno}: {owner}.{name}")
+    return found
+
+
+def test_the_probe_finds_writes():
+    assert writes_in("session.add(row)\naudit.record(s, 'a')\nout.flush()\ns.exec(q)") == [
+        "1: session.add", "2: audit.record", "4: s.exec"]
+
+
+def test_no_command_module_writes_or_audits_itself():
+    found = {p.name: writes_in(p.read_text())
+             for p in sorted(Path(appliance.cli.__file__).parent.glob("*.py"))}
+    assert len(found) > 10
+    assert not {name: calls for name, calls in found.items() if calls}
 
 
 class World:
