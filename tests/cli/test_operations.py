@@ -11,6 +11,7 @@ Commands that need Ray (train, tune, runs rerun, deploy, undeploy, rollback, pro
 are given inputs that enter their operation and stop it before Ray: a spec file that does not
 exist, a run or model that does not exist. Entering counts: the permission check and every
 refusal are the operation's. `down` runs to the end: with no head recorded it touches no Ray.
+And no command module writes through a session or audits: that is the operations' work.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from appliance.registry import datasets, models
 from appliance.store import dispose_all, migrate, session_scope
 from appliance.store.models import Alert
 
-READ = "read"
 # Not walked, and why.
 EXCLUDED = {
     # The monitor service: each round runs the loop, which deploys canaries, trains and
