@@ -1,5 +1,9 @@
 """What every command needs: the configuration, a migrated store, and the acting user.
 
+The CLI authenticates (a token becomes the user it belongs to); the library authorizes: each
+operation checks the permission it needs itself (`appliance.governance.operations`), so the
+console and the HTTP routes get the same refusals. Reads are checked here (`reading`).
+
 The acting user's token comes from, first found: ``--token-file PATH`` (``-``: stdin),
 ``--token -`` (stdin), ``APPLIANCE_TOKEN``, or the file `appliance init` saved. Never from the
 command line itself: a secret there shows in `ps`, in /proc and in shell history. The two
@@ -28,6 +32,7 @@ from appliance.governance.access import (
     Principal,
     principal_for,
     require,
+    saved_token_path,
 )
 from appliance.store import get_engine, migrate, session_scope
 
@@ -99,7 +104,8 @@ def config() -> Config:
 
 
 def token_file(cfg: Config) -> Path:
-    return cfg.home / "token"
+    """Where `appliance init` saved the admin's token."""
+    return saved_token_path(cfg)
 
 
 def _find_token(cfg: Config, token: str | None) -> str | None:
@@ -154,11 +160,11 @@ def acting_token(cfg: Config, token: str | None, permission: str) -> tuple[User,
 
 
 def acting(token: str | None, permission: str) -> tuple[Config, User]:
-    """The configuration and the acting user, who must hold `permission` (see PERMISSIONS)."""
+    """The configuration and the acting user, authenticated; the operation the command
+    calls checks that they hold `permission` (see PERMISSIONS), which is named here only
+    when no token was found at all."""
     cfg = config()
-    user = acting_user(cfg, token, permission)
-    require(user, permission)
-    return cfg, user
+    return cfg, acting_user(cfg, token, permission)
 
 
 def reading(token: str | None) -> tuple[Config, Principal | None]:

@@ -39,6 +39,11 @@ class TrainProgress:
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
+    def describe(self, title: str) -> None:
+        """Name what is being trained, once it is known (the spec is read by the library)."""
+        self._title = title
+        self._progress.update(self._task, description=f"{title} (starting Ray Train)")
+
     def update(self, event: Any) -> None:
         """Show one `ProgressEvent`: its step of total and its loss (and validation loss)."""
         shown = [f"{key} {event.metrics[key]:.4g}" for key in ("loss", "valid_loss")

@@ -61,6 +61,11 @@ class TuneProgress:
         if self._live is not None:
             self._live.stop()
 
+    def describe(self, title: str, metric: str, samples: int) -> None:
+        """Name the sweep, its metric and its trial count, once known (the spec is read by
+        the library)."""
+        self._title, self._metric, self._samples = title, metric, samples
+
     def update(self, event: Any) -> None:
         """Take one `ProgressEvent`: a trial's (its row) or the retraining's (the last line)."""
         if event.trial is None:

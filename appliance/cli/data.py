@@ -48,9 +48,8 @@ def add(
     """
     cfg, user = acting(token or token_file, "operate")
     with session_scope(cfg.db_url) as session:
-        ds = datasets.add_file(session, ArtifactStore(cfg.artifacts), file, name,
-                               actor=user.name, label=label)
-        doc = datasets.to_public(ds)
+        doc = datasets.register_file(session, user, ArtifactStore(cfg.artifacts), file, name,
+                                     label=label)
     _warn_if_blocked(doc)
     if json_out:
         emit_json(doc)

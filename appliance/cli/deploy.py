@@ -47,13 +47,11 @@ def deploy(
     cfg, user = acting(token or token_file, "operate")
     serving = _serving(cfg, spec)
     with err_console.status(f"deploying {model}@{alias} on Ray Serve..."):
-        dep = deployment.deploy(cfg, user, model, alias, serving)
-    doc = {"deployment": dep.name, "model": dep.model_name, "url": dep.url,
-           "infer": f"{dep.url}/v2/models/{dep.name}/infer"}
+        doc = deployment.deployed_public(deployment.deploy(cfg, user, model, alias, serving))
     if json_out:
         emit_json(doc)
     else:
-        err_console.print(f"serving {model} at {doc['infer']}")
+        err_console.print(f"serving {model} at {doc.infer}")
 
 
 def undeploy(

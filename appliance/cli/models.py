@@ -81,10 +81,7 @@ def set_(
                                     runbook_url=runbook, risk_tier=risk_tier,
                                     description=description,
                                     review_interval_days=review_interval_days)
-        doc = {"model": row.name, "owner": row.owner, "team": row.team,
-               "runbook_url": row.runbook_url, "risk_tier": row.risk_tier,
-               "review_interval_days": row.review_interval_days,
-               "description": row.description}
+        doc = registry.settings_public(row)
     if json_out:
         emit_json(doc)
 

@@ -5,20 +5,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import InvalidInput
-from appliance.governance import audit
-from appliance.monitor.feedback import write_feedback
+from appliance.monitor import label_delivery
 from appliance.names import check_name
 from appliance.pipelines import daemon
-from appliance.store import session_scope
-from appliance.tables import read_table
 
 feedback_app = typer.Typer(help="Ground-truth labels for served predictions.")
 
@@ -86,19 +81,6 @@ def feedback_add(
     """Add ground-truth labels, joined to served predictions by request id and row."""
     check_name("deployment name", deployment)
     cfg, user = acting(token or token_file, "operate")
-    table = read_table(file, role="feedback")
-    missing = [c for c in ("request_id", "label") if c not in table.column_names]
-    if missing:
-        raise InvalidInput(f"feedback file {str(file)!r} lacks column(s) {missing}")
-    rows = (table.column("row") if "row" in table.column_names
-            else pa.array([0] * table.num_rows, pa.int32()))
-    try:
-        labels = pc.cast(table.column("label"), pa.int64())
-    except pa.ArrowInvalid as exc:
-        raise InvalidInput(f"feedback file {str(file)!r}: 'label' must be integers") from exc
-    path = write_feedback(cfg.artifacts, deployment, table.column("request_id"), rows, labels)
-    with session_scope(cfg.db_url) as session:
-        audit.record(session, user.name, "feedback.added", "deployment", deployment,
-                     {"rows": table.num_rows, "file": path.name})
+    doc = label_delivery.add_labels(cfg, user, file, deployment)
     if json_out:
-        emit_json({"deployment": deployment, "rows": table.num_rows, "path": str(path)})
+        emit_json(doc)

@@ -131,12 +131,9 @@ def rollback(
     """
     cfg, user = acting(token or token_file, "approve")
     with err_console.status(f"rolling {model} back..."):
-        done = deployment.rollback(cfg, user, model, to_version)
-    doc = {"model": done.model, "from_version": done.from_version,
-           "to_version": done.to_version, "canary_removed": done.canary_removed,
-           "retrain_cancelled": done.retrain_cancelled}
+        done = deployment.rollback(cfg, user, model, to_version).public()
     if json_out:
-        emit_json(doc)
+        emit_json(done)
     else:
         err_console.print(f"{model}@champion -> version {done.to_version} (was "
                           f"{done.from_version})")

@@ -11,7 +11,6 @@ from appliance.cli._output import emit_json, err_console
 from appliance.cli._progress import TrainProgress
 from appliance.cli._table import print_table
 from appliance.pipelines import training
-from appliance.pipelines.spec import load_spec
 
 
 def train(
@@ -26,17 +25,16 @@ def train(
     result (with --json, one JSON record). A failed run exits 1 with its cause on one line;
     more workers or GPUs than the Ray cluster has exit 2 within seconds.
     """
-    # Who asks is settled before anything is read: an outsider learns nothing from the errors.
     cfg, user = acting(token or token_file, "operate")
-    spec = load_spec(spec_file)
-    with TrainProgress(err_console, f"training {spec.model} on {spec.dataset}") as progress:
-        out = training.train(cfg, user, spec, on_progress=progress.update)
-    doc = {"model": out.version.model_name, "version": out.version.version, "run": out.run_id,
-           "metrics": out.metrics, "device": out.device, "seconds": round(out.seconds, 2),
-           "digest": out.version.digest}
+    with TrainProgress(err_console, "training") as progress:
+        # The library reads the spec once it has settled that `user` may train.
+        out = training.train(cfg, user, spec_file, on_progress=progress.update,
+                             on_spec=lambda s: progress.describe(
+                                 f"training {s.model} on {s.dataset}"))
+    doc = out.public()
     if json_out:
         emit_json(doc)
     else:
         print_table(["model", "version", "run", "accuracy", "auc", "device"],
-                    [[doc["model"], doc["version"], doc["run"], out.metrics.get("accuracy"),
-                      out.metrics.get("auc"), out.device]])
+                    [[doc.model, doc.version, doc.run, doc.metrics.get("accuracy"),
+                      doc.metrics.get("auc"), doc.device]])

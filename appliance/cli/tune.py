@@ -11,7 +11,6 @@ from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.cli._tune_progress import TuneProgress
 from appliance.pipelines import tuning
-from appliance.pipelines.tune_spec import load_tuning
 
 
 def tune(
@@ -27,19 +26,23 @@ def tune(
     goes to stderr: a live table on a terminal, one line per ended trial off it. stdout
     carries only the result (with --json, one JSON record).
     """
-    # Who asks is settled before anything is read: an outsider learns nothing from the errors.
     cfg, user = acting(token or token_file, "operate")
-    spec, tune_spec = load_tuning(spec_file)
-    with TuneProgress(err_console, f"tuning {spec.model} ({tune_spec.kind}) on {spec.dataset} "
-                      f"with Ray Tune (ASHA)", tune_spec.metric,
-                      tune_spec.num_samples) as progress:
-        out = tuning.tune(cfg, user, spec, tune_spec, on_progress=progress.update)
+    loaded = {}
+
+    with TuneProgress(err_console, "tuning", "metric", 0) as progress:
+        def on_spec(spec, tune_spec) -> None:
+            loaded["kind"] = tune_spec.kind
+            progress.describe(f"tuning {spec.model} ({tune_spec.kind}) on {spec.dataset} "
+                              "with Ray Tune (ASHA)", tune_spec.metric, tune_spec.num_samples)
+
+        # The library reads the spec once it has settled that `user` may tune.
+        out = tuning.tune(cfg, user, spec_file, on_progress=progress.update, on_spec=on_spec)
     if json_out:
         emit_json(out)
         return
     metric = out.metric
     # A trial's budget used: boosting rounds for the trees, epochs for the networks.
-    budget = "rounds" if tune_spec.kind == "xgboost" else "epochs"
+    budget = "rounds" if loaded["kind"] == "xgboost" else "epochs"
     print_table(["trial", "run", "status", budget, metric],
                 [[t.trial_id, t.run, t.status, t.epochs, t.metrics.get(metric)]
                  for t in out.trials])

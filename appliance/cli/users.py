@@ -27,13 +27,11 @@ def create(
     """Create a user and issue a first token (printed once)."""
     cfg, actor = acting(token or token_file, "admin")
     with session_scope(cfg.db_url) as session:
-        user = gov.create_user(session, name, role, actor=actor.name, team=team)
-        secret = gov.issue_token(session, name, "default", actor=actor.name)
-    doc = {"name": user.name, "role": user.role, "team": user.team, "token": secret}
+        doc = gov.add_user(session, actor, name, role, team=team)
     if json_out:
         emit_json(doc)
     else:
-        print_table(["name", "role", "team", "token"], [[user.name, user.role, user.team, secret]])
+        print_table(["name", "role", "team", "token"], [[doc.name, doc.role, doc.team, doc.token]])
 
 
 @users_app.command("list")
@@ -104,13 +102,12 @@ def token_create(
     cfg, actor = acting(token or token_file, "admin")
     expires_at = _times.point(expires, "--expires", ago=False)
     with session_scope(cfg.db_url) as session:
-        secret = gov.issue_token(session, user, name, actor=actor.name,
-                                 scopes=scope or None, expires_at=expires_at)
+        doc = gov.grant_token(session, actor, user, name, scopes=scope or None,
+                              expires_at=expires_at)
     if json_out:
-        emit_json({"user": user, "name": name, "token": secret, "scopes": scope or None,
-                   "expires_at": expires_at})
+        emit_json(doc)
     else:
-        data_stream().write(secret + "\n")
+        data_stream().write(doc.token + "\n")
 
 
 @tokens_app.command("list")
@@ -142,4 +139,4 @@ def token_revoke(
     """Revoke USER's token NAME."""
     cfg, actor = acting(token or token_file, "admin")
     with session_scope(cfg.db_url) as session:
-        gov.revoke_token(session, user, name, actor=actor.name)
+        gov.withdraw_token(session, actor, user, name)

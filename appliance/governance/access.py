@@ -11,11 +11,13 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from appliance.config import Config
 from appliance.errors import PermissionDenied
 from appliance.store.clock import as_utc, utcnow
 from appliance.store.core_tables import api_token, users
@@ -29,6 +31,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "approve": frozenset({"approver", "admin"}),
     "admin": frozenset({"admin"}),
 }
+
+
+def saved_token_path(cfg: Config) -> Path:
+    """Where `appliance init` saves the admin's token (read when no other token is given)."""
+    return cfg.home / "token"
 
 
 class _Actor(Protocol):

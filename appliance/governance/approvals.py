@@ -40,6 +40,7 @@ from appliance.governance.gate_checks import (
     SegmentMeasure,
     describe_failures,
 )
+from appliance.governance.operations import operation
 from appliance.governance.users import require
 from appliance.store.models import (
     Alias,
@@ -118,6 +119,7 @@ def _label(session: Session, version_id: int | None) -> str:
     return f"{mv.model_name}:{mv.version}" if mv else f"version id {version_id}"
 
 
+@operation("promotion.request")
 def request_promotion(
     session: Session, user: User, version: ModelVersion, alias: str, result: GateResult,
     evidence: dict[str, Any] | None = None, *, incumbent: ModelVersion | None = _CURRENT_HOLDER,
@@ -342,6 +344,7 @@ def _close(approval: Approval, status: ApprovalStatus, user: str, comment: str |
     approval.comment = comment
 
 
+@operation("approve")
 def approve(
     session: Session, user: User, approval_id: int, comment: str | None = None, *,
     token: ApiToken | None = None, now: dt.datetime | None = None,
@@ -432,6 +435,7 @@ def approve_by_policy(
     return set_alias(session, principal, version, approval.target_alias, approval.id)
 
 
+@operation("reject")
 def reject(
     session: Session, user: User, approval_id: int, comment: str | None = None, *,
     token: ApiToken | None = None, now: dt.datetime | None = None,

@@ -54,6 +54,7 @@ from sqlmodel import Field, Session, SQLModel, select
 from appliance.errors import CheckFailed, ConflictError, InvalidInput
 from appliance.governance import audit_checkpoints as sink
 from appliance.governance.audit_key import AuditKey, load_key
+from appliance.governance.operations import operation
 from appliance.store.models import AuditEvent, utcnow
 
 if TYPE_CHECKING:
@@ -398,6 +399,7 @@ def health(session: Session, cfg: Config | None = None) -> VerifyResult:
     return result
 
 
+@operation("audit.anchor")
 def anchor(session: Session, actor: User, cfg: Config | None = None) -> sink.Checkpoint:
     """Accept the unkeyed events written before the chain was keyed: once, explicitly.
 

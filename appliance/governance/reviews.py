@@ -15,6 +15,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from appliance.errors import InvalidInput, NotFound
 from appliance.governance import audit
+from appliance.governance.operations import operation
 from appliance.governance.users import require
 from appliance.store.models import (
     Alias,
@@ -126,6 +127,7 @@ def history(session: Session, model: str) -> list[ReviewPublic]:
     return [to_public(r) for r in rows]
 
 
+@operation("review")
 def record_review(session: Session, user: User, model: str, notes: str,
                   now: dt.datetime | None = None) -> ReviewPublic:
     """Record that `user` reviewed `model` (audited); the next review is due an interval on.

@@ -24,6 +24,7 @@ from appliance.governance.access import (
     hash_token,
     require,
 )
+from appliance.governance.operations import operation
 from appliance.store.models import ApiToken, Role, User, utcnow
 
 
@@ -200,6 +201,7 @@ def list_tokens(session: Session, actor: User, user_name: str | None = None) -> 
     ]
 
 
+@operation("users.set_disabled")
 def set_disabled(session: Session, actor: User, name: str, disabled: bool) -> UserPublic:
     """Disable user `name` (every token of theirs refused, CLI and serving) or enable them.
 
@@ -231,6 +233,72 @@ def set_disabled(session: Session, actor: User, name: str, disabled: bool) -> Us
                  name, {})
     return UserPublic(name=user.name, role=user.role, team=user.team,
                       created_at=user.created_at, disabled_at=user.disabled_at)
+
+
+class NewUserPublic(SQLModel):
+    """A user just created, with the secret of their first token (shown this once)."""
+
+    name: str
+    role: str
+    team: str
+    token: str
+
+
+class IssuedTokenPublic(SQLModel):
+    """A token just issued: whose, its label, its secret (shown this once), scopes, expiry."""
+
+    user: str
+    name: str
+    token: str
+    scopes: list[str] | None
+    expires_at: dt.datetime | None
+
+
+@operation("users.add")
+def add_user(session: Session, actor: User, name: str, role: str, *,
+             team: str = "default") -> NewUserPublic:
+    """Create user `name` and issue their first token, named "default" (admins only).
+
+    Args:
+        session: the open transaction (both rows and both audit events land in it).
+        actor: who does it; must be an admin.
+        name: the new user's name.
+        role: viewer, operator, approver or admin.
+        team: the team their costs and models belong to (default "default").
+
+    Raises:
+        PermissionDenied: `actor` is not an admin. InvalidInput: an unknown role.
+        ConflictError: the name is taken.
+    """
+    require(actor, "admin")
+    user = create_user(session, name, role, actor=actor.name, team=team)
+    secret = issue_token(session, name, "default", actor=actor.name)
+    return NewUserPublic(name=user.name, role=user.role, team=user.team, token=secret)
+
+
+@operation("tokens.issue")
+def grant_token(session: Session, actor: User, user_name: str, token_name: str, *,
+                scopes: Iterable[str] | None = None,
+                expires_at: dt.datetime | None = None) -> IssuedTokenPublic:
+    """Issue a token for `user_name` (admins only); arguments and errors as `issue_token`,
+    plus PermissionDenied when `actor` is not an admin."""
+    require(actor, "admin")
+    scopes = list(scopes) if scopes else None
+    secret = issue_token(session, user_name, token_name, actor=actor.name, scopes=scopes,
+                         expires_at=expires_at)
+    return IssuedTokenPublic(user=user_name, name=token_name, token=secret, scopes=scopes,
+                             expires_at=expires_at)
+
+
+@operation("tokens.revoke")
+def withdraw_token(session: Session, actor: User, user_name: str, token_name: str) -> None:
+    """Revoke `user_name`'s token `token_name` (admins only; serving drops it within a poll).
+
+    Raises:
+        PermissionDenied: `actor` is not an admin. NotFound: no such user or active token.
+    """
+    require(actor, "admin")
+    revoke_token(session, user_name, token_name, actor=actor.name)
 
 
 def authenticate_token(session: Session, token: str) -> ApiToken:

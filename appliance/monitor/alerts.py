@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from appliance.errors import ConflictError, InvalidInput, NotFound
 from appliance.governance import audit
+from appliance.governance.operations import operation
 from appliance.governance.users import require
 from appliance.monitor import notify
 from appliance.monitor.alert_record import AlertFields, alert_fields
@@ -284,6 +285,7 @@ def get_alert(session: Session, alert_id: int) -> Alert:
     return alert
 
 
+@operation("alerts.ack")
 def acknowledge(session: Session, user: User, alert_id: int) -> Alert:
     """Record that `user` is on alert `alert_id` (needs "operate")."""
     require(user, "operate")
@@ -298,6 +300,7 @@ def acknowledge(session: Session, user: User, alert_id: int) -> Alert:
     return alert
 
 
+@operation("alerts.resolve")
 def resolve(session: Session, user: User, alert_id: int, comment: str | None,
             channels: Channels) -> Alert:
     """Resolve alert `alert_id` as `user` (needs "operate"), telling the owner's channels."""

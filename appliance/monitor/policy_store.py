@@ -10,6 +10,7 @@ from sqlmodel import Session, SQLModel
 
 from appliance.errors import ConflictError, InvalidInput, NotFound
 from appliance.governance import audit
+from appliance.governance.operations import operation
 from appliance.governance.users import require
 from appliance.monitor.policy import KEYS, Policy, build, parse_settings
 from appliance.names import check_name
@@ -52,6 +53,7 @@ def effective(session: Session, model: str, config_defaults: dict[str, Any] | No
     )
 
 
+@operation("policy.set")
 def set_policy(
     session: Session, user: User, model: str, changes: dict[str, Any],
     reset: tuple[str, ...] | list[str] = (), config_defaults: dict[str, Any] | None = None,

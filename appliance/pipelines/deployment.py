@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.errors import ConflictError, NotFound
 from appliance.governance import approvals, audit
+from appliance.governance.operations import operation
 from appliance.governance.users import require
 from appliance.monitor import integrity, retrain
 from appliance.registry import models
@@ -86,6 +87,7 @@ def _record_primary(session: Session, user: User, model: str, mv: ModelVersion, 
     return dep
 
 
+@operation("deploy")
 def deploy(cfg: Config, user: User, model: str, alias: str = "champion",
            serving: ServingOptions | None = None) -> Deployment:
     """Serve the version `model@alias` names; a running deployment switches in place.
@@ -107,6 +109,7 @@ def deploy(cfg: Config, user: User, model: str, alias: str = "champion",
         return _record_primary(session, user, model, mv, url, "deploy", serving, alias=alias)
 
 
+@operation("canary.deploy")
 def deploy_canary(
     cfg: Config, user: User, model: str, version: int, *, mode: str = "split",
     share: float = 0.1, retrain_id: int | None = None,
@@ -155,6 +158,7 @@ def deploy_canary(
     return dep
 
 
+@operation("canary.remove")
 def remove_canary(cfg: Config, user: User, model: str, *, outcome: str = "removed",
                   reason: str | None = None) -> bool:
     """Send all of `model`'s traffic back to its champion; False when it had no canary.
@@ -184,6 +188,7 @@ def _remove_canary(cfg: Config, user: User, model: str, outcome: str,
     return bool(rows or had)
 
 
+@operation("canary.promote")
 def promote_canary(cfg: Config, user: User, model: str) -> Deployment:
     """Serve the champion alias's version (the approved challenger) as the only version.
 
@@ -207,6 +212,37 @@ class Rollback:
     retrain_cancelled: int | None
     deployment: Deployment
 
+    def public(self) -> RollbackPublic:
+        """The record faces show."""
+        return RollbackPublic(model=self.model, from_version=self.from_version,
+                              to_version=self.to_version, canary_removed=self.canary_removed,
+                              retrain_cancelled=self.retrain_cancelled)
+
+
+class RollbackPublic(SQLModel):
+    """What a rollback did: the versions it went from and to, and what it stopped."""
+
+    model: str
+    from_version: int
+    to_version: int
+    canary_removed: bool
+    retrain_cancelled: int | None
+
+
+class DeployedPublic(SQLModel):
+    """Where a deployment serves: its name, model, base URL and inference endpoint."""
+
+    deployment: str
+    model: str
+    url: str
+    infer: str
+
+
+def deployed_public(dep: Deployment) -> DeployedPublic:
+    """The record faces show for the ledger row `deploy` returned."""
+    return DeployedPublic(deployment=dep.name, model=dep.model_name, url=dep.url,
+                          infer=f"{dep.url}/v2/models/{dep.name}/infer")
+
 
 def _previous_champion(session: Session, model: str, current: int) -> ModelVersion:
     approved = session.exec(
@@ -221,6 +257,7 @@ def _previous_champion(session: Session, model: str, current: int) -> ModelVersi
     raise NotFound(f"model {model!r} has no earlier champion to roll back to")
 
 
+@operation("rollback")
 def rollback(cfg: Config, user: User, model: str, to_version: int | None = None) -> Rollback:
     """Put `model`'s previous champion (or `to_version`, which must have been champion) back
     behind its endpoint, in one step: any running retrain is cancelled and its canary
@@ -264,15 +301,16 @@ def rollback(cfg: Config, user: User, model: str, to_version: int | None = None)
     return Rollback(model, current.version, target.version, removed, cancelled, dep)
 
 
+@operation("undeploy")
 def undeploy(cfg: Config, user: User, model: str) -> None:
     """Stop serving `model` (its canary too) and close its ledger rows."""
-    # Deferred: only undeploying needs Ray Serve.
-    from cluster import runtime, serve
-
     require(user, "operate")
     with session_scope(cfg.db_url) as session:
         if not _active(session, model, "primary"):
             raise NotFound(f"model {model!r} is not deployed")
+    # Deferred, and only once there is something to stop: only undeploying needs Ray Serve.
+    from cluster import runtime, serve
+
     runtime.ensure_ray(cfg, persistent=True)
     serve.undeploy(cfg, model)
     with session_scope(cfg.db_url) as session:

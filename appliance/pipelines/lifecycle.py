@@ -11,6 +11,7 @@ from sqlmodel import Session, SQLModel, select
 
 from appliance.config import Config
 from appliance.governance import audit
+from appliance.governance.operations import operation
 from appliance.governance.users import require
 from appliance.store import session_scope
 from appliance.store.models import Deployment, ModelVersion, User, utcnow
@@ -54,6 +55,7 @@ def _close_active(session: Session) -> list[ClosedDeploymentPublic]:
     return closed
 
 
+@operation("down")
 def down(cfg: Config, user: User, *, grace_s: float = 15.0) -> DownPublic:
     """Stop the local Ray head and everything on it; close the ledger's active deployments.
 

@@ -18,6 +18,8 @@ from appliance.errors import ConflictError
 from appliance.governance import approvals, gate_checks
 from appliance.governance.approvals import GateResult
 from appliance.governance.gate_checks import GateChecks
+from appliance.governance.operations import operation
+from appliance.governance.users import require
 from appliance.monitor import integrity
 from appliance.monitor.window_stats import task_of
 from appliance.pipelines import gating
@@ -97,6 +99,7 @@ def run_gate(
     return GateRun(result, metrics[0], metrics[1] if incumbent else None)
 
 
+@operation("promote")
 def request(
     cfg: Config, user: User, ref: str, alias: str, *, expires_at: dt.datetime | None = None,
 ) -> tuple[Approval, dict]:
@@ -116,8 +119,10 @@ def request(
         The approval request and the gate's verdict.
 
     Raises:
+        PermissionDenied: `user` may not operate (checked before anything is read).
         GateFailed: the candidate failed a check of the gate it stored (audited).
     """
+    require(user, "operate")
     with session_scope(cfg.db_url) as session:
         candidate = models.resolve(session, ref)
         holder = session.exec(select(Alias).where(

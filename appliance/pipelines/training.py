@@ -6,19 +6,21 @@ import dataclasses
 import logging
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.errors import InvalidInput, RunFailed
+from appliance.governance.operations import operation
 from appliance.governance.users import require
 from appliance.monitor import integrity
 from appliance.monitor.drift import fit_reference
 from appliance.monitor.estimate import check_calibration
-from appliance.pipelines.spec import TrainSpec
+from appliance.pipelines.spec import TrainSpec, load_spec
 from appliance.pipelines.split import holdout_split
 from appliance.registry import datasets, models, provenance, runs
 from appliance.store import session_scope
@@ -38,6 +40,24 @@ class TrainOutcome:
     metrics: dict
     device: str
     seconds: float
+
+    def public(self) -> TrainedPublic:
+        """The record faces show."""
+        return TrainedPublic(model=self.version.model_name, version=self.version.version,
+                             run=self.run_id, metrics=self.metrics, device=self.device,
+                             seconds=round(self.seconds, 2), digest=self.version.digest)
+
+
+class TrainedPublic(SQLModel):
+    """A finished training: the version it registered, its run, metrics, device and time."""
+
+    model: str
+    version: int
+    run: str
+    metrics: dict
+    device: str
+    seconds: float
+    digest: str
 
 
 def _check_capacity(cfg: Config, spec: TrainSpec) -> None:
@@ -225,24 +245,37 @@ def _calibration(bundle, holdout, spec: TrainSpec) -> dict:
     return {**checked.to_dict(), "threshold": float(bundle.threshold)}
 
 
-def train(cfg: Config, user: User, spec: TrainSpec,
-          on_progress: Callable[[ProgressEvent], None] | None = None) -> TrainOutcome:
+@operation("train")
+def train(cfg: Config, user: User, spec: TrainSpec | Path,
+          on_progress: Callable[[ProgressEvent], None] | None = None, *,
+          on_spec: Callable[[TrainSpec], None] | None = None) -> TrainOutcome:
     """Train `spec` on Ray, register the result as the model's next version, and return it.
 
     Args:
         cfg: appliance configuration (Ray address, store, artifacts).
         user: the acting user (needs the operator or admin role).
-        spec: the validated training spec.
+        spec: the validated training spec, or the path of a spec file, read only once the
+            permission is settled (so someone who may not train learns nothing from its
+            errors).
         on_progress: called with each epoch's progress event (see `resume`; default None).
+        on_spec: called with the spec read from a file, before anything runs (default None).
 
     Raises:
+        PermissionDenied: `user` may not operate.
+        InvalidInput: the spec file is missing or invalid.
         InsufficientResources: more workers or GPUs than the Ray cluster has (exit 2), before
             any run is recorded.
         RunFailed: the training failed on Ray (exit 1); the run is recorded as failed.
     """
+    require(user, "operate")
+    if not isinstance(spec, TrainSpec):
+        spec = load_spec(Path(spec))
+        if on_spec is not None:
+            on_spec(spec)
     return resume(cfg, user, spec, start(cfg, user, spec), on_progress)
 
 
+@operation("runs.rerun")
 def rerun(cfg: Config, user: User, run_id: str) -> TrainOutcome:
     """Train again from run `run_id`'s record, as a new run whose `rerun_of` names it.
 

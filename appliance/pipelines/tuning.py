@@ -17,6 +17,7 @@ import datetime as dt
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,12 +27,13 @@ from sqlmodel import Session, SQLModel
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from appliance.errors import TuningFailed
+from appliance.governance.operations import operation
 from appliance.governance.users import require
 from appliance.monitor import integrity
 from appliance.pipelines import training
 from appliance.pipelines.spec import TrainSpec
 from appliance.pipelines.split import holdout_split
-from appliance.pipelines.tune_spec import TuneSpec
+from appliance.pipelines.tune_spec import TuneSpec, load_tuning
 from appliance.registry import datasets, models
 from appliance.store import session_scope
 from appliance.store.models import Run, User
@@ -121,8 +123,10 @@ def _best(trials: list[TrialPublic], metric: str, mode: str) -> TrialPublic | No
     return pick(scored, key=lambda t: t.metrics[metric])
 
 
-def tune(cfg: Config, user: User, spec: TrainSpec, tuning: TuneSpec,
-         on_progress: Callable[[ProgressEvent], None] | None = None) -> TuningPublic:
+@operation("tune")
+def tune(cfg: Config, user: User, spec: TrainSpec | Path, tuning: TuneSpec | None = None,
+         on_progress: Callable[[ProgressEvent], None] | None = None, *,
+         on_spec: Callable[[TrainSpec, TuneSpec], None] | None = None) -> TuningPublic:
     """Run the sweep `tuning` describes over `spec`'s data, and register the best as the
     model's next version (a candidate: promotion is a separate, gated step).
 
@@ -130,24 +134,31 @@ def tune(cfg: Config, user: User, spec: TrainSpec, tuning: TuneSpec,
         cfg: appliance configuration (Ray address, store, artifacts).
         user: the acting user (needs the "operate" permission).
         spec: the validated training spec (data, label, task, kind, fixed params, seed,
-            holdout).
-        tuning: its validated [tune] table (`appliance.pipelines.tune_spec`).
+            holdout), or the path of a spec file with a [tune] table, read only once the
+            permission is settled (so someone who may not tune learns nothing from its errors).
+        tuning: its validated [tune] table (`appliance.pipelines.tune_spec`); None (the
+            default) when `spec` is a path.
         on_progress: called with a `cluster.progress.ProgressEvent` as each trial starts,
             reports and ends (its `trial` set), then with the retraining's steps (`trial`
             None); default None.
+        on_spec: called with the specs read from a file, before anything runs (default None).
 
     Raises:
         PermissionDenied: `user` may not operate.
-        InvalidInput: bad params, a missing dataset or column.
+        InvalidInput: a missing or invalid spec file, bad params, a missing dataset or column.
         TuningFailed: the sweep failed, or no trial reported the metric (exit 1).
     """
+    require(user, "operate")
+    if not isinstance(spec, TrainSpec):
+        spec, tuning = load_tuning(Path(spec))
+        if on_spec is not None:
+            on_spec(spec, tuning)
     # Deferred: Ray and torch are only needed when a sweep actually runs.
     import ray
 
     from cluster import runtime
     from cluster import tune as ray_tune
 
-    require(user, "operate")
     started = time.perf_counter()
     kind = ray_tune.KINDS[tuning.kind]
     kind.resolve_params(spec.params)

@@ -26,6 +26,7 @@ from sqlmodel import Session, SQLModel, col, func, select
 from appliance.artifacts import ArtifactStore, check_digest, sha256_bytes
 from appliance.errors import CheckFailed, ConflictError, InvalidInput, NotFound
 from appliance.governance import audit
+from appliance.governance.operations import operation
 from appliance.governance.users import require
 from appliance.names import check_name
 from appliance.registry import contract
@@ -149,6 +150,19 @@ def add_file(session: Session, store: ArtifactStore, path: Path, name: str, *, a
                      label=label)
 
 
+@operation("data.add")
+def register_file(session: Session, user: User, store: ArtifactStore, path: Path, name: str, *,
+                  label: str | None = None) -> DatasetPublic:
+    """Register the file at `path` as the next version of dataset `name`, as `user` (needs
+    "operate"; checked before the file is read); the rest as `add_table`.
+
+    Returns:
+        The version, new or the identical one registered before.
+    """
+    require(user, "operate")
+    return to_public(add_file(session, store, path, name, actor=user.name, label=label))
+
+
 def resolve(session: Session, ref: str) -> Dataset:
     """``name`` (latest) or ``name:version`` -> the Dataset row."""
     name, _, ver = ref.partition(":")
@@ -205,6 +219,7 @@ def check_trainable(ds: Dataset) -> None:
     )
 
 
+@operation("data.accept")
 def accept_contract(session: Session, user: User, ref: str, reason: str,
                     now: dt.datetime | None = None) -> Dataset:
     """Accept version `ref` ("name:version") whose contract failed, so it can be trained on,

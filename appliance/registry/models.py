@@ -6,10 +6,11 @@ import re
 import uuid
 from typing import Any
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, SQLModel, func, select
 
 from appliance.errors import InvalidInput, NotFound
 from appliance.governance import audit, reviews
+from appliance.governance.operations import operation
 from appliance.governance.users import require
 from appliance.names import check_model_name
 from appliance.names import check_name as check_plain_name
@@ -64,6 +65,27 @@ def _check_tier(risk_tier: str) -> str:
     return risk_tier
 
 
+class ModelSettingsPublic(SQLModel):
+    """How a registered model is owned and governed, as `appliance models set` shows it."""
+
+    model: str
+    owner: str
+    team: str
+    runbook_url: str | None
+    risk_tier: str
+    review_interval_days: int | None
+    description: str
+
+
+def settings_public(model: RegisteredModel) -> ModelSettingsPublic:
+    """The record faces show for a registered model's settings."""
+    return ModelSettingsPublic(model=model.name, owner=model.owner, team=model.team,
+                               runbook_url=model.runbook_url, risk_tier=model.risk_tier,
+                               review_interval_days=model.review_interval_days,
+                               description=model.description)
+
+
+@operation("models.set")
 def update_model(
     session: Session, user: User, name: str, *, owner: str | None = None,
     team: str | None = None, runbook_url: str | None = None, risk_tier: str | None = None,

@@ -1,0 +1,68 @@
+"""A file of ground-truth labels an operator delivers (`appliance feedback add`): checked,
+written in the feedback log format (`appliance.monitor.feedback`) and audited.
+
+Serving's feedback route writes the same format for labels that arrive over HTTP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlmodel import SQLModel
+
+from appliance.config import Config
+from appliance.errors import InvalidInput
+from appliance.governance import audit
+from appliance.governance.operations import operation
+from appliance.governance.users import require
+from appliance.monitor.feedback import write_feedback
+from appliance.names import check_name
+from appliance.store import session_scope
+from appliance.store.models import User
+from appliance.tables import read_table
+
+
+class FeedbackPublic(SQLModel):
+    """A delivery of labels: for which deployment, how many rows, and the file written."""
+
+    deployment: str
+    rows: int
+    path: str
+
+
+@operation("feedback.add")
+def add_labels(cfg: Config, user: User, file: Path, deployment: str) -> FeedbackPublic:
+    """Add the labels in `file` for `deployment`, joined later to served predictions by
+    request id and row (the monitor does the join).
+
+    Args:
+        cfg: the configuration (artifacts, store).
+        user: who delivers them; needs "operate".
+        file: Parquet, CSV, TSV or Arrow with columns request_id and label (integers), and
+            row (default 0: the request's first row).
+        deployment: the deployment the labels are for.
+
+    Raises:
+        PermissionDenied: `user` may not operate (checked before the file is read).
+        InvalidInput: a bad deployment name, an unreadable file, a missing column, or labels
+            that are not integers.
+    """
+    require(user, "operate")
+    check_name("deployment name", deployment)
+    table = read_table(file, role="feedback")
+    missing = [c for c in ("request_id", "label") if c not in table.column_names]
+    if missing:
+        raise InvalidInput(f"feedback file {str(file)!r} lacks column(s) {missing}")
+    rows = (table.column("row") if "row" in table.column_names
+            else pa.array([0] * table.num_rows, pa.int32()))
+    try:
+        labels = pc.cast(table.column("label"), pa.int64())
+    except pa.ArrowInvalid as exc:
+        raise InvalidInput(f"feedback file {str(file)!r}: 'label' must be integers") from exc
+    path = write_feedback(cfg.artifacts, deployment, table.column("request_id"), rows, labels)
+    with session_scope(cfg.db_url) as session:
+        audit.record(session, user.name, "feedback.added", "deployment", deployment,
+                     {"rows": table.num_rows, "file": path.name})
+    return FeedbackPublic(deployment=deployment, rows=table.num_rows, path=str(path))
