@@ -5,6 +5,10 @@ STAMP := $(VENV)/.installed-stamp
 # Hosts without an NVIDIA driver take the CPU build of torch (a loose `torch` pulls GBs of CUDA).
 CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints/cpu.txt")
 PYTEST_ARGS ?=
+# COVERAGE=1 make test: line coverage of the three packages (pytest-cov), as a table and in
+# coverage.json. Off by default: tracing costs the suite time that CI's budget does not have.
+COVERAGE ?=
+COV_ARGS := $(if $(COVERAGE),--cov=appliance --cov=cluster --cov=kernels --cov-report=term:skip-covered --cov-report=json:coverage.json)
 
 .PHONY: install triton demo test lint bench gpu-check clean
 
@@ -37,7 +41,7 @@ demo: install
 	$(VENV)/bin/appliance demo
 
 test: install triton
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(PYTEST_ARGS) $(COV_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 from sqlmodel import col, func, select
 
 from appliance.artifacts import ArtifactStore
@@ -393,6 +394,39 @@ def _phase(plan: DemoPlan, window: PredictionWindow, versions: dict[int, int],
     if champion_v1 not in only and len(only) == 1:
         return "recovered"
     return "canary"
+
+
+class DemoSummaryPublic(BaseModel):
+    """`appliance demo --json`: what happened to the world the demo played, read back from
+    the store (the nested parts are the demo's own report, not a product record)."""
+
+    home: str
+    versions: list[dict[str, Any]]
+    champion: int
+    promotions: list[dict[str, Any]]
+    drift_detected_window: int | None
+    first_drifted_window: int
+    ramp_reaches_0_3_window: int
+    windows_to_detect: int | None
+    alerts: list[dict[str, Any]]
+    accuracy_alert: dict[str, Any] | None
+    windows: list[dict[str, Any]]
+    accuracy_before_drift: float | None
+    accuracy_during_drift: float | None
+    accuracy_after_recovery: float | None
+    retrain_dataset: dict[str, Any] | None
+    retrain: dict[str, Any] | None
+    canary: dict[str, Any] | None
+    promoted_after_window: int | None
+    seconds_to_recover: float | None
+    served: int
+    logged: int
+    served_by_version: dict[str, int]
+    fairness: dict[str, Any]
+    first_request_id: str | None
+    audit: dict[str, Any]
+    endpoint: str
+    seconds: float
 
 
 def _summary(cfg: Config, plan: DemoPlan, app: _App, v1, promoted_after: int | None,

@@ -12,6 +12,8 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
+from appliance.cli._json_fields import select
+
 err_console = Console(stderr=True)
 _data_stream: TextIO | None = None
 
@@ -52,9 +54,11 @@ def _default(value: Any) -> Any:
 
 def emit_json(document: Any, *, line: bool = False) -> None:
     """Print exactly one JSON document on stdout (on one line with `line`, for a stream of
-    documents such as the monitor service's, one per round)."""
+    documents such as the monitor service's, one per round), cut down to the fields that
+    ``--json=FIELDS`` asked for."""
+    selected = select(json.loads(json.dumps(document, default=_default)))
     out = data_stream()
-    out.write(json.dumps(document, default=_default, indent=None if line else 2) + "\n")
+    out.write(json.dumps(selected, indent=None if line else 2) + "\n")
     out.flush()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.monitor import alerts
@@ -20,7 +21,7 @@ def list_(
     model: str = typer.Option(None, help="Only this model's alerts."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(list[alerts.AlertPublic]),
 ) -> None:
     """List alerts, oldest first."""
     cfg, _ = reading(token or token_file)
@@ -44,7 +45,7 @@ def ack(
     alert_id: int = typer.Argument(..., help="Alert number (see `appliance alerts list`)."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(alerts.AlertPublic),
 ) -> None:
     """Acknowledge an open alert: you are on it."""
     cfg, user = acting(token or token_file, "operate")
@@ -62,7 +63,7 @@ def resolve(
     comment: str = typer.Option(None, "--comment", help="What was done about it."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(alerts.AlertPublic),
 ) -> None:
     """Resolve an alert; its owner's channels hear of it."""
     cfg, user = acting(token or token_file, "operate")

@@ -6,6 +6,7 @@ import typer
 
 from appliance.cli import _times
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import CheckFailed, InvalidInput
@@ -19,7 +20,7 @@ _FORMATS = ("jsonl",)
 
 @app.command("verify")
 def verify(
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(audit.VerifyResult),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
@@ -71,19 +72,16 @@ def anchor(token: str = TOKEN, token_file: str = TOKEN_FILE) -> None:
 def list_(
     limit: int = typer.Option(50, help="Newest N events."),
     action: str = typer.Option(None, help="Only events whose action starts with this."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(list[audit.AuditListedPublic]),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
     """List audit events, newest last."""
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
-        rows = audit.recent(session, limit, action)
-    docs = [{"id": e.id, "ts": e.ts, "actor": e.actor, "action": e.action,
-             "object": f"{e.object_type}/{e.object_id}", "details": e.details,
-             "hash": e.hash} for e in rows]
+        docs = audit.listed(session, limit, action)
     if json_out:
         emit_json(docs)
     else:
         print_table(["id", "actor", "action", "object", "time"],
-                    [[d["id"], d["actor"], d["action"], d["object"], d["ts"]] for d in docs])
+                    [[d.id, d.actor, d.action, d.object, d.ts] for d in docs])

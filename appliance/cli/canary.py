@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, reading
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json
 from appliance.cli._table import print_table
 from appliance.monitor import canary
@@ -16,7 +17,7 @@ app = typer.Typer(help="Challengers behind a model's route: canary or shadow.")
 @app.command("status")
 def status(
     model: str = typer.Argument(..., help="Model name."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(canary.CanaryStatusPublic),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:

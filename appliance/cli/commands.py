@@ -9,6 +9,7 @@ tests/cli/test_lazy_commands.py checks.
 
 from __future__ import annotations
 
+from appliance.cli._json_fields import META_KEY, split_fields
 from appliance.cli._lazy import Command, LazyGroup
 
 COMMANDS: tuple[Command, ...] = (
@@ -84,3 +85,10 @@ class RootGroup(LazyGroup):
     """The `appliance` group: `COMMANDS`, each imported when it runs."""
 
     COMMANDS = COMMANDS
+
+    def parse_args(self, ctx, args):
+        # ``--json=FIELDS`` anywhere below the root: `appliance.cli._json_fields`.
+        args, fields = split_fields(args)
+        if fields is not None:
+            ctx.meta[META_KEY] = fields
+        return super().parse_args(ctx, args)

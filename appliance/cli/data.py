@@ -8,6 +8,7 @@ import typer
 
 from appliance.artifacts import ArtifactStore
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.registry import datasets
@@ -39,7 +40,7 @@ def add(
              "version's, else 'label' if there is one)."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(datasets.DatasetPublic),
 ) -> None:
     """Register FILE as the next version of dataset NAME (identical content is not re-added).
 
@@ -60,7 +61,7 @@ def add(
 
 @app.command("list")
 def list_(
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(list[datasets.DatasetPublic]),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
@@ -80,7 +81,7 @@ def list_(
 def show(
     ref: str = typer.Argument(..., metavar="NAME[:VERSION]", help="Dataset version (default "
                               "the latest)."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(datasets.DatasetPublic),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
@@ -114,7 +115,7 @@ def accept(
     reason: str = typer.Option(..., "--reason", help="Why its violations are acceptable."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(datasets.DatasetPublic),
 ) -> None:
     """Accept a version that failed its data contract, so it can be trained on (audited)."""
     cfg, user = acting(token or token_file, "operate")

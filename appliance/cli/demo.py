@@ -10,15 +10,16 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import data_stream, emit_json, err_console
-from appliance.demo import DemoPlan, demo_config, run_demo
+from appliance.demo import DemoPlan, DemoSummaryPublic, demo_config, run_demo
 from appliance.errors import InvalidInput
 
 
 def demo(
     home: Path = typer.Option(None, help="Folder for the demo's appliance (default: a new "
                               "temporary folder)."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary document."),
+    json_out: bool = json_option(DemoSummaryPublic),
 ) -> None:
     """Play a world of drifting traffic and late labels; the monitor closes the loop.
 
@@ -53,7 +54,7 @@ def demo(
             _shutdown()
         step("done")
     if json_out:
-        emit_json(summary)
+        emit_json(DemoSummaryPublic.model_validate(summary))
     else:
         _print_summary(summary)
 

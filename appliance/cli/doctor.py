@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import typer
-
 from appliance import doctor as checks
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.config import load_config
 from appliance.errors import CheckFailed
 
 
-def doctor(json_out: bool = typer.Option(False, "--json")) -> None:
+def doctor(json_out: bool = json_option(checks.Report)) -> None:
     """Check Ray (version, auth, ports), the store (reachable, migrated), artifacts (writable,
     disk), the audit chain, GPUs and clock skew; exit 1 when any check fails.
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import typer
-
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.pipelines import lifecycle
 
@@ -17,7 +16,7 @@ def _say(text: str) -> None:
 def down(
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(lifecycle.DownPublic),
 ) -> None:
     """Shut Serve down, stop the local Ray head's processes, and close the deployment ledger.
 

@@ -14,9 +14,11 @@ from typing import Any
 
 import typer
 
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import data_stream, emit_json
 from appliance.cli._table import print_table
 from appliance.errors import InvalidInput
+from appliance.monitor.drift_record import DriftReportPublic
 from appliance.tables import read_table
 
 app = typer.Typer(help="Data and prediction drift between a reference and a current window.",
@@ -138,7 +140,7 @@ def compute(
         None, "--correction", help="Multiple-testing correction across features: bh, bonferroni."
     ),
     bins: int = typer.Option(10, "--bins", help="Reference-quantile bins for PSI/JS/Hellinger."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: bool = json_option(DriftReportPublic),
 ) -> None:
     """Compare CURRENT with REFERENCE feature by feature; print the statistics and verdicts."""
     report = compute_report(
@@ -146,6 +148,6 @@ def compute(
         correction=correction, bins=bins,
     )
     if as_json:
-        emit_json(report.to_dict())
+        emit_json(DriftReportPublic.of(report))
     else:
         _print_table(report)

@@ -5,57 +5,51 @@ from __future__ import annotations
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json
 from appliance.cli._table import print_table
 from appliance.registry import lineage as lineage_mod
 from appliance.registry import models as registry
 from appliance.store import session_scope
-from appliance.store.models import ModelVersion
 
 app = typer.Typer(help="Registered models and their versions.")
-
-
-def _public(session, mv: ModelVersion) -> dict:
-    return {"model": mv.model_name, "version": mv.version, "aliases": registry.aliases_of(
-        session, mv), "digest": mv.digest, "run": mv.run_id, "metrics": mv.metrics,
-        "created_by": mv.created_by, "created_at": mv.created_at}
 
 
 @app.command("list")
 def list_(
     model: str = typer.Argument(None, help="Only this model's versions."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(list[registry.ModelVersionPublic]),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
     """List model versions with their aliases."""
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
-        docs = [_public(session, mv) for mv in registry.list_versions(session, model)]
+        docs = registry.list_public(session, model)
     if json_out:
         emit_json(docs)
     else:
         print_table(["name", "version", "aliases", "accuracy", "run", "age"],
-                    [[d["model"], d["version"], ",".join(d["aliases"]),
-                      d["metrics"].get("accuracy"), d["run"], d["created_at"]] for d in docs])
+                    [[d.model, d.version, ",".join(d.aliases), d.metrics.get("accuracy"),
+                      d.run, d.created_at] for d in docs])
 
 
 @app.command("show")
 def show(
     ref: str = typer.Argument(..., help="MODEL, MODEL:VERSION or MODEL@ALIAS."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(registry.ModelVersionPublic),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
     """Show one model version."""
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
-        doc = _public(session, registry.resolve(session, ref))
+        doc = registry.version_public(session, ref)
     if json_out:
         emit_json(doc)
     else:
         print_table(["name", "version", "aliases", "digest"],
-                    [[doc["model"], doc["version"], ",".join(doc["aliases"]), doc["digest"]]])
+                    [[doc.model, doc.version, ",".join(doc.aliases), doc.digest]])
 
 
 @app.command("set")
@@ -88,7 +82,7 @@ def set_(
 
 def lineage(
     ref: str = typer.Argument(..., help="MODEL, MODEL:VERSION or MODEL@ALIAS."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(lineage_mod.LineagePublic),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
@@ -99,11 +93,10 @@ def lineage(
     if json_out:
         emit_json(doc)
         return
-    approved = [a for a in doc["approvals"] if a["status"] == "approved"]
+    approved = [a for a in doc.approvals if a.status == "approved"]
     print_table(
         ["name", "version", "dataset", "run", "seed", "code", "requested_by", "approved_by"],
-        [[doc["model"], doc["version"], f"{doc['dataset']['name']}:{doc['dataset']['version']}",
-          doc["run"]["id"], doc["run"]["seed"], doc["code_version"],
-          approved[-1]["requested_by"] if approved else None,
-          approved[-1]["approved_by"] if approved else None]],
+        [[doc.model, doc.version, f"{doc.dataset.name}:{doc.dataset.version}", doc.run.id,
+          doc.run.seed, doc.code_version, approved[-1].requested_by if approved else None,
+          approved[-1].approved_by if approved else None]],
     )

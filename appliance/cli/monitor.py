@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import InvalidInput
@@ -50,8 +51,8 @@ def monitor(
     deployment: str = typer.Option(None, help="Only this deployment."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json", help="JSON: one document with --once, "
-                                  "else one line per round."),
+    json_out: bool = json_option(
+        daemon.Round, help="JSON: one document with --once, else one line per round."),
 ) -> None:
     """Run the monitor service: windows, drift, live metrics, alerts and the retrain loop.
 

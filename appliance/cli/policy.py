@@ -7,6 +7,7 @@ import json
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import InvalidInput
@@ -37,7 +38,7 @@ def _print(doc: PolicyPublic) -> None:
 @app.command("show")
 def show(
     model: str = typer.Argument(..., help="Model name."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(PolicyPublic),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
@@ -60,7 +61,7 @@ def set_(
                                     "(repeatable)."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(PolicyPublic),
 ) -> None:
     """Change keys of MODEL's policy (audited)."""
     changes = {}

@@ -9,8 +9,11 @@ from __future__ import annotations
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, reading
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json
 from appliance.cli._table import print_table
+from appliance.monitor import trace
+from appliance.pipelines import explain as explaining
 from appliance.store import session_scope
 
 app = typer.Typer(help="Logged predictions: what the model saw and said, and why.",
@@ -26,12 +29,9 @@ def show(
     deployment: str = DEPLOYMENT,
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(trace.PredictionPublic),
 ) -> None:
     """The request's inputs as logged, its answer, the version and its lineage, the label."""
-    # Deferred: `appliance --help` must not pay for pyarrow.
-    from appliance.monitor import trace
-
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         doc = trace.show(session, cfg.predictions_dir, cfg.artifacts, request_id, deployment)
@@ -44,9 +44,9 @@ def show(
                 [[r.row, r.version, r.shadow, r.prediction, r.score, r.label,
                   ",".join(f"{k}={v}" for k, v in r.inputs.items())] for r in doc.rows])
     for number, line in doc.lineage.items():
-        ds, run = line["dataset"], line["run"]
-        approved = [a["approved_by"] for a in line["approvals"] if a.get("approved_by")]
-        typer.echo(f"v{number}: dataset {ds['name']}:{ds['version']}  run {run['id']}  "
+        ds, run = line.dataset, line.run
+        approved = [a.approved_by for a in line.approvals if a.approved_by]
+        typer.echo(f"v{number}: dataset {ds.name}:{ds.version}  run {run.id}  "
                    f"approved by {','.join(approved) or '<none>'}")
 
 
@@ -58,13 +58,10 @@ def explain(
     deployment: str = DEPLOYMENT,
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(explaining.ExplanationPublic),
 ) -> None:
     """Per-feature attributions of one logged prediction (TreeSHAP for trees, integrated
     gradients for networks)."""
-    # Deferred: torch loads only when something is explained.
-    from appliance.pipelines import explain as explaining
-
     cfg, _ = reading(token or token_file)
     with session_scope(cfg.db_url) as session:
         doc = explaining.explain(cfg, session, request_id, row=row, deployment=deployment)

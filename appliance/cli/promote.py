@@ -6,6 +6,7 @@ import typer
 
 from appliance.cli import _times
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, acting_token, config, reading
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import GateFailed
@@ -25,7 +26,7 @@ def promote(
                                         "7d (default 7d)."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(approvals.PromotionRequestPublic),
 ) -> None:
     """Gate MODEL:VERSION against the alias holder and request approval to move the alias."""
     check_name("model name", model)
@@ -65,7 +66,7 @@ def approve(
     comment: str = typer.Option(None, "--comment"),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(approvals.ApprovalPublic),
 ) -> None:
     """Approve a promotion request (not your own); the alias moves once enough approvers did."""
     cfg = config()
@@ -98,7 +99,7 @@ def reject(
 def approvals_list(
     status: str = typer.Option("pending", help="pending, approved, rejected, expired, stale "
                                                "or all."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(list[approvals.ApprovalPublic]),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:

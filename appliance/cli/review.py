@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.governance import reviews
 from appliance.store import session_scope
@@ -13,7 +14,7 @@ from appliance.store import session_scope
 def review(
     model: str = typer.Argument(..., help="Model name."),
     notes: str = typer.Option(..., "--notes", help="What was reviewed and found."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(reviews.ReviewPublic),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:

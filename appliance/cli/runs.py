@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.pipelines import training
@@ -28,7 +29,7 @@ _HEADERS = ["id", "model", "version", "status", "dataset", "seed", "accuracy", "
 def list_(
     model: str = typer.Option(None, "--model", help="Only this model's runs."),
     limit: int = typer.Option(50, "--limit", help="At most this many, newest first."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(list[registry.RunPublic]),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
@@ -45,7 +46,7 @@ def list_(
 @app.command("show")
 def show(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id (see `appliance runs list`)."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(registry.RunPublic),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
@@ -79,7 +80,7 @@ def compare(
     a: str = typer.Argument(..., metavar="A", help="Run id."),
     b: str = typer.Argument(..., metavar="B", help="Run id."),
     all_keys: bool = typer.Option(False, "--all", help="Every key, not only those that differ."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(registry.RunComparisonPublic),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
@@ -100,7 +101,7 @@ def compare(
 @app.command("rerun")
 def rerun(
     run_id: str = typer.Argument(..., metavar="RUN", help="The run to train again."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(registry.RunPublic),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.cli._tune_progress import TuneProgress
@@ -18,7 +19,7 @@ def tune(
                                      help="Spec with a [tune] table (TOML or JSON)."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(tuning.TuningPublic),
 ) -> None:
     """Search the [tune] space of SPEC with Ray Tune (ASHA), then register the best.
 

@@ -6,6 +6,7 @@ import typer
 
 from appliance.cli import _times
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting, reading
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import data_stream, emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.governance import users as gov
@@ -36,7 +37,7 @@ def create(
 
 @users_app.command("list")
 def list_users(
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(list[gov.UserPublic]),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:
@@ -66,7 +67,7 @@ def disable(
     name: str = typer.Argument(..., help="User name."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(gov.UserPublic),
 ) -> None:
     """Disable NAME: every token of theirs is refused, in the CLI and at serving (audited)."""
     _set_disabled(name, token or token_file, json_out, True)
@@ -77,7 +78,7 @@ def enable(
     name: str = typer.Argument(..., help="User name."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(gov.UserPublic),
 ) -> None:
     """Enable NAME again: their tokens that are neither revoked nor expired work again."""
     _set_disabled(name, token or token_file, json_out, False)
@@ -115,7 +116,7 @@ def token_list(
     user: str = typer.Option(None, "--user", help="Only this user's tokens."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(list[gov.TokenPublic]),
 ) -> None:
     """List tokens: name, user, scopes, created, expires, revoked (never a secret or hash)."""
     cfg, actor = acting(token or token_file, "admin")

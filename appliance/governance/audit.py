@@ -482,6 +482,26 @@ def export(session: Session, since: dt.datetime | None = None) -> Iterator[Audit
         yield AuditEventPublic.model_validate(event, from_attributes=True)
 
 
+class AuditListedPublic(SQLModel):
+    """`appliance audit list --json`: one event, its object as ``type/id``, and its hash."""
+
+    id: int
+    ts: dt.datetime
+    actor: str
+    action: str
+    object: str
+    details: dict[str, Any]
+    hash: str
+
+
+def listed(session: Session, limit: int, action: str | None = None) -> list[AuditListedPublic]:
+    """`recent` as `appliance audit list` prints it."""
+    return [AuditListedPublic(id=e.id, ts=e.ts, actor=e.actor, action=e.action,
+                              object=f"{e.object_type}/{e.object_id}", details=e.details,
+                              hash=e.hash)
+            for e in recent(session, limit, action)]
+
+
 def recent(session: Session, limit: int, action: str | None = None) -> list[AuditEvent]:
     """The newest `limit` events, oldest first.
 

@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 from appliance.errors import NotFound
 from appliance.monitor import labels, log_files
 from appliance.monitor.windows import read_window
-from appliance.registry.lineage import lineage
+from appliance.registry.lineage import LineagePublic, lineage
 from appliance.store.models import Deployment, PredictionWindow, RequestIndex
 
 # The log's own columns: everything else in a row is an input as the request carried it.
@@ -64,7 +64,7 @@ class PredictionPublic(TracedRequest):
     """`appliance predictions show --json`: the request, and the lineage of each version that
     scored it (by version number as logged)."""
 
-    lineage: dict[str, dict[str, Any]]
+    lineage: dict[str, LineagePublic]
 
 
 def _value(v: Any) -> Any:

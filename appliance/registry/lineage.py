@@ -2,15 +2,82 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from appliance.registry.models import aliases_of, resolve
 from appliance.store.models import Approval, Dataset, Run
 
 
-def lineage(session: Session, ref: str) -> dict[str, Any]:
+class LineageArtifactPublic(SQLModel):
+    """The version's bundle and the drift profile registered with it."""
+
+    digest: str
+    profile_digest: str | None
+
+
+class LineageDatasetPublic(SQLModel):
+    """The dataset version the run trained on, and where it came from."""
+
+    name: str
+    version: int
+    digest: str
+    rows: int
+    source: str | None
+    lineage: dict[str, Any] | None
+
+
+class LineageRunPublic(SQLModel):
+    """The training run that produced the version."""
+
+    id: str
+    params: dict[str, Any]
+    seed: int | None
+    status: str
+    device: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    requested_by: str | None
+    rerun_of: str | None
+    kind: str | None
+    tuning_run: str | None  # a version retrained from a sweep's best trial names the sweep
+
+
+class LineageApprovalPublic(SQLModel):
+    """One promotion request for the version, whatever became of it."""
+
+    id: int
+    alias: str
+    status: str
+    requested_by: str
+    requested_at: dt.datetime
+    approved_by: str | None
+    decided_by: str | None
+    decided_at: dt.datetime | None
+    gate: dict[str, Any] | None
+
+
+class LineagePublic(SQLModel):
+    """`appliance lineage --json`: dataset, run, params, code, environment and approvals."""
+
+    model: str
+    version: int
+    ref: str
+    aliases: list[str]
+    artifact: LineageArtifactPublic
+    metrics: dict[str, Any]
+    registered_by: str | None
+    registered_at: dt.datetime
+    dataset: LineageDatasetPublic
+    run: LineageRunPublic
+    code_version: str | None
+    environment: str | None  # the environment's hash (`appliance runs show` has it whole)
+    approvals: list[LineageApprovalPublic]
+
+
+def lineage(session: Session, ref: str) -> LineagePublic:
     """Dataset, run, params, code, environment and approvals behind the version `ref` names."""
     mv = resolve(session, ref)
     run = session.get(Run, mv.run_id)
@@ -18,7 +85,7 @@ def lineage(session: Session, ref: str) -> dict[str, Any]:
     approvals = session.exec(
         select(Approval).where(Approval.version_id == mv.id).order_by(Approval.id)
     ).all()
-    return {
+    return LineagePublic.model_validate({
         "model": mv.model_name,
         "version": mv.version,
         "ref": ref,
@@ -44,4 +111,4 @@ def lineage(session: Session, ref: str) -> dict[str, Any]:
              "decided_by": a.decided_by, "decided_at": a.decided_at, "gate": a.gate}
             for a in approvals
         ],
-    }
+    })

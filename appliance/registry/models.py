@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from typing import Any
@@ -266,3 +267,38 @@ def aliases_of(session: Session, version: ModelVersion) -> list[str]:
     return sorted(session.exec(
         select(Alias.alias).where(Alias.version_id == version.id)
     ).all())
+
+
+class ModelVersionPublic(SQLModel):
+    """`appliance models list|show --json`: one model version and the aliases it holds."""
+
+    model: str
+    version: int
+    aliases: list[str]
+    digest: str
+    run: str
+    metrics: dict[str, Any]
+    created_by: str
+    created_at: dt.datetime
+
+
+def _version_public(mv: ModelVersion, aliases: list[str]) -> ModelVersionPublic:
+    return ModelVersionPublic(model=mv.model_name, version=mv.version, aliases=aliases,
+                              digest=mv.digest, run=mv.run_id, metrics=mv.metrics,
+                              created_by=mv.created_by, created_at=mv.created_at)
+
+
+def version_public(session: Session, ref: str) -> ModelVersionPublic:
+    """The version `ref` names (`resolve`), as `appliance models show` prints it."""
+    mv = resolve(session, ref)
+    return _version_public(mv, aliases_of(session, mv))
+
+
+def list_public(session: Session, model: str | None = None) -> list[ModelVersionPublic]:
+    """`list_versions` as `appliance models list` prints it; every alias in one query."""
+    versions = list_versions(session, model)
+    held: dict[int, list[str]] = {}
+    for version_id, alias in session.exec(
+            select(Alias.version_id, Alias.alias).order_by(Alias.alias)).all():
+        held.setdefault(version_id, []).append(alias)
+    return [_version_public(mv, held.get(mv.id, [])) for mv in versions]

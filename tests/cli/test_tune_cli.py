@@ -94,7 +94,7 @@ def test_a_custom_sweep_shows_each_trial_on_stderr_and_its_record_on_stdout(env,
         assert retrained.id == doc["registered"]["run"]
         assert retrained.params == {"report_every": 1, "lr": doc["best"]["params"]["lr"],
                                     "epochs": doc["best"]["epochs"]}
-        record = lineage(session, f"net:{doc['registered']['version']}")
+        record = lineage(session, f"net:{doc['registered']['version']}").model_dump()
         digest = session.exec(select(ModelVersion.digest).where(
             ModelVersion.model_name == "net")).one()
     assert record["run"]["tuning_run"] == doc["run"]

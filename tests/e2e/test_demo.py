@@ -13,7 +13,7 @@ import tritonclient.http as triton
 from typer.testing import CliRunner
 
 from appliance.cli.main import app
-from appliance.demo import DemoPlan, demo_config, run_demo
+from appliance.demo import DemoPlan, DemoSummaryPublic, demo_config, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +32,9 @@ def loop(ray_session, tmp_path_factory):
 
 def test_drift_is_caught_within_one_window_of_the_ramp_reaching_0_3(loop):
     _, s, _ = loop
+    # What `appliance demo --json` prints: the whole summary, as its record.
+    assert set(s) == set(DemoSummaryPublic.model_fields)
+    DemoSummaryPublic.model_validate(s)
     assert s["first_drifted_window"] == 4 and s["ramp_reaches_0_3_window"] == 4
     assert s["drift_detected_window"] <= s["ramp_reaches_0_3_window"] + 1
     assert s["windows_to_detect"] == s["drift_detected_window"] - 3

@@ -145,7 +145,7 @@ def test_show_reads_one_window_file_through_the_index(world, tmp_path):
     assert [r.label for r in doc.rows] == truth[4][1].tolist()
     assert doc.rows[0].score == pytest.approx(float(drawn["score"][0]))
     line = doc.lineage[str(w.version.version)]
-    assert line["dataset"]["name"] == f"{w.model}-train" and line["run"]["id"]
+    assert line.dataset.name == f"{w.model}-train" and line.run.id
 
 
 def test_a_request_not_yet_in_a_window_is_found_pending_and_unknown_ids_are_refused(world):

@@ -62,7 +62,7 @@ def test_lineage_counts_every_row_once_and_the_reference_is_the_holdouts(world):
     assert (m["train_rows"], m["valid_rows"], m["holdout_rows"]) == (600, 0, 200)
     assert m["rows"] == 200
     with session_scope(cfg.db_url) as session:
-        record = lineage(session, "credit:1")
+        record = lineage(session, "credit:1").model_dump()
     assert record["metrics"]["train_rows"] + record["metrics"]["valid_rows"] \
         + record["metrics"]["holdout_rows"] == record["dataset"]["rows"] == ROWS
 
@@ -181,7 +181,7 @@ def test_xgboost_is_registered_profiled_and_gated_like_the_mlp(tmp_path, ray_ses
     try:
         out = training.train(cfg, ops, parse_spec(doc))
         with session_scope(cfg.db_url) as session:
-            assert lineage(session, "kinds:1")["run"]["params"]["num_boost_round"] == 20
+            assert lineage(session, "kinds:1").run.params["num_boost_round"] == 20
         # The gate re-scores the stored artifact on the same holdout: the same metrics.
         (again,) = promotion.evaluate_on_holdout(cfg, out.version, [])
     finally:
@@ -231,7 +231,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_lineage_says_so(world):
     assert m["epochs"] == 12
     assert m["restarts"] == 1 and m["resumed_from_epochs"] == [after[0] - 1], m
     with session_scope(cfg.db_url) as session:
-        record = lineage(session, "credit:1")
+        record = lineage(session, "credit:1").model_dump()
     assert record["metrics"]["restarts"] == 1
     assert record["metrics"]["resumed_from_epochs"][0] >= 1
 

@@ -103,7 +103,7 @@ def _check_recorded(cfg, out, budget: str, kind: str) -> Run:
         retrained = [r for r in children if r.kind == "train"]
         assert [r.id for r in retrained] == [out.registered.run]
         assert retrained[0].params == {**out.best.params, budget: out.best.epochs}
-        record = lineage(session, f"{out.model}:{out.registered.version}")
+        record = lineage(session, f"{out.model}:{out.registered.version}").model_dump()
         digest = session.exec(select(ModelVersion.digest).where(
             ModelVersion.model_name == out.model,
             ModelVersion.version == out.registered.version)).one()
