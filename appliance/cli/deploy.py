@@ -9,6 +9,7 @@ import tomllib
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.errors import InvalidInput
 from appliance.pipelines import deployment
@@ -41,7 +42,7 @@ def deploy(
     ),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(deployment.DeployedPublic),
 ) -> None:
     """Serve MODEL@ALIAS over the Open Inference Protocol v2 on Ray Serve."""
     cfg, user = acting(token or token_file, "operate")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import typer
 
 from appliance.cli._context import config
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
-from appliance.governance.bootstrap import initialise
+from appliance.governance.bootstrap import InitPublic, initialise
 
 
 def init(
     admin: str = typer.Option("admin", help="Name of the first admin user."),
     team: str = typer.Option("platform", help="The admin's team."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    json_out: bool = json_option(InitPublic),
 ) -> None:
     """Create the metadata store, the first admin user and its token (saved under home, 0600)."""
     doc = initialise(config(), admin, team)

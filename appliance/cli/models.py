@@ -65,7 +65,7 @@ def set_(
                                              "approver; default: the risk tier's)."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(registry.ModelSettingsPublic),
 ) -> None:
     """Change a model's owner, team, runbook, risk tier, review interval or description
     (audited)."""

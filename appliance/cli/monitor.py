@@ -77,7 +77,7 @@ def feedback_add(
     deployment: str = typer.Option(..., "--deployment", help="Deployment the labels are for."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(label_delivery.FeedbackPublic),
 ) -> None:
     """Add ground-truth labels, joined to served predictions by request id and row."""
     check_name("deployment name", deployment)

@@ -124,7 +124,7 @@ def rollback(
                                         "one before the current)."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(deployment.RollbackPublic),
 ) -> None:
     """Put MODEL's previous champion back: alias and serving in one step.
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import typer
-
 from appliance.cli._context import TOKEN, TOKEN_FILE, reading
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
-from appliance.pipelines.status import appliance_status
+from appliance.pipelines.status import StatusPublic, appliance_status
 
 
 def status(
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(StatusPublic),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
 ) -> None:

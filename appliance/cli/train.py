@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from appliance.cli._context import TOKEN, TOKEN_FILE, acting
+from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._progress import TrainProgress
 from appliance.cli._table import print_table
@@ -17,7 +18,7 @@ def train(
     spec_file: Path = typer.Argument(..., metavar="SPEC", help="Training spec (TOML or JSON)."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(training.TrainedPublic),
 ) -> None:
     """Train the model SPEC describes on Ray Train and register it as a new version.
 

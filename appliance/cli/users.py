@@ -23,7 +23,7 @@ def create(
     team: str = typer.Option("default", help="Team the user's costs and models belong to."),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(gov.NewUserPublic),
 ) -> None:
     """Create a user and issue a first token (printed once)."""
     cfg, actor = acting(token or token_file, "admin")
@@ -97,7 +97,7 @@ def token_create(
     ),
     token: str = TOKEN,
     token_file: str = TOKEN_FILE,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = json_option(gov.IssuedTokenPublic),
 ) -> None:
     """Issue a token for USER (printed once; stored hashed)."""
     cfg, actor = acting(token or token_file, "admin")
