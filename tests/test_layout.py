@@ -100,9 +100,9 @@ TODO_MISSING_TESTS: set[str] = {
     "cluster/tune_mlp.py", "cluster/tune_progress.py", "cluster/tune_trial.py",
     "cluster/tune_xgboost.py",
     # cluster/serve/
-    "cluster/serve/_app.py", "cluster/serve/_canary_routing.py", "cluster/serve/_door.py",
+    "cluster/serve/_canary_routing.py", "cluster/serve/_door.py",
     "cluster/serve/_grpc_front.py", "cluster/serve/_ingress.py", "cluster/serve/_metrics.py",
-    "cluster/serve/_model_server.py", "cluster/serve/_oip_reply.py", "cluster/serve/_routing.py",
+    "cluster/serve/_model_server.py", "cluster/serve/_oip_reply.py",
     "cluster/serve/_triton_server.py",
     # kernels/
     "kernels/_backend.py", "kernels/_columns.py", "kernels/_compare.py", "kernels/_divergence.py",
