@@ -73,8 +73,7 @@ TODO_MISSING_TESTS: set[str] = {
     # appliance/
     "appliance/demo.py", "appliance/doctor.py", "appliance/ray_settings.py",
     # appliance/governance/
-    "appliance/governance/audit_checkpoints.py", "appliance/governance/audit_key.py",
-    "appliance/governance/serving_tokens.py",
+    "appliance/governance/audit_checkpoints.py", "appliance/governance/serving_tokens.py",
     # appliance/monitor/
     "appliance/monitor/alert_record.py", "appliance/monitor/drift.py",
     "appliance/monitor/feedback.py", "appliance/monitor/integrity.py",
@@ -83,7 +82,7 @@ TODO_MISSING_TESTS: set[str] = {
     # appliance/pipelines/
     "appliance/pipelines/daemon.py", "appliance/pipelines/deployment.py",
     "appliance/pipelines/explain.py", "appliance/pipelines/lifecycle.py",
-    "appliance/pipelines/promotion.py", "appliance/pipelines/spec.py",
+    "appliance/pipelines/promotion.py",
     # appliance/registry/
     "appliance/registry/lineage.py", "appliance/registry/overview.py",
     "appliance/registry/provenance.py",
@@ -91,8 +90,6 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/reports/audit_sections.py", "appliance/reports/card_sections.py",
     "appliance/reports/document.py", "appliance/reports/render_html.py",
     "appliance/reports/render_md.py", "appliance/reports/rendering.py",
-    # appliance/store/
-    "appliance/store/leases.py",
     # cluster/
     "cluster/capacity.py", "cluster/fit_data.py", "cluster/head.py", "cluster/runtime.py",
     "cluster/scoring.py", "cluster/train_params.py", "cluster/tune.py", "cluster/tune_custom.py",
