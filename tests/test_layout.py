@@ -88,8 +88,7 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/registry/provenance.py",
     # appliance/reports/
     "appliance/reports/audit_sections.py", "appliance/reports/card_sections.py",
-    "appliance/reports/document.py", "appliance/reports/render_html.py",
-    "appliance/reports/render_md.py", "appliance/reports/rendering.py",
+    "appliance/reports/rendering.py",
     # cluster/
     "cluster/fit_data.py", "cluster/head.py", "cluster/runtime.py", "cluster/scoring.py",
     "cluster/train_params.py", "cluster/tune.py", "cluster/tune_custom.py", "cluster/tune_mlp.py",
