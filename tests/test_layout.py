@@ -72,8 +72,6 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/cli/status.py", "appliance/cli/users.py",
     # appliance/
     "appliance/demo.py", "appliance/doctor.py", "appliance/ray_settings.py",
-    # appliance/governance/
-    "appliance/governance/audit_checkpoints.py", "appliance/governance/serving_tokens.py",
     # appliance/monitor/
     "appliance/monitor/alert_record.py", "appliance/monitor/drift.py",
     "appliance/monitor/feedback.py", "appliance/monitor/integrity.py",
