@@ -71,7 +71,7 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/cli/promote.py", "appliance/cli/review.py", "appliance/cli/runs.py",
     "appliance/cli/status.py", "appliance/cli/users.py",
     # appliance/
-    "appliance/demo.py", "appliance/doctor.py", "appliance/ray_settings.py",
+    "appliance/demo.py", "appliance/doctor.py",
     # appliance/monitor/
     "appliance/monitor/alert_record.py", "appliance/monitor/drift.py",
     "appliance/monitor/feedback.py", "appliance/monitor/integrity.py",
