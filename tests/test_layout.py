@@ -81,9 +81,6 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/pipelines/daemon.py", "appliance/pipelines/deployment.py",
     "appliance/pipelines/explain.py", "appliance/pipelines/lifecycle.py",
     "appliance/pipelines/promotion.py",
-    # appliance/registry/
-    "appliance/registry/lineage.py", "appliance/registry/overview.py",
-    "appliance/registry/provenance.py",
     # appliance/reports/
     "appliance/reports/audit_sections.py", "appliance/reports/card_sections.py",
     "appliance/reports/rendering.py",
