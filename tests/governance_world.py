@@ -1,5 +1,6 @@
 """Shared by the governance and registry tests: the people of a small bank, and a model version
-registered from a tiny dataset (`appliance.registry`), with a run behind it."""
+registered from a tiny dataset (`appliance.registry`), with a run behind it, and models
+under periodic review."""
 
 from __future__ import annotations
 
@@ -34,3 +35,14 @@ def registered_version(url, tmp_path, name="credit", rows=10):
         return models.register_version(s, run=run, digest="d" * 64, profile_digest=None,
                                        metrics={"accuracy": 0.9}, features=["x"],
                                        categorical=[], label="y", actor="ops")
+
+
+def reviewed_models(url):
+    """An admin, an operator and an approver; model "credit" of high risk and "toy" of the
+    default tier, both owned by "ops"."""
+    with session_scope(url) as s:
+        create_user(s, "root", "admin", actor="root")
+        create_user(s, "ops", "operator", actor="root")
+        create_user(s, "risk", "approver", actor="root")
+        models.ensure_model(s, "credit", owner="ops", team="credit", risk_tier="high")
+        models.ensure_model(s, "toy", owner="ops", team="credit")
