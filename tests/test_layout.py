@@ -82,9 +82,9 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/reports/audit_sections.py", "appliance/reports/card_sections.py",
     "appliance/reports/rendering.py",
     # cluster/
-    "cluster/fit_data.py", "cluster/head.py", "cluster/runtime.py", "cluster/scoring.py",
-    "cluster/train_params.py", "cluster/tune.py", "cluster/tune_custom.py", "cluster/tune_mlp.py",
-    "cluster/tune_progress.py", "cluster/tune_trial.py", "cluster/tune_xgboost.py",
+    "cluster/fit_data.py", "cluster/head.py", "cluster/runtime.py", "cluster/train_params.py",
+    "cluster/tune.py", "cluster/tune_custom.py", "cluster/tune_mlp.py", "cluster/tune_progress.py",
+    "cluster/tune_trial.py", "cluster/tune_xgboost.py",
     # cluster/serve/
     "cluster/serve/_canary_routing.py", "cluster/serve/_door.py", "cluster/serve/_grpc_front.py",
     "cluster/serve/_ingress.py", "cluster/serve/_metrics.py", "cluster/serve/_model_server.py",
