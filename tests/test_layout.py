@@ -88,7 +88,7 @@ TODO_MISSING_TESTS: set[str] = {
     # cluster/serve/
     "cluster/serve/_canary_routing.py", "cluster/serve/_door.py", "cluster/serve/_grpc_front.py",
     "cluster/serve/_ingress.py", "cluster/serve/_metrics.py", "cluster/serve/_model_server.py",
-    "cluster/serve/_oip_reply.py", "cluster/serve/_triton_server.py",
+    "cluster/serve/_triton_server.py",
 }
 
 
