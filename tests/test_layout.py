@@ -79,8 +79,7 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/pipelines/explain.py", "appliance/pipelines/lifecycle.py",
     "appliance/pipelines/promotion.py",
     # appliance/reports/
-    "appliance/reports/audit_sections.py", "appliance/reports/card_sections.py",
-    "appliance/reports/rendering.py",
+    "appliance/reports/card_sections.py",
     # cluster/
     "cluster/fit_data.py", "cluster/head.py", "cluster/runtime.py", "cluster/train_params.py",
     "cluster/tune_custom.py", "cluster/tune_mlp.py", "cluster/tune_progress.py",
