@@ -78,8 +78,6 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/pipelines/daemon.py", "appliance/pipelines/deployment.py",
     "appliance/pipelines/explain.py", "appliance/pipelines/lifecycle.py",
     "appliance/pipelines/promotion.py",
-    # appliance/reports/
-    "appliance/reports/card_sections.py",
     # cluster/
     "cluster/fit_data.py", "cluster/runtime.py", "cluster/train_params.py",
     "cluster/tune_custom.py", "cluster/tune_mlp.py", "cluster/tune_progress.py",
