@@ -80,8 +80,7 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/pipelines/promotion.py",
     # cluster/
     "cluster/fit_data.py", "cluster/runtime.py", "cluster/train_params.py",
-    "cluster/tune_custom.py", "cluster/tune_mlp.py", "cluster/tune_progress.py",
-    "cluster/tune_xgboost.py",
+    "cluster/tune_custom.py", "cluster/tune_mlp.py", "cluster/tune_xgboost.py",
     # cluster/serve/
     "cluster/serve/_canary_routing.py", "cluster/serve/_grpc_front.py", "cluster/serve/_ingress.py",
     "cluster/serve/_metrics.py", "cluster/serve/_model_server.py",
