@@ -57,10 +57,16 @@ CROSS_CUTTING = {
     "tests/test_layout.py",
 }
 
-# TODO: modules with logic that have no test file of their own yet. Most are exercised through
-# other tests (the CLI modules by tests/cli/test_cli_*.py and test_json_shapes.py, the Serve
-# modules by tests/cluster/test_serve*.py), but nothing tests them where the rule says. Remove
-# an entry when its test file exists; test_the_todo_list_only_shrinks fails until you do.
+# TODO: modules with logic that have no test file of their own yet; each is exercised by other
+# tests, but not where the rule says:
+# - the CLI's command modules and helpers, through tests/cli/test_cli_*.py and
+#   test_json_shapes.py (issue 12 reshapes them into command groups);
+# - appliance/demo.py and the pipelines' deploy, lifecycle, daemon, explain and promotion
+#   steps, through tests/e2e, tests/pipelines/test_gating.py and test_loop.py;
+# - the Serve replica and ingress modules, through tests/cluster/test_serve*.py on a real Serve;
+# - cluster/runtime.py, fit_data.py, train_params.py and the tune kinds' trial loops, through
+#   the training and tuning tests on a real Ray; monitor/window_stats.py through test_windows.py.
+# Remove an entry when its test file exists; test_the_todo_list_only_shrinks fails until you do.
 TODO_MISSING_TESTS: set[str] = {
     # appliance/cli/
     "appliance/cli/_context.py", "appliance/cli/_output.py", "appliance/cli/_progress.py",
