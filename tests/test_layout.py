@@ -82,8 +82,7 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/monitor/window_stats.py",
     # appliance/pipelines/
     "appliance/pipelines/daemon.py", "appliance/pipelines/deployment.py",
-    "appliance/pipelines/explain.py", "appliance/pipelines/lifecycle.py",
-    "appliance/pipelines/promotion.py",
+    "appliance/pipelines/lifecycle.py", "appliance/pipelines/promotion.py",
     # cluster/
     "cluster/fit_data.py", "cluster/runtime.py", "cluster/train_params.py",
     "cluster/tune_custom.py", "cluster/tune_mlp.py", "cluster/tune_xgboost.py",
