@@ -1,14 +1,17 @@
 """The local Ray head found by pid and stopped (`cluster.head`), on real processes and sockets
-of this machine, without Ray: a stand-in "gcs_server" (a real process under that name, with
-a child) is found by its port, its listening sockets are read from /proc, and `terminate`
-stops it in order, killing what ignores SIGTERM."""
+of this machine, without Ray: stand-ins for a head's processes (a "gcs_server" naming its
+port, scripts under a `ray/` folder naming the GCS address) are found by the address, their
+listening sockets read from /proc, and `terminate` stops them in order, killing what ignores
+SIGTERM. `appliance down` on a real head: tests/cli/test_down.py."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -80,3 +83,56 @@ def test_a_head_is_found_by_its_port_and_stopped_in_order(fake_head):
     assert done.killed == [procs[1].pid] and done.left == []
     gcs.wait(timeout=5)
     assert not any(head.alive(p) for p in procs)
+
+
+# Stand-ins for a head's processes: a script under a `ray/` folder, so it looks like Ray's own.
+_SLEEPER = textwrap.dedent("""
+    import signal, subprocess, sys, time
+    if "--ignore-term" in sys.argv:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if "--with-child" in sys.argv:
+        subprocess.Popen(["sleep", "60"])
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_head_processes_are_found_by_gcs_address_and_stopped(tmp_path):
+    script = tmp_path / "ray" / "fake_agent.py"
+    script.parent.mkdir()
+    script.write_text(_SLEEPER)
+    plain = tmp_path / "not_it.py"
+    plain.write_text(_SLEEPER)
+    port = free_port()
+    here = f"--gcs-address=127.0.0.1:{port}"
+    argvs = {
+        "ours": [str(script), here, "--with-child"],
+        "stubborn": [str(script), f"--address=127.0.0.1:{port}", "--ignore-term"],
+        "other port": [str(script), f"--gcs-address=127.0.0.1:{port + 1}"],
+        "other machine": [str(script), f"--gcs-address=203.0.113.7:{port}"],
+        "not ray": [str(plain), here],
+    }
+    procs = {name: subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True)
+             for name, argv in argvs.items()}
+    try:
+        for proc in procs.values():
+            assert proc.stdout.readline().strip() == "ready"
+        found = head.head_processes(f"127.0.0.1:{port}")
+        pids = {p.pid for p in found}
+        assert {procs["ours"].pid, procs["stubborn"].pid} <= pids
+        # The child renamed nothing but descends from one of the head's processes.
+        assert any(p.argv[0] == "sleep" for p in found), [p.argv for p in found]
+        assert not pids & {procs[n].pid for n in ("other port", "other machine", "not ray")}
+        assert os.getpid() not in pids
+
+        done = head.terminate(found, grace_s=1.0)
+        assert done.killed == [procs["stubborn"].pid] and done.left == []
+        for name, proc in procs.items():
+            if name in ("ours", "stubborn"):
+                assert proc.wait(timeout=10) in (-signal.SIGTERM, -signal.SIGKILL)
+            else:
+                assert proc.poll() is None, name
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
