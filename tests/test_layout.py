@@ -78,8 +78,6 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/cli/users.py",
     # appliance/
     "appliance/demo.py",
-    # appliance/monitor/
-    "appliance/monitor/window_stats.py",
     # appliance/pipelines/
     "appliance/pipelines/daemon.py", "appliance/pipelines/deployment.py",
     "appliance/pipelines/lifecycle.py", "appliance/pipelines/promotion.py",
