@@ -65,7 +65,7 @@ CROSS_CUTTING = {
 #   steps, through tests/e2e, tests/pipelines/test_gating.py and test_loop.py;
 # - the Serve replica and ingress modules, through tests/cluster/test_serve*.py on a real Serve;
 # - cluster/runtime.py, fit_data.py, train_params.py and the tune kinds' trial loops, through
-#   the training and tuning tests on a real Ray; monitor/window_stats.py through test_windows.py.
+#   the training and tuning tests on a real Ray.
 # Remove an entry when its test file exists; test_the_todo_list_only_shrinks fails until you do.
 TODO_MISSING_TESTS: set[str] = {
     # appliance/cli/
