@@ -2,7 +2,7 @@
 
 Three things stand between ``ray start --node-ip-address=127.0.0.1`` and a Ray that keeps to
 loopback on Linux (Ray 2.60, checked by listing the head's sockets in
-tests/cluster/test_ray_network.py):
+tests/cluster/test_network.py):
 
 - Ray turns a loopback node address into the machine's LAN address, so that other nodes could
   reach it, unless clusters are disabled: its ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` switch,

@@ -268,3 +268,31 @@ def monitor_until(cfg: Config, stop: str, ready: str, now: dt.datetime) -> dict[
         Path(ready).touch()
         if last:
             return {"closed": closed, "skipped": skipped, "errors": errors, "passes": passes}
+
+
+def tree_world(home: Path, db_url: str) -> tuple[World, Any]:
+    """`make_world` with its model v1 backed by a real XGBoost bundle (8 rounds), and two
+    requests logged: "first" (4 rows) in a closed window, "second" (2 rows) still pending.
+    Returns the world and the bundle."""
+    import xgboost  # deferred: only the explanation tests need trees
+
+    from cluster.bundle import ModelBundle, Preprocessor
+
+    w = make_world(home, db_url=db_url)
+    train = draw(400, seed=1)
+    cols = {f: train[f] for f in FEATURES}
+    pre = Preprocessor.fit(cols, CATEGORICAL)
+    booster = xgboost.train({"max_depth": 2, "objective": "binary:logistic", "nthread": 1,
+                             "seed": 0}, xgboost.DMatrix(pre.transform(cols), label=train["y"]),
+                            num_boost_round=8)
+    bundle = ModelBundle(pre, booster, 0, 0, "y", kind="xgboost")
+    digest = ArtifactStore(w.cfg.artifacts).put_bytes(bundle.to_bytes())
+    with session_scope(w.cfg.db_url) as s:
+        version = s.get(ModelVersion, w.version.id)
+        version.digest = digest
+        s.add(version)
+    w.log(draw(4, 11), "first", at=T0)
+    w.log(draw(2, 12), "second", at=T0 + dt.timedelta(seconds=1))
+    close_all(w.cfg.db_url, w.cfg.predictions_dir, w.deployment,
+              windows.WindowPolicy(rows=4, seconds=None), T0 + dt.timedelta(seconds=2))
+    return w, bundle

@@ -22,7 +22,6 @@ from sqlmodel import select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import load_config
-from appliance.ports import free_port
 from appliance.registry import datasets, models
 from appliance.store import dispose_all, session_scope
 from appliance.store.models import AuditEvent, Deployment
@@ -118,59 +117,6 @@ def _status(env: dict[str, str]) -> dict:
     res = _cli(["status", "--json"], env)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)["ray_head"]
-
-
-# Stand-ins for a head's processes: a script under a `ray/` folder, so it looks like Ray's own.
-_SLEEPER = textwrap.dedent("""
-    import signal, subprocess, sys, time
-    if "--ignore-term" in sys.argv:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if "--with-child" in sys.argv:
-        subprocess.Popen(["sleep", "60"])
-    print("ready", flush=True)
-    time.sleep(60)
-""")
-
-
-def test_head_processes_are_found_by_gcs_address_and_stopped(tmp_path):
-    script = tmp_path / "ray" / "fake_agent.py"
-    script.parent.mkdir()
-    script.write_text(_SLEEPER)
-    plain = tmp_path / "not_it.py"
-    plain.write_text(_SLEEPER)
-    port = free_port()
-    here = f"--gcs-address=127.0.0.1:{port}"
-    argvs = {
-        "ours": [str(script), here, "--with-child"],
-        "stubborn": [str(script), f"--address=127.0.0.1:{port}", "--ignore-term"],
-        "other port": [str(script), f"--gcs-address=127.0.0.1:{port + 1}"],
-        "other machine": [str(script), f"--gcs-address=203.0.113.7:{port}"],
-        "not ray": [str(plain), here],
-    }
-    procs = {name: subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True)
-             for name, argv in argvs.items()}
-    try:
-        for proc in procs.values():
-            assert proc.stdout.readline().strip() == "ready"
-        found = head.head_processes(f"127.0.0.1:{port}")
-        pids = {p.pid for p in found}
-        assert {procs["ours"].pid, procs["stubborn"].pid} <= pids
-        # The child renamed nothing but descends from one of the head's processes.
-        assert any(p.argv[0] == "sleep" for p in found), [p.argv for p in found]
-        assert not pids & {procs[n].pid for n in ("other port", "other machine", "not ray")}
-        assert os.getpid() not in pids
-
-        done = head.terminate(found, grace_s=1.0)
-        assert done.killed == [procs["stubborn"].pid] and done.left == []
-        for name, proc in procs.items():
-            if name in ("ours", "stubborn"):
-                assert proc.wait(timeout=10) in (-signal.SIGTERM, -signal.SIGKILL)
-            else:
-                assert proc.poll() is None, name
-    finally:
-        for proc in procs.values():
-            proc.kill()
-            proc.wait()
 
 
 def test_down_refuses_a_configured_cluster(env):

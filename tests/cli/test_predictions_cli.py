@@ -3,49 +3,27 @@ real XGBoost bundle in the store: the JSON is the typed record, errors are one l
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 
 import loop_world as lw
 import pytest
-import xgboost
 from typer.testing import CliRunner
 
-from appliance.artifacts import ArtifactStore
 from appliance.cli.main import app
 from appliance.errors import InvalidInput, exit_code_for
-from appliance.monitor import windows
-from appliance.store import dispose_all, session_scope
-from appliance.store.models import ModelVersion
-from cluster.bundle import ModelBundle, Preprocessor
+from appliance.store import dispose_all
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, _sqlite_template):
     """The world's model v1 backed by a real tree bundle; two requests logged, the first in a
-    closed window, the second still pending."""
+    closed window, the second still pending (`loop_world.tree_world`)."""
     home = tmp_path_factory.mktemp("predictions-cli")
     shutil.copyfile(_sqlite_template, home / "store.db")
-    w = lw.make_world(home, db_url=f"sqlite:///{home / 'store.db'}")
-    train = lw.draw(400, seed=1)
-    cols = {f: train[f] for f in lw.FEATURES}
-    pre = Preprocessor.fit(cols, lw.CATEGORICAL)
-    booster = xgboost.train({"max_depth": 2, "objective": "binary:logistic", "nthread": 1,
-                             "seed": 0}, xgboost.DMatrix(pre.transform(cols), label=train["y"]),
-                            num_boost_round=8)
-    bundle = ModelBundle(pre, booster, 0, 0, "y", kind="xgboost")
-    digest = ArtifactStore(w.cfg.artifacts).put_bytes(bundle.to_bytes())
-    with session_scope(w.cfg.db_url) as s:
-        version = s.get(ModelVersion, w.version.id)
-        version.digest = digest
-        s.add(version)
-    w.log(lw.draw(4, 11), "first", at=lw.T0)
-    w.log(lw.draw(2, 12), "second", at=lw.T0 + dt.timedelta(seconds=1))
-    lw.close_all(w.cfg.db_url, w.cfg.predictions_dir, w.deployment,
-                 windows.WindowPolicy(rows=4, seconds=None), lw.T0 + dt.timedelta(seconds=2))
+    world = lw.tree_world(home, f"sqlite:///{home / 'store.db'}")
     dispose_all()
-    return w, bundle
+    return world
 
 
 @pytest.fixture

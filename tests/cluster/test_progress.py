@@ -1,17 +1,14 @@
-"""Progress, capacity and failures of real Ray Train runs: each epoch's report reaches the
-driver, a run the cluster cannot hold is refused in seconds, and a run that fails on its
-worker fails with its cause on one line."""
+"""Progress and failures of real Ray Train runs: each epoch's report reaches the driver, and a
+run that fails on its worker fails with its cause on one line. Capacity: test_capacity.py."""
 
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
 from appliance.data.synthetic import CATEGORICAL, LABEL, generate
 from appliance.errors import ExitCode, InvalidInput, RunFailed, exit_code_for
-from cluster.capacity import InsufficientResources, check_capacity
 from cluster.train import fit
 
 
@@ -25,45 +22,6 @@ def test_every_epoch_reaches_the_driver(ray_session, tmp_path):
     assert all(e.rank == 0 and e.pid != os.getpid() for e in events)
     assert all(0 < e.metrics["loss"] < 5 for e in events)
     assert out.epochs == 4 and out.restarts == 0 and out.resumed_from == []
-
-
-def test_more_workers_than_cpus_is_refused_in_seconds(ray_session):
-    cpus = ray_session.cluster_resources()["CPU"]
-    started = time.monotonic()
-    with pytest.raises(InsufficientResources) as err:
-        check_capacity(int(cpus) + 6, False)
-    assert time.monotonic() - started < 5
-    msg = str(err.value)
-    assert f"needs {int(cpus) + 6} CPUs" in msg and f"has {cpus:g} CPUs" in msg, msg
-    assert exit_code_for(err.value) == ExitCode.USAGE
-
-
-def test_gpus_on_a_cluster_without_enough_is_refused(ray_session):
-    gpus = int(ray_session.cluster_resources().get("GPU", 0))
-    with pytest.raises(InsufficientResources, match=rf"needs {gpus + 1} GPUs .* has {gpus} GPUs"):
-        check_capacity(gpus + 1, True)
-
-
-def test_resources_held_by_others_are_waited_for_then_refused(ray_session):
-    @ray_session.remote(num_cpus=1.5)
-    class Holder:  # stands in for Serve replicas or another run holding CPUs
-        def ready(self) -> bool:
-            return True
-
-    holder = Holder.remote()
-    try:
-        ray_session.get(holder.ready.remote())
-        said: list[str] = []
-        started = time.monotonic()
-        with pytest.raises(InsufficientResources,
-                           match=r"has 2 CPUs but only 0.5 free after waiting 1 s"):
-            check_capacity(1, False, wait_s=1.0, on_wait=said.append)
-        assert 1.0 <= time.monotonic() - started < 5
-        assert len(said) == 1 and "waiting up to 1 s for 1 free CPUs" in said[0], said
-    finally:
-        ray_session.kill(holder)
-    # Freed again: the same request passes (once Ray has taken the slot back).
-    check_capacity(1, False, wait_s=10.0)
 
 
 def test_diverging_run_fails_with_its_cause_on_one_line(ray_session, tmp_path):

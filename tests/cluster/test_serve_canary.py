@@ -8,7 +8,6 @@ under load, and last undeploy.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import math
 import re
@@ -40,8 +39,8 @@ from cluster.serve import (
     remove_canary,
     undeploy,
 )
-from cluster.serve._ingress import APP_NAME, model_app_name
-from cluster.serve._routing import bucket, canary_app_name, request_id_of, to_canary
+from cluster.serve._ingress import model_app_name
+from cluster.serve._routing import canary_app_name, to_canary
 
 pytestmark = pytest.mark.slow
 
@@ -118,82 +117,6 @@ def served(ray_session, tmp_path_factory):
     with httpx.Client(base_url=url, timeout=60) as client:
         yield {"cfg": cfg, "url": url, "paths": paths, "client": client}
     serve.shutdown()
-
-
-# --- pure parts: no Serve needed -----------------------------------------------------------
-
-
-def test_bucket_is_the_sha256_prefix_over_2_to_64():
-    digest = hashlib.sha256(b"req-42").digest()
-    assert bucket("req-42") == int.from_bytes(digest[:8], "big") / 2**64
-    assert all(0 <= bucket(f"id-{i}") < 1 for i in range(100))
-    assert to_canary("req-42", 1.0) and not to_canary("req-42", 0.0)
-
-
-def test_canary_app_names_never_collide():
-    for name in ["credit", "model-x", "canary-x", "oip", "a"]:
-        assert canary_app_name(name) not in {model_app_name(m) for m in [name, "canary-x"]}
-        assert canary_app_name(name) != APP_NAME
-        assert not canary_app_name(name).startswith("model-")
-
-
-_BINARY_HEADER = (
-    b'{"id": "bin-1", "inputs": [{"name": "a", "parameters": {"binary_data_size": 4}}]}'
-)
-REQUEST_IDS = [
-    ("id first", b'{"id": "a", "inputs": []}', None, "a"),
-    ("id last", b'{"inputs": [{"data": [1, "}", {"id": "x"}]}], "id": "b"}', None, "b"),
-    ("whitespace", b' \n{ "id" :\t"c" } ', None, "c"),
-    ("no id", b'{"inputs": []}', None, None),
-    ("empty object", b"{}", None, None),
-    ("null id", b'{"id": null}', None, None),
-    ("empty id", b'{"id": ""}', None, None),
-    ("binary header", _BINARY_HEADER + b"\x00\x01\x02\x03", len(_BINARY_HEADER), "bin-1"),
-    ("number id", b'{"id": 5}', None, ValueError),
-    ("array", b'[{"id": "a"}]', None, ValueError),
-    ("truncated", b'{"inputs": [', None, ValueError),
-    ("missing comma", b'{"a": 1 "id": "x"}', None, ValueError),
-    ("empty body", b"", None, ValueError),
-    ("not utf-8", b'{"id": "\xff"}', None, ValueError),
-    ("header past the end", b'{"id": "a"}', 99, ValueError),
-    ("negative header", b'{"id": "a"}', -1, ValueError),
-]
-
-
-@pytest.mark.parametrize(
-    ("case", "body", "header_length", "expected"), REQUEST_IDS, ids=[r[0] for r in REQUEST_IDS]
-)
-def test_request_id_of(case, body, header_length, expected):
-    if expected is ValueError:
-        with pytest.raises(ValueError):
-            request_id_of(body, header_length)
-    else:
-        assert request_id_of(body, header_length) == expected
-
-
-BAD_SETTINGS = [
-    ({"mode": "blue-green"}, "canary mode 'blue-green'"),
-    ({"share": 0}, "canary share 0 "),
-    ({"share": 1.0}, "canary share 1.0 "),
-    ({"share": -0.1}, "canary share -0.1 "),
-    ({"share": math.nan}, "canary share nan "),
-    ({"share": True}, "canary share True "),
-    ({"share": "0.1"}, "canary share '0.1' "),
-]
-
-
-@pytest.mark.parametrize(("kwargs", "message"), BAD_SETTINGS, ids=[m for _, m in BAD_SETTINGS])
-def test_deploy_canary_rejects_bad_settings_before_touching_ray(tmp_path, kwargs, message):
-    cfg = Config(home=tmp_path, db_url="sqlite://", artifacts=tmp_path)
-    args = {
-        "model": "m",
-        "version": "2",
-        "bundle_path": tmp_path / "absent.bundle",
-        "deployment": "d",
-        **kwargs,
-    }
-    with pytest.raises(InvalidInput, match=re.escape(message)):
-        deploy_canary(cfg, **args)
 
 
 # --- live endpoint -------------------------------------------------------------------------

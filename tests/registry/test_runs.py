@@ -1,6 +1,6 @@
 """Run records on both backends (`appliance.registry.runs`): the runtime and the rerun link
 round-trip, listings are newest first, and compare puts exactly the differing keys side by
-side. The training behind a rerun runs in tests/pipelines/test_runs.py, on a real Ray."""
+side. The training behind a rerun runs in tests/pipelines/test_training_rerun.py, on a real Ray."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Every artifact is re-hashed when loaded: a changed byte is refused with both digests named,
-and raises a critical alert for its owner (real files, SQLite and PostgreSQL)."""
+"""Every artifact is re-hashed when loaded (`appliance.artifacts`): a changed byte is refused
+with both digests named (real files, SQLite and PostgreSQL). The alert it raises:
+tests/monitor/test_integrity.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -13,15 +13,12 @@ import pytest
 from sqlmodel import select
 
 from appliance.artifacts import ArtifactStore, read_artifact_file, sha256_bytes
-from appliance.config import load_config
 from appliance.errors import ArtifactIntegrityError, CheckFailed, ExitCode, exit_code_for
-from appliance.governance import audit
-from appliance.governance.users import create_user
-from appliance.monitor import integrity, windows
+from appliance.monitor import windows
 from appliance.monitor.windows import WindowPolicy
-from appliance.registry import datasets, models
+from appliance.registry import datasets
 from appliance.store import session_scope
-from appliance.store.models import Alert, AlertDelivery, AuditEvent, PredictionWindow
+from appliance.store.models import PredictionWindow
 
 
 def _flip(path) -> None:
@@ -73,39 +70,6 @@ def test_a_changed_dataset_is_refused_on_load(db_url, tmp_path):
     _flip(store.path_for(ds.digest))
     with pytest.raises(ArtifactIntegrityError, match="dataset loans:1"):
         datasets.load(store, ds)
-
-
-def test_a_mismatch_raises_one_critical_alert_for_the_owner(db_url, tmp_path):
-    cfg = dataclasses.replace(load_config(), db_url=db_url, artifacts=tmp_path / "a",
-                              home=tmp_path)
-    store = ArtifactStore(cfg.artifacts)
-    with session_scope(db_url) as s:
-        create_user(s, "admin", "admin", actor="admin")
-        create_user(s, "ops", "operator", actor="admin", team="credit")
-        models.ensure_model(s, "credit", owner="ops", team="credit")
-    digest = store.put_bytes(b"weights" * 50)
-    _flip(store.path_for(digest))
-    for _ in range(2):
-        with pytest.raises(ArtifactIntegrityError), integrity.alerting(cfg):
-            store.get_bytes(digest, what="model bundle credit:1", model="credit")
-    # A dataset belongs to no model: its alert goes to an admin.
-    with session_scope(db_url) as s:
-        ds = datasets.add_table(s, store, pa.table({"x": [1, 2, 3]}), "loans", actor="ops")
-    _flip(store.path_for(ds.digest))
-    with pytest.raises(ArtifactIntegrityError), integrity.alerting(cfg):
-        datasets.load(store, ds)
-    with session_scope(db_url) as s:
-        bundle, data = s.exec(select(Alert).order_by(Alert.id)).all()
-        assert (bundle.kind, bundle.severity, bundle.owner, bundle.team) == (
-            "integrity", "critical", "ops", "credit")
-        assert bundle.occurrences == 2 and digest in bundle.message
-        assert (data.owner, data.model_name) == ("admin", "")
-        assert "dataset loans:1" in data.message
-        assert s.exec(select(AlertDelivery).where(AlertDelivery.alert_id == bundle.id)).all()
-        raised = s.exec(select(AuditEvent).where(AuditEvent.action == "alert.raised")).all()
-        assert [e.details["artifact"] for e in raised] == ["model bundle credit:1",
-                                                           "dataset loans:1"]
-        assert audit.verify(s).ok
 
 
 def test_a_closed_window_records_its_digest_and_a_changed_file_is_refused(db_url, tmp_path):

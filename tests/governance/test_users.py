@@ -1,15 +1,18 @@
-"""Token listing and disabled users, on SQLite and PostgreSQL: refused by the CLI's
-authentication and dropped from the set serving replicas load, each change audited."""
+"""Users and their tokens (`appliance.governance.users`), on SQLite and PostgreSQL: a token
+authenticates until revoked, roles and names are checked, and a token listing or a disabled
+user is refused by the CLI's authentication and dropped from the set serving replicas load,
+each change audited."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import governance_world as gw
 import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from appliance.errors import ConflictError, NotFound, PermissionDenied
+from appliance.errors import ConflictError, InvalidInput, NotFound, PermissionDenied
 from appliance.governance import audit, serving_tokens
 from appliance.governance.users import (
     authenticate,
@@ -132,3 +135,25 @@ def test_an_admin_cannot_disable_themselves_nor_a_ghost(db_url):
         create_user(s, "root2", "admin", actor="root")
         set_disabled(s, root, "root2", True)
         assert get_user(s, "root2").disabled_at is not None
+
+
+def test_tokens_authenticate_and_revoke(db_url):
+    gw.people(db_url)
+    with session_scope(db_url) as s:
+        secret = issue_token(s, "ops", "laptop", actor="root")
+    with session_scope(db_url) as s:
+        assert authenticate(s, secret).name == "ops"
+        with pytest.raises(PermissionDenied):
+            authenticate(s, secret + "x")
+        revoke_token(s, "ops", "laptop", actor="root")
+    with session_scope(db_url) as s, pytest.raises(PermissionDenied):
+        authenticate(s, secret)
+
+
+def test_bad_role_and_duplicate_user(db_url):
+    with session_scope(db_url) as s:
+        with pytest.raises(InvalidInput, match="unknown role 'wizard'"):
+            create_user(s, "a", "wizard", actor="root")
+        create_user(s, "a", "viewer", actor="root")
+        with pytest.raises(ConflictError, match="'a' already exists"):
+            create_user(s, "a", "viewer", actor="root")

@@ -11,7 +11,7 @@ import pytest
 
 from appliance.artifacts import ArtifactStore
 from appliance.errors import InvalidInput
-from appliance.governance import approvals
+from appliance.governance import approvals, gate_checks
 from appliance.governance.gate_checks import (
     DEFAULT_CHECKS,
     FunctionOutcome,
@@ -237,3 +237,26 @@ def test_checks_stored_with_a_version_round_trip(db_url, tmp_path):
         assert configured.gate_checks["thresholds"] == {"auc": {"min": 0.8}}
         # A version that stored nothing (registered before 0007) gets today's gate.
         assert legacy.gate_checks is None and from_stored(legacy.gate_checks) == DEFAULT_CHECKS
+
+
+def test_each_task_has_its_default_gate_in_its_metrics_directions():
+    def gate(task, candidate, incumbent=None):
+        return approvals.gate(candidate, incumbent, checks=gate_checks.default_checks(task))
+
+    # Regression: r2 >= 0 (better than answering the mean), and r2 no more than 0.01 below the
+    # champion's; rmse, in label units, has no natural tolerance and is not judged.
+    reg = {"rmse": 1.0, "mae": 0.8, "r2": 0.6}
+    assert gate("regression", reg, {**reg, "r2": 0.605, "rmse": 0.5}).passed
+    worse = gate("regression", {**reg, "r2": 0.55}, reg)
+    assert [c.name for c in worse.failed] == ["r2 >= incumbent - 0.01"]
+    assert not gate("regression", {**reg, "r2": -0.1}).passed
+    # Multiclass: macro F1 floor, and neither accuracy nor macro F1 more than 0.01 below.
+    mc = {"accuracy": 0.5, "macro_f1": 0.7, "log_loss": 0.9}
+    assert gate("multiclass", mc, {**mc, "macro_f1": 0.705}).passed
+    assert not gate("multiclass", mc, {**mc, "macro_f1": 0.75}).passed
+    assert not gate("multiclass", mc, {**mc, "accuracy": 0.6}).passed
+    assert not gate("multiclass", {**mc, "macro_f1": 0.4}).passed
+    # A spec without [gate] gets its task's default; an unknown task the binary one.
+    assert parse_gate(None, task="regression") == gate_checks.default_checks("regression")
+    assert gate_checks.from_stored(None, "multiclass") == gate_checks.default_checks("multiclass")
+    assert gate_checks.default_checks("what") == gate_checks.DEFAULT_CHECKS

@@ -17,10 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import load_config
-from appliance.errors import InvalidInput
 from appliance.ports import free_port
-from appliance.ray_settings import parse_ray_settings
 from cluster import head, network
 
 # As `appliance deploy` does: join (or start) the local head, start Serve with HTTP and gRPC,
@@ -148,25 +145,6 @@ def test_a_stale_or_foreign_ray_current_cluster_is_never_joined(env, named):
     assert joined != stale and joined.startswith("127.0.0.1:")
     if listener:
         assert listener.connections == 0
-
-
-def test_ray_settings_default_closed_and_validated(tmp_path):
-    assert load_config({"APPLIANCE_HOME": str(tmp_path)}).ray == parse_ray_settings(None, "x")
-    settings = parse_ray_settings(None, "x")
-    assert (settings.client_server_port, settings.dashboard, settings.tls) == (None, False, False)
-    pem = tmp_path / "a.pem"
-    pem.write_text("x")
-    tls = parse_ray_settings({"tls_ca": str(pem), "tls_cert": str(pem), "tls_key": str(pem),
-                              "node_ip_address": "10.0.0.5"}, "[ray]")
-    assert tls.tls_env() == {"RAY_USE_TLS": "1", "RAY_TLS_SERVER_CERT": str(pem),
-                             "RAY_TLS_SERVER_KEY": str(pem), "RAY_TLS_CA_CERT": str(pem)}
-    for bad, named in [({"tls_cert": str(pem)}, "tls_ca"), ({"dashboard": "yes"}, "dashboard"),
-                       ({"client_server_port": 0}, "client_server_port"),
-                       ({"node_ip_address": "host"}, "node_ip_address"),
-                       ({"tls_ca": "/nope", "tls_cert": "/nope", "tls_key": "/nope"}, "tls_ca"),
-                       ({"bind": 1}, "bind")]:
-        with pytest.raises(InvalidInput, match=named):
-            parse_ray_settings(bad, "[ray]")
 
 
 @pytest.mark.parametrize(("given", "public", "bound"), [

@@ -229,7 +229,7 @@ def test_server_stops_when_its_owner_dies(exported, tmp_path):
             """),
         ],
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
         text=True,
     )
     try:
@@ -274,5 +274,5 @@ def test_export_must_fit_the_bundle(exported):
 def test_default_python_is_the_repos_venv(monkeypatch):
     monkeypatch.delenv(PYTHON_ENV, raising=False)
     python = triton_python()
-    assert python == Path(__file__).resolve().parents[2] / ".venv-triton" / "bin" / "python"
+    assert python == Path(__file__).resolve().parents[3] / ".venv-triton" / "bin" / "python"
     assert os.access(python, os.X_OK)
