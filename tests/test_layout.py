@@ -43,8 +43,10 @@ EXEMPT_TEST_DIRS = {Path("tests/e2e"), Path("tests/gpu")}
 CROSS_CUTTING = {
     # Every command's JSON document against its typed public record (golden files).
     "tests/cli/test_json_shapes.py",
+    # Every --json option names its record, whose JSON schema matches its golden file.
+    "tests/cli/test_json_schemas.py",
     # Every mutating command calls exactly one library operation.
-    "tests/cli/test_operations.py",
+    "tests/cli/test_cli_operations.py",
     # `appliance --help` in a fresh interpreter imports none of the heavy libraries.
     "tests/test_import_hygiene.py",
     # bench/gpu_check.py (a script, not a package module) in CPU mode.
