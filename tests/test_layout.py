@@ -74,10 +74,10 @@ TODO_MISSING_TESTS: set[str] = {
     "appliance/cli/_context.py", "appliance/cli/_output.py", "appliance/cli/_progress.py",
     "appliance/cli/_table.py", "appliance/cli/alerts.py", "appliance/cli/canary.py",
     "appliance/cli/commands.py", "appliance/cli/demo.py", "appliance/cli/deploy.py",
-    "appliance/cli/init.py", "appliance/cli/main.py", "appliance/cli/models.py",
+    "appliance/cli/feedback.py", "appliance/cli/init.py", "appliance/cli/main.py", "appliance/cli/models.py",
     "appliance/cli/monitor.py", "appliance/cli/policy.py", "appliance/cli/promote.py",
     "appliance/cli/review.py", "appliance/cli/runs.py", "appliance/cli/status.py",
-    "appliance/cli/users.py",
+    "appliance/cli/tokens.py", "appliance/cli/users.py",
     # appliance/
     "appliance/demo.py",
     # appliance/pipelines/

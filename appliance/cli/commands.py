@@ -59,7 +59,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("runs", "appliance.cli.runs:app",
             "Training runs: what each recorded, side by side, and reruns."),
     Command("models", "appliance.cli.models:app", "Registered models and their versions."),
-    Command("feedback", "appliance.cli.monitor:feedback_app",
+    Command("feedback", "appliance.cli.feedback:app",
             "Ground-truth labels for served predictions."),
     Command("alerts", "appliance.cli.alerts:app",
             "Alerts raised by the monitor: list, acknowledge, resolve."),
@@ -75,9 +75,9 @@ COMMANDS: tuple[Command, ...] = (
             "The append-only, HMAC-chained audit log and its checkpoints."),
     Command("report", "appliance.cli.report:app",
             "Model cards and monthly audit reports (HTML, Markdown or JSON)."),
-    Command("users", "appliance.cli.users:users_app",
+    Command("users", "appliance.cli.users:app",
             "Manage users and roles (viewer, operator, approver, admin)."),
-    Command("tokens", "appliance.cli.users:tokens_app", "Issue, list and revoke API tokens."),
+    Command("tokens", "appliance.cli.tokens:app", "Issue, list and revoke API tokens."),
 )
 
 

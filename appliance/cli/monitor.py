@@ -1,9 +1,9 @@
-"""`appliance monitor` (the service) and `appliance feedback`."""
+"""`appliance monitor`: the service that closes windows, checks drift and live metrics, raises
+alerts and runs the retrain loop."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import typer
 
@@ -12,11 +12,8 @@ from appliance.cli._json_fields import json_option
 from appliance.cli._output import emit_json, err_console
 from appliance.cli._table import print_table
 from appliance.errors import InvalidInput
-from appliance.monitor import label_delivery
 from appliance.names import check_name
 from appliance.pipelines import daemon
-
-feedback_app = typer.Typer(help="Ground-truth labels for served predictions.")
 
 
 def _print_round(r: daemon.Round, json_out: bool, *, line: bool = False) -> None:
@@ -69,19 +66,3 @@ def monitor(
         return
     daemon.run_forever(cfg, user, interval=interval, deployment=deployment,
                        on_round=lambda r: _print_round(r, json_out, line=True))
-
-
-@feedback_app.command("add")
-def feedback_add(
-    file: Path = typer.Argument(..., help="Parquet or CSV with request_id, row, label."),
-    deployment: str = typer.Option(..., "--deployment", help="Deployment the labels are for."),
-    token: str = TOKEN,
-    token_file: str = TOKEN_FILE,
-    json_out: bool = json_option(label_delivery.FeedbackPublic),
-) -> None:
-    """Add ground-truth labels, joined to served predictions by request id and row."""
-    check_name("deployment name", deployment)
-    cfg, user = acting(token or token_file, "operate")
-    doc = label_delivery.add_labels(cfg, user, file, deployment)
-    if json_out:
-        emit_json(doc)
