@@ -4,9 +4,12 @@ under periodic review."""
 
 from __future__ import annotations
 
+import threading
+
 import pyarrow as pa
 
 from appliance.artifacts import ArtifactStore
+from appliance.governance import audit
 from appliance.governance.users import create_user
 from appliance.registry import datasets, models
 from appliance.store import session_scope
@@ -46,3 +49,24 @@ def reviewed_models(url):
         create_user(s, "risk", "approver", actor="root")
         models.ensure_model(s, "credit", owner="ops", team="credit", risk_tier="high")
         models.ensure_model(s, "toy", owner="ops", team="credit")
+
+
+def audit_concurrently(url, writers: int, events: int) -> list[BaseException]:
+    """`writers` threads each recording `events` audit events, one transaction per event;
+    what any of them raised (empty when all went through)."""
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            for i in range(events):
+                with session_scope(url) as s:
+                    audit.record(s, name, "thing.done", "thing", i)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test, which asserts on it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"w{k}",)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

@@ -34,23 +34,7 @@ def test_audit_chain_verifies_and_detects_edit_and_delete(db_url):
 
 
 def test_concurrent_audit_writers_keep_one_chain(db_url):
-    import threading
-
-    errors: list[BaseException] = []
-
-    def writer(name: str) -> None:
-        try:
-            for i in range(15):
-                with session_scope(db_url) as s:
-                    audit.record(s, name, "thing.done", "thing", i)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(f"w{k}",)) for k in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = gw.audit_concurrently(db_url, writers=3, events=15)
     assert not errors, errors
     with session_scope(db_url) as s:
         result = audit.verify(s)

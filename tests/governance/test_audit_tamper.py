@@ -13,8 +13,8 @@ import hashlib
 import hmac
 import json
 import os
-import threading
 
+import governance_world as gw
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
@@ -202,21 +202,7 @@ def test_a_forged_checkpoint_line_is_reported(chain, cfg):
 
 
 def test_concurrent_writers_leave_valid_checkpoints(db_url, cfg):
-    errors: list[BaseException] = []
-
-    def writer(name: str) -> None:
-        try:
-            for i in range(10):
-                with session_scope(db_url) as s:
-                    audit.record(s, name, "thing.done", "thing", i)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(f"w{k}",)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = gw.audit_concurrently(db_url, writers=2, events=10)
     assert not errors, errors
     result = _verify(db_url)
     assert result.ok and result.events == 20 and result.checkpoint_events == 20
