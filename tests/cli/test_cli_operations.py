@@ -216,19 +216,26 @@ def viewer_token(world) -> str:
     return secret
 
 
-@pytest.mark.parametrize("path", sorted(MUTATING))
-def test_a_mutating_command_runs_exactly_one_operation(world, monkeypatch, path):
-    args, expected, error = MUTATING[path]
+def _invoke(world, token, args, monkeypatch):
+    """Run the command `args` in `world`'s home as `token`'s holder: the operations it ran
+    and its result."""
     monkeypatch.setenv("APPLIANCE_HOME", str(world.home))
     for var in ("APPLIANCE_DB_URL", "APPLIANCE_ARTIFACTS", "APPLIANCE_CONFIG", "RAY_ADDRESS",
                 "APPLIANCE_REQUIRE_TOKEN_FOR_READS"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("APPLIANCE_TOKEN", world.token)
+    monkeypatch.setenv("APPLIANCE_TOKEN", token)
     try:
         with observed() as ran:
             res = CliRunner().invoke(app, world.args(args))
     finally:
         dispose_all()
+    return ran, res
+
+
+@pytest.mark.parametrize("path", sorted(MUTATING))
+def test_a_mutating_command_runs_exactly_one_operation(world, monkeypatch, path):
+    args, expected, error = MUTATING[path]
+    ran, res = _invoke(world, world.token, args, monkeypatch)
     assert ran == [expected], (ran, res.output, res.exception)
     if error is None:
         assert res.exit_code == 0, (res.output, res.exception)
@@ -245,15 +252,7 @@ def test_a_mutating_command_runs_exactly_one_operation(world, monkeypatch, path)
 def test_the_operation_checks_the_permission_itself(world, viewer_token, monkeypatch, path):
     # The CLI only authenticates: a viewer reaches the operation, which refuses them.
     args, expected, _ = MUTATING[path]
-    monkeypatch.setenv("APPLIANCE_HOME", str(world.home))
-    for var in ("APPLIANCE_DB_URL", "APPLIANCE_ARTIFACTS", "APPLIANCE_CONFIG", "RAY_ADDRESS"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("APPLIANCE_TOKEN", viewer_token)
-    try:
-        with observed() as ran:
-            res = CliRunner().invoke(app, world.args(args))
-    finally:
-        dispose_all()
+    ran, res = _invoke(world, viewer_token, args, monkeypatch)
     assert ran == [expected], (ran, res.output, res.exception)
     assert isinstance(res.exception, PermissionDenied), (res.output, res.exception)
     assert "has role 'viewer'" in str(res.exception)
