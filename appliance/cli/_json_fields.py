@@ -57,7 +57,11 @@ def record_fields(record: Any) -> list[str]:
         (record,) = typing.get_args(record)
     if dataclasses.is_dataclass(record):
         return [f.name for f in dataclasses.fields(record)]
-    return [info.alias or name for name, info in record.model_fields.items()]
+    # The names the document is printed with (`_output.emit_json` dumps by alias), as the
+    # record's JSON schema lists them: `alias=` sets the serialization alias too, and computed
+    # fields (`DoctorReport.ok`) are printed after the others.
+    return ([info.serialization_alias or name for name, info in record.model_fields.items()]
+            + [info.alias or name for name, info in record.model_computed_fields.items()])
 
 
 def _check(record: Any):
@@ -91,10 +95,14 @@ def json_option(record: Any, help: str = "Print the result as JSON.") -> Any:
 
 
 def select(document: Any) -> Any:
-    """`document` (already JSON-ready: dicts and lists) cut down to the fields asked for."""
+    """`document` (already JSON-ready: dicts and lists) cut down to the fields asked for.
+
+    A field the record has but this document leaves out (`DriftReportPublic` drops
+    ``multivariate`` when no PCA was computed) is null, as the record's schema allows.
+    """
     fields = _selected.get()
     if fields is None:
         return document
     if isinstance(document, list):
-        return [{f: item[f] for f in fields} for item in document]
-    return {f: document[f] for f in fields}
+        return [{f: item.get(f) for f in fields} for item in document]
+    return {f: document.get(f) for f in fields}

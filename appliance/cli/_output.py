@@ -46,7 +46,8 @@ def _default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
+        # By alias: the names `--json=FIELDS` and the records' JSON schemas use.
+        return value.model_dump(mode="json", by_alias=True)
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")

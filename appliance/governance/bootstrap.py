@@ -45,6 +45,10 @@ def initialise(cfg: Config, admin: str = "admin", team: str = "platform") -> Ini
         ConflictError: the store already has users.
     """
     cfg.artifacts.mkdir(parents=True, exist_ok=True)
+    # Before the transaction: the token file is written after it commits, and a home that
+    # does not exist then (artifacts and store elsewhere) would leave an admin nobody can act
+    # as, and a store that refuses a second `init`.
+    cfg.home.mkdir(parents=True, exist_ok=True)
     with session_scope(cfg.db_url) as session:
         if has_users(session):
             raise ConflictError(

@@ -32,6 +32,20 @@ class FeedbackPublic(SQLModel):
     path: str
 
 
+def _integers(file: Path, table: pa.Table, column: str, kind: pa.DataType) -> pa.ChunkedArray:
+    # Checked here, not left to the writer's cast: a bad cell is the file's fault (exit 2),
+    # and an empty one would land as a label (or row) that is no integer at all.
+    try:
+        values = pc.cast(table.column(column), kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInput(f"feedback file {str(file)!r}: {column!r} must be integers "
+                           f"({kind}): {exc}") from exc
+    if values.null_count:
+        raise InvalidInput(f"feedback file {str(file)!r}: {column!r} has "
+                           f"{values.null_count} empty value(s)")
+    return values
+
+
 @operation("feedback.add")
 def add_labels(cfg: Config, user: User, file: Path, deployment: str) -> FeedbackPublic:
     """Add the labels in `file` for `deployment`, joined later to served predictions by
@@ -47,7 +61,7 @@ def add_labels(cfg: Config, user: User, file: Path, deployment: str) -> Feedback
     Raises:
         PermissionDenied: `user` may not operate (checked before the file is read).
         InvalidInput: a bad deployment name, an unreadable file, a missing column, or labels
-            that are not integers.
+            or rows that are not integers (or are empty).
     """
     require(user, "operate")
     check_name("deployment name", deployment)
@@ -55,12 +69,9 @@ def add_labels(cfg: Config, user: User, file: Path, deployment: str) -> Feedback
     missing = [c for c in ("request_id", "label") if c not in table.column_names]
     if missing:
         raise InvalidInput(f"feedback file {str(file)!r} lacks column(s) {missing}")
-    rows = (table.column("row") if "row" in table.column_names
+    rows = (_integers(file, table, "row", pa.int32()) if "row" in table.column_names
             else pa.array([0] * table.num_rows, pa.int32()))
-    try:
-        labels = pc.cast(table.column("label"), pa.int64())
-    except pa.ArrowInvalid as exc:
-        raise InvalidInput(f"feedback file {str(file)!r}: 'label' must be integers") from exc
+    labels = _integers(file, table, "label", pa.int64())
     path = write_feedback(cfg.artifacts, deployment, table.column("request_id"), rows, labels)
     with session_scope(cfg.db_url) as session:
         audit.record(session, user.name, "feedback.added", "deployment", deployment,
