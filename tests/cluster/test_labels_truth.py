@@ -81,7 +81,10 @@ def test_binary_labels_refuse_anything_but_zero_and_one(values, type_, message):
      (["b", "a"], pa.large_string(), ["b", "a"]),
      # Parquet written from a categorical column reads back dictionary-encoded.
      (pa.array(["b", "a", "b"]).dictionary_encode(), None, ["b", "a", "b"]),
-     (pa.array([3, 1]).dictionary_encode(), None, [3, 1])],
+     (pa.array([3, 1]).dictionary_encode(), None, [3, 1]),
+     # Chunks read from several files carry dictionaries of their own.
+     (pa.chunked_array([pa.array(["b", "a"]).dictionary_encode(),
+                        pa.array(["c", "b"]).dictionary_encode()]), None, ["b", "a", "c", "b"])],
 )
 def test_class_values_are_python_ints_or_strings(values, type_, expected):
     got = class_values(_table(values, type_), "target")
