@@ -101,6 +101,9 @@ def test_an_early_stopped_run_keeps_the_best_epoch_and_records_the_stop(ray_sess
     out = fit(generate(400, seed=5), label=LABEL, categorical=CATEGORICAL, params=ES_PARAMS,
               seed=7, storage_path=str(tmp_path), name="es")
     assert out.epochs < ES_PARAMS["epochs"]
+    # The loop trained on the rows the validation slice left (and fit had no holdout to score).
+    assert (out.train_rows, out.valid_rows) == (300, 100)
+    assert out.metrics == {} and out.params["early_stopping"] == 2
     final = max(_checkpoints(out.run_path), key=lambda s: s["epoch"])
     assert set(final) == {"model", "optimizer", "epoch", "best", "stopped"}
     assert final["stopped"] is True
