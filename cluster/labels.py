@@ -32,7 +32,7 @@ def binary_labels(table: pa.Table, label: str) -> np.ndarray:
     bad = ~np.isin(y, (0.0, 1.0))
     if bad.any():
         raise InvalidInput(
-            f"label column {label!r} must hold 0/1 (binary classifier), got {y[bad][0]!r}; "
+            f"label column {label!r} must hold 0/1 (binary classifier), got {y[bad][0]:g}; "
             f"is the task multiclass or regression?"
         )
     return y.astype(np.int64)
@@ -41,6 +41,10 @@ def binary_labels(table: pa.Table, label: str) -> np.ndarray:
 def class_values(table: pa.Table, label: str) -> list:
     """A multiclass label column as Python ints or strings (one kind for the whole column)."""
     col = label_column(table, label)
+    if pa.types.is_dictionary(col.type):
+        # Parquet written from a categorical column reads back dictionary-encoded: the same
+        # classes as its plain values (appliance.registry.contract treats them alike too).
+        col = col.cast(col.type.value_type)
     if pa.types.is_integer(col.type) or pa.types.is_boolean(col.type):
         return [int(v) for v in col.cast(pa.int64()).to_pylist()]
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
