@@ -92,12 +92,14 @@ class Home:
             label="y", actor="ops")
         return run, mv
 
-    def invoke(self, *args: Any, who: str | None = "admin") -> Result:
-        """`appliance ARGS` in-process as user `who` (None: with no token at all)."""
+    def invoke(self, *args: Any, who: str | None = "admin", **env_vars: str) -> Result:
+        """`appliance ARGS` in-process as user `who` (None: with no token at all), with
+        `env_vars` (e.g. APPLIANCE_ALERT_WEBHOOK) set for it."""
         env: dict[str, str | None] = dict.fromkeys(_CLEARED)
         env["APPLIANCE_HOME"] = str(self.root)
         if who is not None:
             env["APPLIANCE_TOKEN"] = self.tokens[who]
+        env.update(env_vars)
         try:
             return CliRunner().invoke(app, [str(a) for a in args], env=env)
         finally:
