@@ -56,6 +56,8 @@ class Home:
         self.url = self.cfg.db_url
         self.store = ArtifactStore(self.cfg.artifacts)
         self.tokens: dict[str, str] = {}
+        # What a test file's fixture built there, by the name its tests use (ids, numbers).
+        self.ids: dict[str, Any] = {}
         with self.session() as s:
             for name, role in PEOPLE.items():
                 create_user(s, name, role, actor="admin", team="credit")

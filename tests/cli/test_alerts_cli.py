@@ -25,7 +25,7 @@ def home(tmp_path_factory, _sqlite_template) -> Home:
         models.update_model(s, home.user(s, "ops"), "credit",
                             runbook_url="https://wiki.example/credit")
         models.ensure_model(s, "toy", owner="risk", team="risk")
-        home.alerts = [
+        home.ids["alerts"] = [
             alerts.notice(s, model=model, deployment=model, rule=rule, severity="warning",
                           message=f"{rule} of {model}", channels=channels).id
             for model, rule in (("credit", "gate_failed"), ("credit", "canary_aborted"),
@@ -41,30 +41,32 @@ def _deliveries(home, alert_id: int, event: str) -> dict[str, str]:
 
 
 def test_list_shows_active_alerts_oldest_first(home):
+    ids = home.ids["alerts"]
     rows = table(home.invoke("alerts", "list", who="val"))
     assert rows[0] == ["ID", "MODEL", "KIND", "RULE", "SEVERITY", "STATUS", "WINDOW", "COUNT",
                        "OWNER", "TEAM", "CREATED"]
     assert [r[:10] for r in rows[1:]] == [
-        [str(home.alerts[0]), "credit", "retrain", "gate_failed", "warning", "open", "<none>",
+        [str(ids[0]), "credit", "retrain", "gate_failed", "warning", "open", "<none>",
          "1", "ops", "credit"],
-        [str(home.alerts[1]), "credit", "retrain", "canary_aborted", "warning", "open",
+        [str(ids[1]), "credit", "retrain", "canary_aborted", "warning", "open",
          "<none>", "1", "ops", "credit"],
-        [str(home.alerts[2]), "toy", "retrain", "gate_failed", "warning", "open", "<none>",
+        [str(ids[2]), "toy", "retrain", "gate_failed", "warning", "open", "<none>",
          "1", "risk", "risk"],
-        [str(home.alerts[3]), "credit", "retrain", "review_overdue", "warning", "open",
+        [str(ids[3]), "credit", "retrain", "review_overdue", "warning", "open",
          "<none>", "1", "ops", "credit"]]
     docs = document(home.invoke("alerts", "list", "--model", "toy", "--json"), cli.list_)
     assert [(d["id"], d["model"], d["status"], d["message"]) for d in docs] == [
-        (home.alerts[2], "toy", "open", "gate_failed of toy")]
+        (ids[2], "toy", "open", "gate_failed of toy")]
     credit = document(home.invoke("alerts", "list", "--model", "credit", "--json"), cli.list_)
     assert {d["runbook_url"] for d in credit} == {"https://wiki.example/credit"}
     res = home.invoke("alerts", "list", "--model", "toy", "--json=id,owner")
     assert res.exit_code == 0 and res.stdout.split() == [
-        "[", "{", '"id":', f"{home.alerts[2]},", '"owner":', '"risk"', "}", "]"]
+        "[", "{", '"id":', f"{ids[2]},", '"owner":', '"risk"', "}", "]"]
 
 
 def test_ack_then_resolve_an_alert(home):
-    first = home.alerts[0]
+    ids = home.ids["alerts"]
+    first = ids[0]
     res = home.invoke("alerts", "ack", first, who="ops")
     assert res.exit_code == 0 and res.stdout == ""
     assert res.stderr == f"alert #{first} acknowledged by ops\n"
@@ -92,11 +94,12 @@ def test_ack_then_resolve_an_alert(home):
 
 
 def test_ack_and_resolve_print_the_alert_as_json(home):
-    second = home.alerts[1]
+    ids = home.ids["alerts"]
+    second = ids[1]
     doc = document(home.invoke("alerts", "ack", second, "--json", who="ops"), cli.ack)
     assert (doc["id"], doc["status"], doc["acknowledged_by"]) == (second, "acknowledged", "ops")
     # An open alert may be resolved without being acknowledged; a webhook is told as well.
-    third = home.alerts[2]
+    third = ids[2]
     doc = document(home.invoke("alerts", "resolve", third, "--json", who="admin",
                                APPLIANCE_ALERT_WEBHOOK="http://127.0.0.1:9/hook"), cli.resolve)
     assert (doc["id"], doc["status"], doc["resolved_by"]) == (third, "resolved", "admin")
@@ -115,7 +118,7 @@ def test_ack_and_resolve_print_the_alert_as_json(home):
     (["ack", "@LAST@"], PermissionDenied, "user 'val' has role 'viewer'; 'operate' needs"),
 ], ids=["ack-unknown", "resolve-unknown", "long-comment", "bad-status", "viewer"])
 def test_refusals_name_what_was_wrong(home, args, kind, needle):
-    args = [str(home.alerts[3]) if a == "@LAST@" else a for a in args]
+    args = [str(home.ids["alerts"][3]) if a == "@LAST@" else a for a in args]
     refused(home.invoke("alerts", *args, who="val" if kind is PermissionDenied else "ops"),
             kind, needle)
 

@@ -57,7 +57,7 @@ def home(tmp_path_factory, _sqlite_template) -> Home:
                        created_by="monitor", started_at=SINCE),
             Deployment(name="scorer", model_name="scorer", version_id=scorer.id, url="http://b",
                        created_by="ops", started_at=SINCE)])
-        home.requests = {"credit": canary.id, "scorer": held.id}
+        home.ids.update(credit=canary.id, scorer=held.id)
     return home
 
 
@@ -70,7 +70,7 @@ def test_status_shows_the_champion_its_canary_and_the_retrain_request(home):
                         ["credit", "2", "canary", "split", "0.1", since]]
     assert rows[3] == ["RETRAIN", "STATE", "TRIGGER", "DATASET", "CONTRACT", "CHAMPION",
                        "CHALLENGER", "GATE", "CANARY", "APPROVAL", "AGE"]
-    assert rows[4] == [f"#{home.requests['credit']}", "canary", "drift", "<none>", "<none>",
+    assert rows[4] == [f"#{home.ids['credit']}", "canary", "drift", "<none>", "<none>",
                        "1", "2", "True", "pending", "<none>", since]
     assert len(rows) == 5  # no retraining set, so no findings
     doc = document(home.invoke("canary", "status", "credit", "--json"), cli.status)
@@ -80,7 +80,7 @@ def test_status_shows_the_champion_its_canary_and_the_retrain_request(home):
     retrain = doc["retrain"]
     assert (retrain["id"], retrain["state"], retrain["champion_version"],
             retrain["challenger_version"], retrain["run"]) == (
-        home.requests["credit"], "canary", 1, 2, "r123")
+        home.ids["credit"], "canary", 1, 2, "r123")
     assert retrain["canary"]["verdict"] == {"status": "pending"}
 
 
@@ -88,7 +88,7 @@ def test_status_lists_the_findings_that_hold_a_retrain_request(home):
     rows = table(home.invoke("canary", "status", "scorer"))
     assert rows[1][:3] == ["scorer", "1", "primary"]
     assert rows[2][0] == "RETRAIN" and len(rows) == 6
-    assert rows[3][:5] == [f"#{home.requests['scorer']}", "waiting_for_data_accept",
+    assert rows[3][:5] == [f"#{home.ids['scorer']}", "waiting_for_data_accept",
                            "accuracy", "scorer-retrain:1", "failed"]
     assert rows[4] == ["COLUMN", "CHECK", "SEVERITY", "MESSAGE"]
     assert rows[5] == ["x", "type", "block", "column", "'x':", "type", "categorical,", "was",

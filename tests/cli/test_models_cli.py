@@ -24,7 +24,7 @@ def home(tmp_path_factory, _sqlite_template) -> Home:
         request = approvals.request_promotion(s, home.user(s, "ops"), v1, "champion",
                                               approvals.gate({"accuracy": 0.9, "auc": 0.9}))
         approvals.approve(s, home.user(s, "risk"), request.id, "fine")
-        home.run_id = run.id
+        home.ids["run"] = run.id
         models.ensure_model(s, "empty", owner="ops", team="credit")
     return home
 
@@ -34,7 +34,7 @@ def test_list_shows_each_version_with_its_aliases(home):
     assert rows[0] == ["NAME", "VERSION", "ALIASES", "ACCURACY", "RUN", "AGE"]
     assert [r[:4] for r in rows[1:]] == [["credit", "1", "champion", "0.9"],
                                          ["credit", "2", "<none>", "0.8"]]
-    assert rows[1][4] == home.run_id
+    assert rows[1][4] == home.ids["run"]
     docs = document(home.invoke("models", "list", "credit", "--json"), cli.list_)
     assert [(d["model"], d["version"], d["aliases"]) for d in docs] == [
         ("credit", 1, ["champion"]), ("credit", 2, [])]
@@ -77,7 +77,7 @@ def test_lineage_names_the_dataset_run_and_approver(home):
     assert rows[0] == ["NAME", "VERSION", "DATASET", "RUN", "SEED", "CODE", "REQUESTED_BY",
                        "APPROVED_BY"]
     name, version, dataset, run, seed, _code, requested, approved = rows[1]
-    assert (name, version, dataset, run, seed) == ("credit", "1", "loans:1", home.run_id, "1")
+    assert (name, version, dataset, run, seed) == ("credit", "1", "loans:1", home.ids["run"], "1")
     assert (requested, approved) == ("ops", "risk")
     doc = document(home.invoke("lineage", "credit:1", "--json"), cli.lineage)
     assert doc["ref"] == "credit:1" and doc["run"]["params"] == {"lr": 0.1}

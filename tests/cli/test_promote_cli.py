@@ -25,7 +25,7 @@ GATE = approvals.gate({"accuracy": 0.9, "auc": 0.9})
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, _sqlite_template) -> Home:
-    """Requests by ops unless said otherwise; `home.requests` names them:
+    """Requests by ops unless said otherwise; `home.ids` names them:
 
     - "credit": version 1 champion (approved by risk); "credit-2" asks champion for version 2,
       "credit-3" challenger for version 3;
@@ -35,7 +35,6 @@ def home(tmp_path_factory, _sqlite_template) -> Home:
     - "solo": version 1 champion and nothing before it; "toy": no version.
     """
     home = Home(tmp_path_factory.mktemp("promote-cli"), _sqlite_template)
-    home.requests = {}
     with home.session() as s:
         ops, risk, admin = (home.user(s, n) for n in ("ops", "risk", "admin"))
         for seed, name in ((1, "credit"), (2, "credit"), (3, "credit"), (4, "hi"), (5, "mine"),
@@ -47,10 +46,10 @@ def home(tmp_path_factory, _sqlite_template) -> Home:
                 approvals.approve(s, risk, approvals.request_promotion(
                     s, ops, mv, "champion", GATE).id)
             elif key == "old-1":
-                home.requests[key] = approvals.request_promotion(
+                home.ids[key] = approvals.request_promotion(
                     s, ops, mv, "champion", GATE, now=utcnow() - dt.timedelta(days=10)).id
             else:
-                home.requests[key] = approvals.request_promotion(
+                home.ids[key] = approvals.request_promotion(
                     s, admin if name == "mine" else ops, mv,
                     "challenger" if key == "credit-3" else "champion", GATE).id
         models.ensure_model(s, "toy", owner="ops", team="credit")
@@ -62,14 +61,14 @@ def test_approvals_lists_pending_requests_and_filters_by_status(home):
     assert rows[0] == ["ID", "MODEL", "VERSION", "ALIAS", "STATUS", "APPROVALS", "REQUESTED_BY",
                        "EXPIRES", "AGE"]
     assert [r[:7] for r in rows[1:]] == [
-        [str(home.requests["credit-2"]), "credit", "2", "champion", "pending", "0/1", "ops"],
-        [str(home.requests["credit-3"]), "credit", "3", "challenger", "pending", "0/1", "ops"],
-        [str(home.requests["hi-1"]), "hi", "1", "champion", "pending", "0/2", "ops"],
-        [str(home.requests["mine-1"]), "mine", "1", "champion", "pending", "0/1", "admin"]]
+        [str(home.ids["credit-2"]), "credit", "2", "champion", "pending", "0/1", "ops"],
+        [str(home.ids["credit-3"]), "credit", "3", "challenger", "pending", "0/1", "ops"],
+        [str(home.ids["hi-1"]), "hi", "1", "champion", "pending", "0/2", "ops"],
+        [str(home.ids["mine-1"]), "mine", "1", "champion", "pending", "0/1", "admin"]]
     expired = document(home.invoke("approvals", "--status", "expired", "--json"),
                        cli.approvals_list)
     assert [(d["id"], d["model"], d["status"]) for d in expired] == [
-        (home.requests["old-1"], "old", "expired")]
+        (home.ids["old-1"], "old", "expired")]
     everything = document(home.invoke("approvals", "--status", "all", "--json"),
                           cli.approvals_list)
     approved = [(d["model"], d["version"], d["approved_by"], d["decided_by"])
@@ -83,7 +82,7 @@ def test_approvals_lists_pending_requests_and_filters_by_status(home):
 
 
 def test_approve_moves_the_alias_and_rollback_moves_it_back(home):
-    request = home.requests["credit-2"]
+    request = home.ids["credit-2"]
     res = home.invoke("approve", request, "--comment", "better on the holdout", who="risk")
     assert res.exit_code == 0 and res.stdout == "", res.output
     assert res.stderr == "credit@champion -> version 2\n"
@@ -119,7 +118,7 @@ def test_rollback_refuses_what_it_cannot_restore(home, args, kind, needle):
 
 
 def test_a_high_risk_model_waits_for_a_second_approver(home):
-    request = home.requests["hi-1"]
+    request = home.ids["hi-1"]
     res = home.invoke("approve", request, who="risk")
     assert res.exit_code == 0 and res.stdout == "", res.output
     assert res.stderr == (f"approval request #{request}: 1 of 2 approvers; it waits for "
@@ -134,7 +133,7 @@ def test_a_high_risk_model_waits_for_a_second_approver(home):
 
 
 def test_reject_closes_a_request_and_the_alias_stays(home):
-    request = home.requests["credit-3"]
+    request = home.ids["credit-3"]
     res = home.invoke("reject", request, "--comment", "not yet", who="risk")
     assert (res.exit_code, res.stdout, res.stderr) == (0, "", ""), res.output
     rejected = document(home.invoke("approvals", "--status", "rejected", "--json"),
@@ -148,7 +147,7 @@ def test_reject_closes_a_request_and_the_alias_stays(home):
 
 
 def test_nobody_decides_their_own_request(home):
-    request = home.requests["mine-1"]
+    request = home.ids["mine-1"]
     for command in ("approve", "reject"):
         refused(home.invoke(command, request, who="admin"), PermissionDenied,
                 f"user 'admin' requested #{request} and may not decide it (four-eyes rule)")
@@ -161,7 +160,7 @@ def test_nobody_decides_their_own_request(home):
 
 
 def test_an_expired_request_cannot_be_approved(home):
-    request = home.requests["old-1"]
+    request = home.ids["old-1"]
     refused(home.invoke("approve", request, who="risk"), ConflictError,
             f"approval request #{request} expired at ")
     refused(home.invoke("approve", 999, who="risk"), NotFound, "no approval request #999")

@@ -54,12 +54,12 @@ def home(tmp_path_factory, _sqlite_template) -> Home:
         for minutes, run in enumerate((first, again, broken)):
             run.started_at = T0 + dt.timedelta(minutes=minutes)
             s.add(run)
-        home.runs = {"first": first.id, "again": again.id, "broken": broken.id}
+        home.ids.update(first=first.id, again=again.id, broken=broken.id)
     return home
 
 
 def test_list_shows_the_newest_runs_first(home):
-    ids = home.runs
+    ids = home.ids
     rows = table(home.invoke("runs", "list", who="val"))
     assert rows[0] == ["ID", "MODEL", "VERSION", "STATUS", "DATASET", "SEED", "ACCURACY",
                        "DEVICE", "RERUN_OF", "AGE"]
@@ -79,7 +79,7 @@ def test_list_shows_the_newest_runs_first(home):
 
 
 def test_show_tells_what_a_run_recorded(home):
-    ids = home.runs
+    ids = home.ids
     fields = {r[0]: r[1:] for r in table(home.invoke("runs", "show", ids["again"]))[1:]}
     assert fields["id"] == [ids["again"]] and fields["rerun_of"] == [ids["first"]]
     assert fields["dataset"] == ["loans:1"] and fields["seed"] == ["2"]
@@ -88,7 +88,8 @@ def test_show_tells_what_a_run_recorded(home):
     assert fields["finished_at"] == ["<none>"] and fields["created_by"] == ["ops"]
     fields = {r[0]: r[1:] for r in table(home.invoke("runs", "show", ids["broken"]))[1:]}
     assert fields["error"] == ["CUDA", "out", "of", "memory"] and fields["python"] == ["<none>"]
-    shown = [document(home.invoke("runs", "show", i, "--json"), cli.show) for i in ids.values()]
+    shown = [document(home.invoke("runs", "show", ids[name], "--json"), cli.show)
+             for name in ("first", "again", "broken")]
     for doc in shown:
         assert set(doc) == RUN_KEYS
         for part, keys in RUN_PARTS.items():
@@ -106,7 +107,7 @@ def test_show_tells_what_a_run_recorded(home):
 
 
 def test_compare_puts_two_runs_side_by_side(home):
-    first, again = home.runs["first"], home.runs["again"]
+    first, again = home.ids["first"], home.ids["again"]
     rows = table(home.invoke("runs", "compare", first, again))
     assert rows[0] == ["KEY", "A", "B", "SAME"]
     sides = {r[0]: r[1:] for r in rows[1:]}
@@ -132,7 +133,7 @@ def test_compare_puts_two_runs_side_by_side(home):
 
 
 def test_a_run_compared_with_itself_differs_in_nothing(home):
-    first = home.runs["first"]
+    first = home.ids["first"]
     res = home.invoke("runs", "compare", first, first)
     assert table(res) == [["KEY", "A", "B", "SAME"]]
     assert res.stderr == f"runs {first} and {first} recorded the same values\n"
@@ -152,7 +153,7 @@ def test_a_run_compared_with_itself_differs_in_nothing(home):
     (["rerun", "a-b"], InvalidInput, "run id 'a-b' must be letters and digits"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_refusals_name_what_was_wrong(home, args, kind, needle):
-    args = [home.runs[a.strip("@")] if a.startswith("@") else a for a in args]
+    args = [home.ids[a.strip("@")] if a.startswith("@") else a for a in args]
     refused(home.invoke("runs", *args, who="ops"), kind, needle)
 
 
