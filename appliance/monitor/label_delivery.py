@@ -32,6 +32,13 @@ class FeedbackPublic(SQLModel):
     path: str
 
 
+def _integers(table: pa.Table, name: str, kind: pa.DataType, file: Path) -> pa.ChunkedArray:
+    try:
+        return pc.cast(table.column(name), kind)
+    except pa.ArrowInvalid as exc:
+        raise InvalidInput(f"feedback file {str(file)!r}: {name!r} must be integers") from exc
+
+
 @operation("feedback.add")
 def add_labels(cfg: Config, user: User, file: Path, deployment: str) -> FeedbackPublic:
     """Add the labels in `file` for `deployment`, joined later to served predictions by
@@ -46,8 +53,8 @@ def add_labels(cfg: Config, user: User, file: Path, deployment: str) -> Feedback
 
     Raises:
         PermissionDenied: `user` may not operate (checked before the file is read).
-        InvalidInput: a bad deployment name, an unreadable file, a missing column, or labels
-            that are not integers.
+        InvalidInput: a bad deployment name, an unreadable file, a missing column, an empty
+            value, labels that are not integers, or rows that are not non-negative integers.
     """
     require(user, "operate")
     check_name("deployment name", deployment)
@@ -55,12 +62,17 @@ def add_labels(cfg: Config, user: User, file: Path, deployment: str) -> Feedback
     missing = [c for c in ("request_id", "label") if c not in table.column_names]
     if missing:
         raise InvalidInput(f"feedback file {str(file)!r} lacks column(s) {missing}")
-    rows = (table.column("row") if "row" in table.column_names
+    # The checks the HTTP feedback route makes (`cluster.serve._oip.parse_feedback`): a label
+    # with no value, or a row that is no row index, would be written and counted as labelled.
+    for name in ("request_id", "row", "label"):
+        if name in table.column_names and table.column(name).null_count:
+            raise InvalidInput(f"feedback file {str(file)!r}: {name!r} has "
+                               f"{table.column(name).null_count} empty value(s)")
+    rows = (_integers(table, "row", pa.int32(), file) if "row" in table.column_names
             else pa.array([0] * table.num_rows, pa.int32()))
-    try:
-        labels = pc.cast(table.column("label"), pa.int64())
-    except pa.ArrowInvalid as exc:
-        raise InvalidInput(f"feedback file {str(file)!r}: 'label' must be integers") from exc
+    if len(rows) and pc.min(rows).as_py() < 0:
+        raise InvalidInput(f"feedback file {str(file)!r}: 'row' must be non-negative")
+    labels = _integers(table, "label", pa.int64(), file)
     path = write_feedback(cfg.artifacts, deployment, table.column("request_id"), rows, labels)
     with session_scope(cfg.db_url) as session:
         audit.record(session, user.name, "feedback.added", "deployment", deployment,
