@@ -3,8 +3,8 @@ printed once, alone on stdout, and working; `IssuedTokenPublic` with scopes and 
 list and its `TokenPublic` records, which never hold a secret or a hash; a revoked token
 refused; and the refusals.
 
-Who may run them (admins only) and a token read from a file or stdin are walked in
-test_cli_permissions.py.
+Who may create and revoke (admins only) and a token read from a file or stdin are walked in
+test_cli_permissions.py; who may list is checked here.
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ def test_list_never_shows_a_secret_or_its_hash(home, as_admin):
     assert ["app", "admin", "infer,feedback,admin", "active", "<none>", "<none>"] in [
         r[:6] for r in rows]
     docs = invoke(["tokens", "list", "--json"]).stdout
+    assert all(set(d) == {"name", "user", "scopes", "created_at", "expires_at", "revoked_at",
+                          "state"} for d in json.loads(docs))
     for secret in tokens.values():
         for shown in (res.stdout, docs):
             assert secret not in shown and hash_token(secret) not in shown
@@ -102,6 +104,15 @@ def test_list_never_shows_a_secret_or_its_hash(home, as_admin):
     assert {t.user for t in _listed("--user", "risk")} == {"risk"}
     doc = json.loads(invoke(["tokens", "list", "--user", "risk", "--json=user,state"]).stdout)
     assert doc == [{"user": "risk", "state": "active"}]
+
+
+def test_list_needs_an_admin(home, monkeypatch):
+    # Token names and scopes tell an attacker what to steal: no role below admin sees them.
+    cfg, tokens = home
+    for user, role in (("risk", "approver"), ("ops", "operator"), ("val", "viewer")):
+        use_home(monkeypatch, cfg, token=tokens[user])
+        assert f"has role '{role}'; 'admin' needs one of: admin" in refusal(
+            invoke(["tokens", "list"]))
 
 
 def test_revoke_refuses_the_token_from_then_on(as_admin, monkeypatch):
