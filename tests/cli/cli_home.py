@@ -75,17 +75,48 @@ def refusal(res: Result) -> str:
     return message
 
 
-def run_cli(args: list[str], cfg: Config, token: str | None = None,
-            **env: str) -> subprocess.CompletedProcess:
-    """Run `python -m appliance.cli ARGS` as a process of its own against `cfg`'s home."""
-    bare = {k: v for k, v in os.environ.items()
-            if not k.startswith("APPLIANCE_") and k != "RAY_ADDRESS"}
-    bare.update(APPLIANCE_HOME=str(cfg.home), APPLIANCE_DB_URL=cfg.db_url,
-                APPLIANCE_ARTIFACTS=str(cfg.artifacts), **env)
+def _env(cfg: Config, token: str | None) -> dict[str, str]:
+    """This environment pointed at `cfg`'s home (no other appliance setting, no RAY_ADDRESS),
+    acting with `token` (None: none)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("APPLIANCE_") and k != "RAY_ADDRESS"}
+    env.update(APPLIANCE_HOME=str(cfg.home), APPLIANCE_DB_URL=cfg.db_url,
+               APPLIANCE_ARTIFACTS=str(cfg.artifacts))
     if token is not None:
-        bare["APPLIANCE_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "appliance.cli", *map(str, args)], env=bare,
-                          capture_output=True, text=True, timeout=120)
+        env["APPLIANCE_TOKEN"] = token
+    return env
+
+
+def run_cli(args: list[str], cfg: Config, token: str | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m appliance.cli ARGS` as a process of its own against `cfg`'s home."""
+    return subprocess.run([sys.executable, "-m", "appliance.cli", *map(str, args)],
+                          env=_env(cfg, token), capture_output=True, text=True, timeout=120)
+
+
+# Runs each command line given as an argument (tab-separated words) through the real entry
+# point, one after the other in one process, writing "exit N" after each to stderr, and at
+# the end whether anything imported Ray.
+_PROBE = """
+import sys
+{prelude}
+from appliance.cli.main import run
+for line in sys.argv[1:]:
+    try:
+        run(line.split("\\t"))
+    except SystemExit as exc:
+        sys.stderr.write(f"exit {{exc.code}}\\n")
+sys.stderr.write(f"ray imported: {{'ray' in sys.modules}}\\n")
+"""
+
+
+def run_in_one_process(commands: list[list[str]], cfg: Config, token: str | None = None, *,
+                       prelude: str = "") -> subprocess.CompletedProcess:
+    """Run `commands` (each a list of arguments) through `appliance.cli.main.run` in one fresh
+    process against `cfg`'s home, after the Python code `prelude` (default none); its stderr
+    holds each command's error line and "exit N", then "ray imported: True|False"."""
+    lines = ["\t".join(map(str, c)) for c in commands]
+    return subprocess.run([sys.executable, "-c", _PROBE.format(prelude=prelude), *lines],
+                          env=_env(cfg, token), capture_output=True, text=True, timeout=120)
 
 
 def one_error_line(res: subprocess.CompletedProcess) -> str:

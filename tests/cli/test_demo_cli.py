@@ -4,33 +4,21 @@ named left as it was). The demo itself runs in tests/e2e/test_demo.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from cli_home import invoke
+from cli_home import invoke, run_in_one_process
 
 from appliance.cli._json_fields import record_fields
+from appliance.config import load_config
 from appliance.demo import DemoSummaryPublic
 
-# Runs each command line given as an argument (tab-separated words) through the real entry
-# point in one process, then says whether anything imported Ray. The demo's world is replaced
-# by a tripwire first: a refusal this file expects and does not get must fail here at once,
-# not play the whole demo on a Ray of its own.
-_PROBE = """
-import sys
+# The demo's world is replaced by a tripwire first: a refusal this file expects and does not
+# get must fail here at once, not play the whole demo on a Ray of its own.
+_TRIPWIRE = """
 import appliance.cli.demo
 
 def _tripwire(*args, **kwargs):
     raise SystemExit("the demo started")
 
 appliance.cli.demo.run_demo = _tripwire
-from appliance.cli.main import run
-for line in sys.argv[1:]:
-    try:
-        run(line.split("\\t"))
-    except SystemExit as exc:
-        sys.stderr.write(f"exit {exc.code}\\n")
-sys.stderr.write(f"ray imported: {'ray' in sys.modules}\\n")
 """
 
 
@@ -52,9 +40,8 @@ def test_bad_options_are_refused_before_the_demo_starts(tmp_path):
     commands = [["demo", "--home", str(used)], ["demo", "--home", str(afile)],
                 ["demo", "--home", str(tmp_path / "new"), "--json=bogus"],
                 ["demo", "--home", str(tmp_path / "new"), "--fast"]]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "APPLIANCE_HOME": str(tmp_path)}
-    res = subprocess.run([sys.executable, "-c", _PROBE, *("\t".join(c) for c in commands)],
-                         env=env, capture_output=True, text=True, timeout=120)
+    res = run_in_one_process(commands, load_config({"APPLIANCE_HOME": str(tmp_path)}),
+                             prelude=_TRIPWIRE)
     assert res.stdout == "" and "Traceback" not in res.stderr, res.stderr
     fields = ", ".join(record_fields(DemoSummaryPublic))
     assert res.stderr.strip().splitlines() == [

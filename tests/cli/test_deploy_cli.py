@@ -9,12 +9,9 @@ refusal this file expects and does not get still stops at the model, never start
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pyarrow as pa
 import pytest
-from cli_home import invoke, make_home, refusal, use_home
+from cli_home import invoke, make_home, refusal, run_in_one_process, use_home
 
 from appliance.artifacts import ArtifactStore
 from appliance.governance import approvals
@@ -50,30 +47,13 @@ def as_ops(home, monkeypatch):
     return cfg
 
 
-# Runs each command line given as an argument (tab-separated words) through the real entry
-# point in one process, then says whether anything imported Ray.
-_PROBE = """
-import sys
-from appliance.cli.main import run
-for line in sys.argv[1:]:
-    try:
-        run(line.split("\\t"))
-    except SystemExit as exc:
-        sys.stderr.write(f"exit {exc.code}\\n")
-sys.stderr.write(f"ray imported: {'ray' in sys.modules}\\n")
-"""
-
-
 def test_refusals_exit_2_with_one_line_and_never_import_ray(home, tmp_path):
     cfg, tokens = home
     bad = tmp_path / "serving.toml"
     bad.write_text("[serving]\nreplicas = 0\n")
     commands = [["deploy", "ghost"], ["deploy", "toy"], ["deploy", "credit", "--alias", "canary"],
                 ["deploy", "toy", "--spec", str(bad)], ["undeploy", "credit"]]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "APPLIANCE_HOME": str(cfg.home),
-           "APPLIANCE_TOKEN": tokens["ops"]}
-    res = subprocess.run([sys.executable, "-c", _PROBE, *("\t".join(c) for c in commands)],
-                         env=env, capture_output=True, text=True, timeout=120)
+    res = run_in_one_process(commands, cfg, tokens["ops"])
     assert res.stdout == "" and "Traceback" not in res.stderr, res.stderr
     lines = res.stderr.strip().splitlines()
     assert lines == [
