@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import loop_world as lw
 import numpy as np
@@ -43,7 +44,7 @@ def as_ops(world, monkeypatch):
     return w
 
 
-def _files(w) -> list:
+def _files(w) -> list[Path]:
     return sorted((w.cfg.artifacts / "feedback" / w.deployment).glob("*.parquet"))
 
 
@@ -57,7 +58,7 @@ def test_labels_land_in_the_log_and_the_monitor_joins_them(world, as_ops, tmp_pa
     doc = FeedbackPublic.model_validate_json(res.stdout)
     assert (doc.deployment, doc.rows) == ("scorer", 12)
     written = pq.read_table(doc.path)
-    assert written.schema == FEEDBACK_SCHEMA and _files(w)[-1].name == doc.path.split("/")[-1]
+    assert written.schema == FEEDBACK_SCHEMA and _files(w) == [Path(doc.path)]
     assert written.column("label").to_pylist() == [int(y) for _, ys in truth for y in ys]
     # The monitor closes the window of the logged requests and joins every label to its row:
     # live accuracy is the served answers' agreement with the labels delivered.
@@ -79,6 +80,10 @@ def test_without_a_row_column_each_label_is_its_requests_first_row(world, as_ops
     assert res.exit_code == 0 and res.stderr == "", (res.output, res.exception)
     doc = json.loads(res.stdout)
     assert list(doc) == ["rows", "path"] and doc["rows"] == 1
+    # Without --json there is no document: nothing on stdout, the labels written all the same.
+    before = _files(w)
+    res = invoke(["feedback", "add", labels, "--deployment", "scorer"])
+    assert (res.exit_code, res.stdout) == (0, "") and len(_files(w)) == len(before) + 1
     assert pq.read_table(doc["path"]).select(["request_id", "row", "label"]).to_pylist() == [
         {"request_id": "req-r001", "row": 0, "label": 1}]
 
