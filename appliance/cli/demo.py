@@ -29,6 +29,8 @@ def demo(
     """
     if home is None:
         home = Path(tempfile.mkdtemp(prefix="appliance-demo-"))
+    elif home.exists() and not home.is_dir():
+        raise InvalidInput(f"demo home {str(home)!r} is not a folder; pass a new folder")
     elif home.exists() and any(home.iterdir()):
         raise InvalidInput(f"demo home {str(home)!r} is not empty; pass a new folder")
     cfg = demo_config(home)

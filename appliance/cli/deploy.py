@@ -24,6 +24,8 @@ def _serving(cfg, spec: Path | None):
         text = spec.read_text()
     except OSError as exc:
         raise InvalidInput(f"serving spec {str(spec)!r} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"serving spec {str(spec)!r} is not a text file") from None
     try:
         doc = json.loads(text) if spec.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:

@@ -60,8 +60,8 @@ def add_labels(cfg: Config, user: User, file: Path, deployment: str) -> Feedback
 
     Raises:
         PermissionDenied: `user` may not operate (checked before the file is read).
-        InvalidInput: a bad deployment name, an unreadable file, a missing column, or labels
-            or rows that are not integers (or are empty).
+        InvalidInput: a bad deployment name, an unreadable file, a missing column, an empty
+            value, labels that are not integers, or rows that are not non-negative integers.
     """
     require(user, "operate")
     check_name("deployment name", deployment)
@@ -69,8 +69,16 @@ def add_labels(cfg: Config, user: User, file: Path, deployment: str) -> Feedback
     missing = [c for c in ("request_id", "label") if c not in table.column_names]
     if missing:
         raise InvalidInput(f"feedback file {str(file)!r} lacks column(s) {missing}")
+    # The checks the HTTP feedback route makes (`cluster.serve._oip.parse_feedback`): a request
+    # with no id, a label with no value or a row that is no row index would be written and
+    # counted as labelled.
+    if table.column("request_id").null_count:
+        raise InvalidInput(f"feedback file {str(file)!r}: 'request_id' has "
+                           f"{table.column('request_id').null_count} empty value(s)")
     rows = (_integers(file, table, "row", pa.int32()) if "row" in table.column_names
             else pa.array([0] * table.num_rows, pa.int32()))
+    if len(rows) and pc.min(rows).as_py() < 0:
+        raise InvalidInput(f"feedback file {str(file)!r}: 'row' must be non-negative")
     labels = _integers(file, table, "label", pa.int64())
     path = write_feedback(cfg.artifacts, deployment, table.column("request_id"), rows, labels)
     with session_scope(cfg.db_url) as session:
