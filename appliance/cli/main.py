@@ -4,7 +4,8 @@ The commands are rows of `appliance.cli.commands`, each module imported only whe
 runs, so that ``appliance --help`` imports none of them (nor pyarrow, sqlalchemy, Ray...).
 
 Exit codes (documented for scripts): 0 success, 1 a check ran and failed or a training run
-failed, 2 bad usage or input (with one line on stderr naming the problem), 3 an internal error.
+failed, 2 bad usage or input (with one line on stderr naming the problem), 3 an internal error,
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
