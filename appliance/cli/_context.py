@@ -4,8 +4,8 @@ The CLI authenticates (a token becomes the user it belongs to); the library auth
 operation checks the permission it needs itself (`appliance.governance.operations`), so the
 console and the HTTP routes get the same refusals. Reads are checked here (`reading`).
 
-The acting user's token comes from, first found: ``--token-file PATH`` (``-``: stdin),
-``--token -`` (stdin), ``APPLIANCE_TOKEN``, or the file `appliance init` saved. Never from the
+The acting user's token comes from, first found: ``--token -`` (stdin), ``--token-file PATH``
+(``-``: stdin), ``APPLIANCE_TOKEN``, or the file `appliance init` saved. Never from the
 command line itself: a secret there shows in `ps`, in /proc and in shell history. The two
 options' callbacks turn what was passed into the secret, so a command hands
 ``token or token_file`` to `acting` or `reading`.

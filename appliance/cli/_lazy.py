@@ -8,7 +8,7 @@ commands for help renders those rows; resolving a command to run it (or to show 
 imports its module and builds the Click command exactly as ``app.command(name)(function)`` or
 ``app.add_typer(sub_app, name=name)`` would have.
 
-tests/cli/test_lazy_commands.py checks that each row's summary is the command's own.
+tests/cli/test_commands.py checks that each row's summary is the command's own.
 """
 
 from __future__ import annotations

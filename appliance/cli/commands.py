@@ -4,7 +4,7 @@ A row names where the command lives and carries the one-line summary that help s
 ``appliance --help`` imports no command module (`appliance.cli._lazy`). To add a command, write
 its module (one file per command or command group) and add its row here; the summary is the
 first paragraph of its docstring (or its Typer's ``help``), which
-tests/cli/test_lazy_commands.py checks.
+tests/cli/test_commands.py checks.
 """
 
 from __future__ import annotations

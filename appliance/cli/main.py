@@ -4,7 +4,8 @@ The commands are rows of `appliance.cli.commands`, each module imported only whe
 runs, so that ``appliance --help`` imports none of them (nor pyarrow, sqlalchemy, Ray...).
 
 Exit codes (documented for scripts): 0 success, 1 a check ran and failed or a training run
-failed, 2 bad usage or input (with one line on stderr naming the problem), 3 an internal error.
+failed, 2 bad usage or input (with one line on stderr naming the problem), 3 an internal error,
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def run(argv: list[str] | None = None) -> None:
         # Help is the output of a help request; everything else keeps stdout for its data.
         reserve_stdout()
     try:
-        app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
     except ApplianceError as exc:
         fail(str(exc))
         sys.exit(exit_code_for(exc))
@@ -66,7 +67,8 @@ def run(argv: list[str] | None = None) -> None:
         fail("aborted")
         sys.exit(ExitCode.USAGE)
     except _USAGE as exc:
-        fail(exc.format_message())
+        # A bare `appliance` gets its help printed by Typer and an empty message.
+        fail(exc.format_message() or "Missing command.")
         sys.exit(ExitCode.USAGE)
     except _EXIT as exc:
         sys.exit(exc.exit_code)
@@ -79,3 +81,10 @@ def run(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         fail(f"internal error: {type(exc).__name__}: {exc} (set APPLIANCE_DEBUG=1 for details)")
         sys.exit(ExitCode.INTERNAL)
+    # Outside standalone mode Click returns, not raises, the code of an `Exit` (Typer turns
+    # Ctrl-C inside a command into Exit(130)); commands return None, so an int is that code,
+    # and dropping it would make an interrupted command exit 0.
+    if isinstance(code, int) and code:
+        if code == 130:
+            fail("interrupted")
+        sys.exit(code)
