@@ -84,13 +84,13 @@ def test_a_principal_that_may_not_operate_leaves_retrain_requests_alone(world):
         viewer = create_user(s, "val", "viewer", actor="admin")
         s.add(RetrainRequest(model_name=world.model, deployment=world.deployment,
                              active_key=world.model, trigger="drift", since_window=1,
-                             state="pending", champion_version_id=world.version.id,
+                             champion_version_id=world.version.id,
                              created_by="ops"))
     r = daemon.run_round(world.cfg, viewer)
     assert r.steps == [] and [p.deployment for p in r.passes] == ["scorer"]
     with session_scope(world.cfg.db_url) as s:
         (request,) = s.exec(select(RetrainRequest)).all()
-        assert request.state == "pending" and request.finished_at is None
+        assert request.state == "waiting_for_labels" and request.finished_at is None
         moved = s.exec(select(AuditEvent).where(AuditEvent.action.startswith("retrain."))).all()
         assert moved == []
 
