@@ -110,7 +110,7 @@ def test_each_report_is_an_epoch_scored_on_the_validation_slice(reports):
     assert [r["epoch"] for r in reports] == [1, 2, 3]
     # The function's own numbers, and the task's metrics; a boolean or a string is dropped.
     assert all(set(r) == {"epoch", "loss", "training", "threads", "world_size", "rank",
-                          "lr_given", "restored", "rmse", "mae", "r2"} for r in reports)
+                          "lr_given", "restored", "rmse", "mae", "r2", "pid"} for r in reports)
     assert reports[-1]["loss"] < reports[0]["loss"]
     assert reports[-1]["rmse"] < reports[0]["rmse"]
 

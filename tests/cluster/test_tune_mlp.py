@@ -1,6 +1,7 @@
 """The MLP as a tuning trial (`cluster.tune_mlp.trial`): its params checked as a fit's are, and
 on a real Ray Tune one report per epoch, numbered from 1, with the validation slice's metrics
-and the training loss, the same for the same config and seed. Sweeps with ASHA:
+and the training loss, the same for the same config and seed even where the trial before it
+left its process's random state elsewhere. Sweeps with ASHA:
 tests/pipelines/test_tuning.py."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def reports(ray_session, data, tmp_path_factory):
-    """Two trials of one config, run side by side."""
+    """Two trials of one config, the second in the process the first ran in."""
     config = {"epochs": EPOCHS, "hidden": 8, "layers": 1, "batch_size": 64, "lr": 0.01}
     return run_trials(trial, data, config, tmp_path_factory.mktemp("tune_mlp"), samples=2)
 
@@ -38,7 +39,8 @@ def test_a_bad_param_is_refused_before_any_training(data):
 def test_a_trial_reports_after_every_epoch(reports):
     for mine in reports:
         assert [r["epoch"] for r in mine] == list(range(1, EPOCHS + 1))
-        assert all(set(r) == {"epoch", "loss", "accuracy", "auc", "log_loss"} for r in mine)
+        assert all(set(r) == {"epoch", "loss", "accuracy", "auc", "log_loss", "pid"}
+                   for r in mine)
         assert all(0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["auc"] <= 1.0 for r in mine)
         # It learns: the training loss and the validation loss both fall over its epochs.
         assert mine[-1]["loss"] < mine[0]["loss"]
@@ -47,4 +49,7 @@ def test_a_trial_reports_after_every_epoch(reports):
 
 def test_the_same_config_and_seed_train_the_same_trial(reports):
     first, second = reports
+    # One process (a sweep's actor serves its next trial), whose torch random state the first
+    # trial moved on: the trial seeds its own.
+    assert len({r["pid"] for r in [*first, *second]}) == 1
     assert first == second

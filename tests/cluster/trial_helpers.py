@@ -35,12 +35,14 @@ def rows(task: str, n: int, seed: int) -> pa.Table:
 
 def run_trials(trial, data: dict[str, Any], config: dict[str, Any], storage: Path, *,
                samples: int = 1) -> list[list[dict[str, Any]]]:
-    """Run `samples` trials of `trial` with `config` and `data` on Ray Tune (one CPU each, as
-    `cluster.tune.sweep` runs them, without a scheduler: every trial runs to its end).
+    """Run `samples` trials of `trial` with `config` and `data` on Ray Tune, one CPU each as
+    `cluster.tune.sweep` runs them, but one after another in one actor (the next trial reuses
+    the process the last one left), and without a scheduler: every trial runs to its end.
 
     Returns:
         Each trial's reports in order, each its own metrics only (Tune's keys and the config
-        left out; a NaN, a key missing from that report, dropped).
+        left out; a NaN, a key missing from that report, dropped) and the "pid" of the
+        process that ran it.
 
     Raises:
         AssertionError: a trial failed (its error is the message).
@@ -50,7 +52,8 @@ def run_trials(trial, data: dict[str, Any], config: dict[str, Any], storage: Pat
     trainable = tune.with_resources(tune.with_parameters(trial, data=data), {"cpu": 1})
     tuner = tune.Tuner(
         trainable, param_space=config,
-        tune_config=tune.TuneConfig(num_samples=samples, reuse_actors=True),
+        tune_config=tune.TuneConfig(num_samples=samples, max_concurrent_trials=1,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name="trial", storage_path=str(storage), verbose=0),
     )
     out = []
@@ -58,7 +61,7 @@ def run_trials(trial, data: dict[str, Any], config: dict[str, Any], storage: Pat
         assert result.error is None, result.error
         out.append([
             {k: v for k, v in row.items()
-             if k not in TUNE_KEYS and not k.startswith("config/")
+             if (k not in TUNE_KEYS or k == "pid") and not k.startswith("config/")
              and not (isinstance(v, float) and math.isnan(v))}
             for row in result.metrics_dataframe.to_dict("records")
         ])
