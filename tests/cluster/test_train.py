@@ -14,45 +14,13 @@ from appliance.pipelines.split import holdout_split
 from cluster.bundle import ModelBundle
 from cluster.evaluate import evaluate
 from cluster.train import fit
-from cluster.train_params import DEFAULT_PARAMS, resolve_params
+from cluster.train_params import DEFAULT_PARAMS
 
 TRAIN_ROWS = 30_000
 TEST_ROWS = 10_000
 
 
-# --- params and input checks (no Ray needed) --------------------------------------------------
-
-
-def test_resolve_params_fills_defaults():
-    assert resolve_params(None) == DEFAULT_PARAMS
-    # What a run records (every default filled in) is accepted back as given: the retrain
-    # loop and reruns pass it again.
-    assert resolve_params(DEFAULT_PARAMS) == DEFAULT_PARAMS
-    assert resolve_params({"epochs": 3, "lr": 1})["lr"] == 1.0
-    assert resolve_params({"hidden": 64.0})["hidden"] == 64
-
-
-@pytest.mark.parametrize(
-    ("params", "named"),
-    [
-        ({"epoch": 3}, "epoch"),
-        ({"hidden": 0}, "hidden"),
-        ({"hidden": 2.5}, "hidden"),
-        ({"layers": -1}, "layers"),
-        ({"epochs": True}, "epochs"),
-        ({"lr": 0}, "lr"),
-        ({"lr": "fast"}, "lr"),
-        ({"lr": float("nan")}, "lr"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"weight_decay": -0.1}, "weight_decay"),
-        ({"valid_fraction": 0.0, "early_stopping": 2}, "valid_fraction"),
-        ({"valid_fraction": 0.9, "early_stopping": 2}, "valid_fraction"),
-        ({"early_stopping": -1}, "early_stopping"),
-    ],
-)
-def test_bad_params_name_the_param(params, named):
-    with pytest.raises(InvalidInput, match=named):
-        resolve_params(params)
+# --- input checks, no Ray needed (the params': test_train_params.py) ------------------------------
 
 
 def _fit_args(**over):

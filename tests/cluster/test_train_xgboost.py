@@ -9,12 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from appliance.errors import InvalidInput
 from appliance.tables import table_columns
 from cluster.bundle import ModelBundle
 from cluster.evaluate import evaluate
 from cluster.train import fit
-from cluster.train_params import XGBOOST_PARAMS, resolve_params
 
 
 def _table(n: int, seed: int) -> pa.Table:
@@ -36,17 +34,6 @@ LABELS = {"binary": "flag", "multiclass": "kind", "regression": "amount"}
 
 def _rows(task: str, n: int, seed: int) -> pa.Table:
     return _table(n, seed).select(["x1", "x2", "c", LABELS[task]])
-
-
-def test_params_are_the_kinds_own():
-    assert resolve_params(None, kind="xgboost") == XGBOOST_PARAMS
-    assert resolve_params({"max_depth": 3.0}, kind="xgboost")["max_depth"] == 3
-    with pytest.raises(InvalidInput, match=r"unknown training param\(s\) \['hidden'\] for kind"):
-        resolve_params({"hidden": 8}, kind="xgboost")
-    with pytest.raises(InvalidInput, match="'eta'"):
-        resolve_params({"eta": 0}, kind="xgboost")
-    with pytest.raises(InvalidInput, match="unknown model kind 'forest'"):
-        resolve_params({}, kind="forest")
 
 
 @pytest.mark.parametrize(
