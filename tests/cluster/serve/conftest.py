@@ -3,7 +3,9 @@ and Serve's controller stood in for (`serve_stand_ins`), so no Ray or Serve star
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from serve_helpers import DEPLOYMENT, MODEL, make_bundle, token_store
@@ -80,3 +82,26 @@ def make_server(tmp_path, token_db, bundle_file, controller):
     yield build
     for server in built:
         server.__del__()
+
+
+@pytest.fixture
+def make_ingress(token_db, controller, monkeypatch):
+    """Build the real front ingress (`OipIngress`, the class Serve wraps around its FastAPI app)
+    in this process: ``make_ingress(max_body_bytes=1 MiB, db_url=the token store)``. Drive its
+    routes through the instance itself, an ASGI app, as Serve's proxy does."""
+    from ray import serve
+
+    from cluster.serve._ingress import OipIngress, ingress_settings
+
+    def build(max_body_bytes: int = 1 << 20, db_url: str | None = None):
+        cls = OipIngress.func_or_class
+        ingress = cls.__new__(cls)
+        # Serve awaits the wrapper's constructor: it builds ours, then the ASGI app's.
+        asyncio.run(cls.__init__(ingress, ingress_settings(
+            db_url or token_db, max_body_bytes=max_body_bytes, token_refresh_s=60)))
+        # A route's `self` is Serve's replica context's object, which only a replica has.
+        monkeypatch.setattr(serve, "get_replica_context",
+                            lambda: SimpleNamespace(servable_object=ingress))
+        return ingress
+
+    return build
