@@ -45,8 +45,9 @@ def controller(monkeypatch) -> Controller:
 def make_server(tmp_path, token_db, bundle_file, controller):
     """Build real `ModelServer` replicas (the class under Serve's deployment) over the bundle.
 
-    ``make_server(version="1", canary=None, max_body_bytes=..., **serving)``; `canary` is the
-    spec's ``{"mode", "share"}``. All log under one artifact root, `tmp_path / "artifacts"`.
+    ``make_server(version="1", canary=None, max_body_bytes=..., bundle_path=..., **serving)``;
+    `canary` is the spec's ``{"mode", "share"}``; `bundle_path` defaults to `bundle_file`. All
+    log under one artifact root, `tmp_path / "artifacts"`.
 
     Serve's batching (`serve.batch`) needs a replica's context: a request is scored here as a
     batch of one, through the replica's own batch method (`_score_batch`'s unwrapped body).
@@ -58,13 +59,13 @@ def make_server(tmp_path, token_db, bundle_file, controller):
     built = []
 
     def build(version: str = "1", canary: dict | None = None,
-              max_body_bytes: int = 1 << 20, **serving):
+              max_body_bytes: int = 1 << 20, bundle_path: Path = bundle_file, **serving):
         spec = {
             "door": ingress_settings(token_db, max_body_bytes=max_body_bytes,
                                      token_refresh_s=60),
             "model": MODEL, "version": version,
             "deployment": DEPLOYMENT if canary is None else f"{DEPLOYMENT}-canary",
-            "bundle_path": str(bundle_file), "artifacts": str(tmp_path / "artifacts"),
+            "bundle_path": str(bundle_path), "artifacts": str(tmp_path / "artifacts"),
             "serving": {"log_flush_s": 60.0, **serving},
         }
         if canary is not None:

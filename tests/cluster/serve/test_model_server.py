@@ -13,11 +13,21 @@ import shutil
 
 import numpy as np
 import pytest
-from serve_helpers import AUTH, MODEL, TOKEN, VIEWER_TOKEN, columns, infer_request, logged_rows
+from serve_helpers import (
+    AUTH,
+    CATEGORICAL,
+    MODEL,
+    TOKEN,
+    VIEWER_TOKEN,
+    columns,
+    infer_request,
+    logged_rows,
+)
 from serve_stand_ins import Handle
 from starlette.requests import Request
 
-from cluster.bundle import ModelBundle
+from appliance.errors import InvalidInput
+from cluster.bundle import ModelBundle, Preprocessor, build_mlp
 from cluster.serve._model_server import ModelServer, _concat, _http, _Job, _route
 from cluster.serve._oip import Reply
 from cluster.serve._routing import canary_app_name, to_canary
@@ -177,6 +187,32 @@ def test_feedback_is_stored_or_refused(make_server, tmp_path):
     assert len(list((tmp_path / "artifacts" / "feedback").rglob("*.parquet"))) == 1
     bad = server.feedback(b'{"request_id": "rid-1"}')
     assert bad.status == 400 and "'labels'" in bad.body["error"]
+
+
+def _regressor(path):
+    """An (untrained) regression MLP over serve_helpers' columns, written to `path`."""
+    pre = Preprocessor.fit(columns(64, seed=0), CATEGORICAL)
+    module = build_mlp(pre.width, hidden=4, layers=1)
+    bundle = ModelBundle(pre, module, hidden=4, layers=1, label="age", task="regression",
+                         target=(40.0, 12.0))
+    path.write_bytes(bundle.to_bytes())
+    return path
+
+
+def test_a_regressor_answers_its_value_as_the_prediction(make_server, tmp_path):
+    server = make_server("1", bundle_path=_regressor(tmp_path / "age.bundle"))
+    cols = columns(3, seed=5)
+    reply = asyncio.run(server.infer(json.dumps(infer_request(cols)).encode(),
+                                     request_id="r"))
+    _, values = server.bundle.predict(cols)
+    out = _outputs(reply)
+    np.testing.assert_allclose(out["predictions"], values, rtol=1e-6)
+    np.testing.assert_allclose(out["scores"], values, rtol=1e-6)
+
+
+def test_the_triton_backend_refuses_what_it_cannot_serve(make_server, tmp_path):
+    with pytest.raises(InvalidInput, match="binary MLP classifiers only.*backend 'torch'"):
+        make_server("1", bundle_path=_regressor(tmp_path / "age.bundle"), backend="triton")
 
 
 def test_check_health_fails_without_the_log_folder(make_server):
