@@ -41,6 +41,7 @@ def canary(make_server, controller) -> Handle:
 
 def test_ask_returns_the_answer_or_cancels_the_call_on_timeout():
     async def run():
+        # Calls whose "replica" is asyncio.sleep: one answers at once, one after 10 s.
         fast = await _ask(Response(asyncio, "sleep", (0, "done"), {}, delay_s=0, broken=None),
                           1.0)
         slow = Response(asyncio, "sleep", (10,), {}, delay_s=0, broken=None)
@@ -79,14 +80,14 @@ def test_the_first_request_waits_for_the_look_up_the_next_ones_never(canary, con
 def test_no_canary_app_means_none_and_a_failed_look_up_keeps_what_was_known(
         canary, controller, monkeypatch):
     router = _router()
-    monkeypatch.setattr(_canary_routing, "_LOOKUP_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(_canary_routing, "_LOOKUP_TIMEOUT_S", 0.3)
 
     async def run():
         known = await router._first_canary(MODEL)
         controller.failure = ConnectionError("controller restarting")
         after_controller = await router._look_up(MODEL, fresh=True)
         controller.failure = None
-        canary.delay_s = 1.0  # its replica is being replaced: info does not answer
+        canary.delay_s = 60.0  # its replica is being replaced: info does not answer
         after_silence = await router._look_up(MODEL, fresh=True)
         canary.delay_s = 0.0
         del controller.apps[APP]
@@ -139,7 +140,7 @@ def test_a_canary_answer_counts_in_flight_and_a_failure_hands_back_to_the_primar
         found = await router._first_canary(MODEL)
         canary.delay_s = 0.05
         call = asyncio.ensure_future(router._canary_answer(found, MODEL, _body(), request_id="a"))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the call starts; it cannot finish before this resumes
         in_flight = await router.retire_canary(MODEL)
         answer = await call
         await router.forget_canary(MODEL)

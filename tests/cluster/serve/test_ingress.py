@@ -96,7 +96,8 @@ def test_health_and_server_metadata_are_open_and_errors_keep_the_protocols_shape
 
 
 def test_model_routes_reach_the_primary_or_say_it_is_not_deployed(
-        make_ingress, primary, controller):
+        make_ingress, primary, controller, monkeypatch):
+    _set(monkeypatch, "RECHECK_S", 60.0)  # look-ups counted below, however slow the machine
     ingress = make_ingress()
     meta, version_meta, ready, wrong_version, absent, bad_name, no_token = _http(
         ingress,
@@ -168,13 +169,13 @@ def test_feedback_needs_its_scope(make_ingress, primary, tmp_path):
 def test_a_primary_that_fails_answers_5xx_never_a_traceback(make_ingress, primary, controller,
                                                             monkeypatch):
     ingress = make_ingress()
-    _set(monkeypatch, "CALL_TIMEOUT_S", 0.05)
 
     async def run():
         handle = await ingress._handle(MODEL)
         # An error in the replica's own method (here a call its code does not take).
         failed = await ingress._answer(handle, MODEL, "ready", "1", "extra")
-        primary.delay_s = 1.0
+        _set(monkeypatch, "CALL_TIMEOUT_S", 0.05)
+        primary.delay_s = 60.0
         slow = await ingress._answer(handle, MODEL, "ready")
         primary.delay_s, primary.broken = 0.0, ConnectionError("replica gone")
         gone = await ingress._answer(handle, MODEL, "ready")
@@ -218,7 +219,7 @@ def _ready(ingress):
 def test_ready_when_tokens_are_loaded_and_every_primary_answers(make_ingress, primary,
                                                                 controller, monkeypatch):
     _set(monkeypatch, "_READY_CACHE_S", 0.0)
-    _set(monkeypatch, "_READY_TIMEOUT_S", 0.05)
+    _set(monkeypatch, "_READY_TIMEOUT_S", 0.3)
     ingress = make_ingress()
     # Other applications (the ingress, a canary) are not models of the repository.
     controller.statuses.update({"oip": "RUNNING", canary_app_name(MODEL): "DEPLOYING"})
@@ -228,7 +229,7 @@ def test_ready_when_tokens_are_loaded_and_every_primary_answers(make_ingress, pr
     assert status == 503 and doc["models"] == {MODEL: "READY", "other": "UNAVAILABLE"}
     assert doc["error"] == "model(s) ['other'] do not answer"
     del controller.statuses["model-other"]
-    primary.delay_s = 1.0
+    primary.delay_s = 60.0
     assert _ready(ingress)[1]["models"] == {MODEL: "UNAVAILABLE"}
     controller.failure = ConnectionError("controller restarting")
     status, doc = _ready(ingress)
@@ -236,7 +237,8 @@ def test_ready_when_tokens_are_loaded_and_every_primary_answers(make_ingress, pr
 
 
 def test_readiness_is_cached_and_needs_the_token_set(make_ingress, primary, controller,
-                                                     tmp_path):
+                                                     tmp_path, monkeypatch):
+    _set(monkeypatch, "_READY_CACHE_S", 60.0)
     ingress = make_ingress()
     assert _ready(ingress)[0] == 200
     controller.failure = ConnectionError("controller restarting")
@@ -248,9 +250,9 @@ def test_readiness_is_cached_and_needs_the_token_set(make_ingress, primary, cont
 
 def test_the_repository_needs_admin_and_says_why_a_model_is_unavailable(
         make_ingress, primary, make_server, controller, monkeypatch):
-    _set(monkeypatch, "_READY_TIMEOUT_S", 0.05)
+    _set(monkeypatch, "_READY_TIMEOUT_S", 0.3)
     controller.statuses["model-broken"] = "DEPLOY_FAILED"
-    controller.apps["model-slow"] = Handle(make_server("3"), delay_s=1.0)
+    controller.apps["model-slow"] = Handle(make_server("3"), delay_s=60.0)
     controller.statuses["model-vanished"] = "RUNNING"  # no handle to be had any more
     ingress = make_ingress()
     index, operator, anonymous = _http(
