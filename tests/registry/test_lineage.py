@@ -20,7 +20,7 @@ def test_lineage_follows_a_version_to_its_data_run_and_approvals(db_url, tmp_pat
                                           approvals.gate({"accuracy": 0.9, "auc": 0.9}))
         approvals.reject(s, get_user(s, "risk"), req.id, "not yet")
     with session_scope(db_url) as s:
-        doc = lineage(s, "credit:1")
+        doc = lineage(s, "credit:1").model_dump()
         assert (doc["model"], doc["version"], doc["ref"]) == ("credit", 1, "credit:1")
         assert doc["aliases"] == [] and doc["registered_by"] == "ops"
         assert doc["artifact"] == {"digest": "d" * 64, "profile_digest": None}
@@ -32,4 +32,4 @@ def test_lineage_follows_a_version_to_its_data_run_and_approvals(db_url, tmp_pat
         assert (rejected["status"], rejected["requested_by"], rejected["decided_by"]) == (
             "rejected", "ops", "risk")
         assert rejected["approved_by"] is None and rejected["alias"] == "champion"
-        assert lineage(s, "credit")["version"] == 1
+        assert lineage(s, "credit").version == 1
