@@ -26,6 +26,7 @@ class ExitCode(enum.IntEnum):
     CHECK_FAILED = 1  # a check ran and failed: gate, audit verify, doctor; or a run failed
     USAGE = 2  # bad usage or input: the message names what was wrong
     INTERNAL = 3  # a bug: anything not raised on purpose
+    INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 
 
 class ApplianceError(Exception):
@@ -92,4 +93,6 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     """Return the CLI exit code for `exc`; unknown exceptions are internal errors."""
     if isinstance(exc, ApplianceError):
         return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
     return ExitCode.INTERNAL

@@ -31,7 +31,7 @@ CASES = [
     (TuningFailed("no trial"), ExitCode.CHECK_FAILED),
     (RunFailed("worker died"), ExitCode.CHECK_FAILED),
     (ValueError("a bug"), ExitCode.INTERNAL),
-    (KeyboardInterrupt(), ExitCode.INTERNAL),
+    (KeyboardInterrupt(), ExitCode.INTERRUPTED),
 ]
 
 
@@ -41,7 +41,7 @@ def test_each_error_maps_to_its_exit_code(exc, code):
 
 
 def test_the_codes_are_the_documented_numbers():
-    assert [int(c) for c in ExitCode] == [0, 1, 2, 3]
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 130]
 
 
 def test_every_error_is_an_appliance_error_and_not_found_is_bad_input():

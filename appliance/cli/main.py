@@ -72,9 +72,9 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(ExitCode.USAGE)
     except _EXIT as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         fail("interrupted")
-        sys.exit(130)
+        sys.exit(exit_code_for(exc))
     except Exception as exc:
         # A bug, not bad input: one line by default; APPLIANCE_DEBUG=1 shows the traceback.
         if os.environ.get("APPLIANCE_DEBUG"):
@@ -85,6 +85,6 @@ def run(argv: list[str] | None = None) -> None:
     # Ctrl-C inside a command into Exit(130)); commands return None, so an int is that code,
     # and dropping it would make an interrupted command exit 0.
     if isinstance(code, int) and code:
-        if code == 130:
+        if code == ExitCode.INTERRUPTED:
             fail("interrupted")
         sys.exit(code)
