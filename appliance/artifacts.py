@@ -134,11 +134,14 @@ class ArtifactStore:
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
 
-    def path(self, digest: str) -> Path:
-        """Path of an existing object; NotFound if the store lacks it."""
+    def path(self, digest: str, what: str = "artifact") -> Path:
+        """Path of an existing object; NotFound, naming `what` it is, if the store lacks it."""
         p = self.path_for(digest)
         if not p.is_file():
-            raise NotFound(f"artifact {digest[:12]} is not in the store at {str(self.root)!r}")
+            name = f"artifact {digest[:12]}"
+            if what != "artifact":
+                name = f"{what} ({name})"
+            raise NotFound(f"{name} is not in the store at {str(self.root)!r}")
         return p
 
     def get_bytes(
@@ -156,7 +159,7 @@ class ArtifactStore:
         Raises:
             NotFound: the store lacks it. ArtifactIntegrityError: its bytes changed.
         """
-        p = self.path(digest)
+        p = self.path(digest, what)
         data = p.read_bytes()
         if verify:
             check_digest(data, digest, what, path=p, model=model)
@@ -171,7 +174,7 @@ class ArtifactStore:
         Raises:
             NotFound: the store lacks it. ArtifactIntegrityError: its bytes changed.
         """
-        p = self.path(digest)
+        p = self.path(digest, what)
         actual = sha256_file(p)
         if actual != digest:
             _refuse(what, digest, actual, p, model)

@@ -13,7 +13,13 @@ import pytest
 from sqlmodel import select
 
 from appliance.artifacts import ArtifactStore, read_artifact_file, sha256_bytes
-from appliance.errors import ArtifactIntegrityError, CheckFailed, ExitCode, exit_code_for
+from appliance.errors import (
+    ArtifactIntegrityError,
+    CheckFailed,
+    ExitCode,
+    NotFound,
+    exit_code_for,
+)
 from appliance.monitor import windows
 from appliance.monitor.windows import WindowPolicy
 from appliance.registry import datasets
@@ -46,6 +52,19 @@ def test_a_changed_object_is_refused_naming_both_digests(tmp_path):
         store.verify(digest, what="reference profile")
     # An explicit opt-out still reads (for tools that inspect a damaged store).
     assert store.get_bytes(digest, verify=False) != b"model bytes " * 100
+
+
+def test_a_missing_object_is_named_as_what_was_asked_for(tmp_path):
+    store = ArtifactStore(tmp_path / "a")
+    digest = "d" * 64
+    where = f"is not in the store at {str(tmp_path / 'a')!r}"
+    with pytest.raises(NotFound) as bare:
+        store.path(digest)
+    assert str(bare.value) == f"artifact dddddddddddd {where}"
+    for read in (store.get_bytes, store.verify):
+        with pytest.raises(NotFound) as named:
+            read(digest, what="model bundle credit:1")
+        assert str(named.value) == f"model bundle credit:1 (artifact dddddddddddd) {where}"
 
 
 def test_a_bundle_path_handed_to_serving_is_checked_against_its_name(tmp_path):

@@ -59,10 +59,11 @@ def _serve_primary(cfg: Config, model: str, mv: ModelVersion,
     # Deferred: only deploying needs Ray Serve.
     from cluster import runtime, serve
 
+    # Checked first: a missing or altered bundle is refused before a Ray head is started.
+    bundle = _verified_bundle(cfg, mv)
     # A deployment must outlive the command that made it.
     runtime.ensure_ray(cfg, persistent=True)
-    return serve.deploy(cfg, model=model, version=str(mv.version),
-                        bundle_path=_verified_bundle(cfg, mv),
+    return serve.deploy(cfg, model=model, version=str(mv.version), bundle_path=bundle,
                         deployment=model, serving=serving)
 
 
@@ -140,9 +141,9 @@ def deploy_canary(
                            f"serving (`appliance deploy {model}`)")
     # The challenger is served as its champion is, so the comparison is like for like.
     serving = serving_options(cfg, model)
+    bundle = _verified_bundle(cfg, mv)
     runtime.ensure_ray(cfg, persistent=True)
-    url = serve.deploy_canary(cfg, model=model, version=str(mv.version),
-                              bundle_path=_verified_bundle(cfg, mv),
+    url = serve.deploy_canary(cfg, model=model, version=str(mv.version), bundle_path=bundle,
                               deployment=model, serving=serving, mode=mode, share=share)
     with session_scope(cfg.db_url) as session:
         _close(session, _active(session, model, "canary"), "replaced")

@@ -111,6 +111,27 @@ def test_a_canary_refuses_before_serving(sqlite_url, tmp_path):
     assert _ledger_and_events(sqlite_url) == before
 
 
+def test_a_missing_bundle_is_refused_before_ray_is_touched(sqlite_url, tmp_path, monkeypatch):
+    from cluster import runtime
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("a Ray head was started for a bundle that is not there")
+
+    monkeypatch.setattr(runtime, "ensure_ray", tripwire)
+    cfg = _world(sqlite_url, tmp_path, versions=2)  # version digests with no bytes stored
+    ops = _user(sqlite_url, "ops")
+    _champion(sqlite_url, 1)
+    before = _ledger_and_events(sqlite_url)
+    with pytest.raises(NotFound, match=r"model bundle credit:1 \(artifact d+\) is not in"):
+        deployment.deploy(cfg, ops, "credit")
+    assert _ledger_and_events(sqlite_url) == before
+    _add_primary(sqlite_url, 1)
+    before = _ledger_and_events(sqlite_url)
+    with pytest.raises(NotFound, match=r"model bundle credit:2 \(artifact 2+\) is not in"):
+        deployment.deploy_canary(cfg, ops, "credit", 2)
+    assert _ledger_and_events(sqlite_url) == before
+
+
 def test_rollback_refusals(sqlite_url, tmp_path):
     cfg = _world(sqlite_url, tmp_path, versions=3)
     risk = _user(sqlite_url, "risk")
