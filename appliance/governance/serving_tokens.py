@@ -62,6 +62,11 @@ def default_scopes(role: str) -> tuple[str, ...]:
     return _ROLE_DEFAULTS.get(role, ())
 
 
+def effective_scopes(stored: Iterable[str] | None, role: str) -> list[str]:
+    """What a token of a user with `role` may do: its `stored` scopes, else the role's."""
+    return list(stored if stored is not None else default_scopes(role))
+
+
 def check_scopes(scopes: Iterable[str], role: str) -> list[str]:
     """`scopes` validated for a token of a user with `role`, sorted and deduplicated.
 

@@ -117,7 +117,7 @@ def issue_token(
     serving_tokens.bump(session)
     audit.record(session, actor, "token.issued", "user", user_name, {
         "token": token_name,
-        "scopes": stored or list(serving_tokens.default_scopes(user.role)),
+        "scopes": serving_tokens.effective_scopes(stored, user.role),
         "expires_at": expires_at.isoformat() if expires_at else None,
     })
     return secret
@@ -192,8 +192,7 @@ def list_tokens(session: Session, actor: User, user_name: str | None = None) -> 
     return [
         TokenPublic(
             name=t.name, user=u.name,
-            scopes=list(t.scopes if t.scopes is not None
-                        else serving_tokens.default_scopes(u.role)),
+            scopes=serving_tokens.effective_scopes(t.scopes, u.role),
             created_at=t.created_at, expires_at=t.expires_at, revoked_at=t.revoked_at,
             state=_token_state(t, u, now),
         )
@@ -245,12 +244,13 @@ class NewUserPublic(SQLModel):
 
 
 class IssuedTokenPublic(SQLModel):
-    """A token just issued: whose, its label, its secret (shown this once), scopes, expiry."""
+    """A token just issued: whose, its label, its secret (shown this once), its scopes (as
+    `tokens list` shows them), expiry."""
 
     user: str
     name: str
     token: str
-    scopes: list[str] | None
+    scopes: list[str]
     expires_at: dt.datetime | None
 
 
@@ -286,7 +286,11 @@ def grant_token(session: Session, actor: User, user_name: str, token_name: str, 
     scopes = list(scopes) if scopes else None
     secret = issue_token(session, user_name, token_name, actor=actor.name, scopes=scopes,
                          expires_at=expires_at)
-    return IssuedTokenPublic(user=user_name, name=token_name, token=secret, scopes=scopes,
+    # As `tokens list` shows them: validated, sorted, deduplicated, or the role's defaults.
+    role = get_user(session, user_name).role
+    stored = None if scopes is None else serving_tokens.check_scopes(scopes, role)
+    return IssuedTokenPublic(user=user_name, name=token_name, token=secret,
+                             scopes=serving_tokens.effective_scopes(stored, role),
                              expires_at=expires_at)
 
 

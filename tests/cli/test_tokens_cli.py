@@ -85,6 +85,19 @@ def test_create_json_carries_scopes_and_expiry(as_admin):
     assert json.loads(res.stdout) == {"name": "at", "expires_at": "2999-01-01T00:00:00Z"}
 
 
+
+def test_create_json_names_the_scopes_the_token_has(as_admin):
+    # As listed: sorted, each once, and the role's defaults when none are given.
+    res = invoke(["tokens", "create", "ops", "--name", "both", "--scope", "infer", "--scope",
+                  "feedback", "--scope", "infer", "--json=scopes"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert json.loads(res.stdout) == {"scopes": ["feedback", "infer"]}
+    res = invoke(["tokens", "create", "ops", "--name", "plain", "--json=scopes"])
+    listed = {t.name: t.scopes for t in _listed("--user", "ops")}
+    assert json.loads(res.stdout)["scopes"] == listed["plain"] != []
+    assert listed["both"] == ["feedback", "infer"]
+
+
 def test_list_never_shows_a_secret_or_its_hash(home, as_admin):
     _, tokens = home
     res = invoke(["tokens", "list"])

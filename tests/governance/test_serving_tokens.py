@@ -15,6 +15,7 @@ from appliance.governance.serving_tokens import (
     TokenGrant,
     check_scopes,
     default_scopes,
+    effective_scopes,
     load_grants,
     token_set_version,
 )
@@ -37,6 +38,9 @@ def test_scopes_are_checked_against_the_role():
     # A viewer's token cannot post labels unless given the scope.
     assert default_scopes("viewer") == ("infer",) and default_scopes("ghost") == ()
     assert "feedback" in default_scopes("operator")
+    # What a token may do: what it was given, else its role's defaults.
+    assert effective_scopes(["feedback"], "viewer") == ["feedback"]
+    assert effective_scopes(None, "viewer") == ["infer"]
 
 
 def test_grants_round_trip_through_their_documents():
