@@ -80,8 +80,16 @@ def add_labels(cfg: Config, user: User, file: Path, deployment: str) -> Feedback
     if len(rows) and pc.min(rows).as_py() < 0:
         raise InvalidInput(f"feedback file {str(file)!r}: 'row' must be non-negative")
     labels = _integers(file, table, "label", pa.int64())
-    path = write_feedback(cfg.artifacts, deployment, table.column("request_id"), rows, labels)
-    with session_scope(cfg.db_url) as session:
-        audit.record(session, user.name, "feedback.added", "deployment", deployment,
-                     {"rows": table.num_rows, "file": path.name})
+    path = None
+    try:
+        with session_scope(cfg.db_url) as session:
+            path = write_feedback(cfg.artifacts, deployment, table.column("request_id"), rows,
+                                  labels)
+            audit.record(session, user.name, "feedback.added", "deployment", deployment,
+                         {"rows": table.num_rows, "file": path.name})
+    except BaseException:
+        # Labels nobody audited would still be joined to predictions: none or both.
+        if path is not None:
+            path.unlink(missing_ok=True)
+        raise
     return FeedbackPublic(deployment=deployment, rows=table.num_rows, path=str(path))

@@ -151,3 +151,22 @@ def test_a_deployment_name_that_is_no_name_is_refused(sqlite_url, tmp_path):
     with pytest.raises(InvalidInput, match="deployment name"):
         add_labels(cfg, _user(sqlite_url, "ops"), file, "../elsewhere")
     assert not (cfg.artifacts / "elsewhere").exists() and _audited(sqlite_url) == []
+
+
+def test_labels_the_audit_log_could_not_record_are_not_left_behind(sqlite_url, tmp_path):
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from appliance.store import get_engine
+    from appliance.store.models import AuditEvent
+
+    cfg = _cfg(sqlite_url, tmp_path)
+    gw.people(sqlite_url)
+    file = tmp_path / "labels.csv"
+    file.write_text("request_id,label\nr,1\n")
+    # The audit log cannot be written (its table is gone): the delivery fails as a whole.
+    with get_engine(sqlite_url).begin() as conn:
+        conn.execute(text(f"DROP TABLE {AuditEvent.__tablename__}"))
+    with pytest.raises(OperationalError, match=AuditEvent.__tablename__):
+        add_labels(cfg, _user(sqlite_url, "ops"), file, D)
+    assert _delivered(cfg) == []
