@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from appliance.cli._context import config
 from appliance.cli._json_fields import json_option
@@ -20,6 +21,8 @@ def init(
     if json_out:
         emit_json(doc)
     else:
-        err_console.print(f"initialised appliance at [bold]{doc.home}[/]; admin {admin!r}")
+        # Paths are the operator's: `[x]` in one is text, not markup.
+        err_console.print(f"initialised appliance at [bold]{escape(str(doc.home))}[/]; "
+                          f"admin {admin!r}")
         err_console.print(f"admin token saved to {doc.token_file} (used when APPLIANCE_TOKEN "
-                          "is unset)")
+                          "is unset)", markup=False)

@@ -39,7 +39,8 @@ def _print_round(r: daemon.Round, json_out: bool, *, line: bool = False) -> None
         print_table(["deployment", "window", "event", "rows", "drift", "drifted_share",
                      "est_accuracy", "accuracy", "alerts"], rows)
     for s in r.steps:
-        err_console.print(f"retrain #{s.request} ({s.model}): {s.before} -> {s.after}: {s.note}")
+        err_console.print(f"retrain #{s.request} ({s.model}): {s.before} -> {s.after}: {s.note}",
+                          markup=False)
 
 
 def monitor(

@@ -46,7 +46,7 @@ def _write(text: str, output: Path | None) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    err_console.print(f"wrote {target}", highlight=False)
+    err_console.print(f"wrote {target}", highlight=False, markup=False)
 
 
 @app.command("model")

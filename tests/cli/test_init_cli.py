@@ -41,6 +41,19 @@ def test_init_tells_the_operator_on_stderr_and_refuses_a_second_time(empty):
     assert (empty.home / "token").read_text() == token
 
 
+def test_a_home_whose_path_looks_like_markup_is_printed_as_it_is(tmp_path, _sqlite_template):
+    # The path reads ".../[bold]ops[/]x": a tag, and a closing tag rich refuses.
+    home = tmp_path / "[bold]ops[" / "]x"
+    home.mkdir(parents=True)
+    shutil.copyfile(_sqlite_template, home / "appliance.db")
+    res = run_cli(["init", "--admin", "root"], load_config({"APPLIANCE_HOME": str(home)}))
+    assert res.returncode == 0, res.stderr
+    # Compared without whitespace: a long path wraps anywhere on stderr.
+    said = "".join(res.stderr.split())
+    assert "".join(f"initialised appliance at {home}; admin 'root'".split()) in said
+    assert "".join(f"admin token saved to {home / 'token'}".split()) in said
+
+
 def test_init_json_is_its_record_and_the_saved_token_acts_as_the_admin(empty, monkeypatch):
     use_home(monkeypatch, empty)
     res = invoke(["init", "--admin", "chief", "--team", "risk", "--json"])
