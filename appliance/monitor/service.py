@@ -29,7 +29,7 @@ from sqlmodel import Session, col, select
 
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
-from appliance.errors import ArtifactIntegrityError
+from appliance.errors import ArtifactIntegrityError, NotFound
 from appliance.monitor import (
     alerts,
     integrity,
@@ -226,6 +226,20 @@ def active_deployments(session: Session, name: str | None = None) -> list[tuple[
     if name:
         query = query.where(Deployment.name == name)
     return sorted(session.exec(query).all())
+
+
+def check_deployment(session: Session, name: str) -> None:
+    """Refuse a deployment name the store has never recorded: watching a typo watches nothing.
+
+    A deployment stopped for now is accepted (its windows and labels may still be due).
+
+    Raises:
+        NotFound: no deployment was ever named `name`; the message lists those there are.
+    """
+    if session.exec(select(Deployment.id).where(Deployment.name == name)).first() is None:
+        known = sorted(set(session.exec(select(Deployment.name)).all()))
+        raise NotFound(f"no deployment named {name!r}; deployments: "
+                       f"{', '.join(known) or 'none yet'}")
 
 
 def run_once(

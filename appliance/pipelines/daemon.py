@@ -61,9 +61,20 @@ def _join_ray(cfg: Config) -> None:
     runtime.ensure_ray(cfg, persistent=True)
 
 
+def _check(cfg: Config, deployment: str | None) -> None:
+    if deployment is not None:
+        with session_scope(cfg.db_url) as session:
+            service.check_deployment(session, deployment)
+
+
 def run_round(cfg: Config, user: User, *, deployment: str | None = None,
               holder: str | None = None) -> Round:
-    """One monitor pass, then the loop's steps, then the notifications they caused."""
+    """One monitor pass, then the loop's steps, then the notifications they caused.
+
+    Raises:
+        NotFound: `deployment` names no deployment the store has ever recorded.
+    """
+    _check(cfg, deployment)
     holder = holder or holder_id()
     passes = service.run_once(cfg, deployment, actor=user.name, holder=holder)
     steps = []
@@ -88,7 +99,12 @@ def run_forever(
         deployment: only this deployment (default all).
         on_round: called with what each monitor pass (and the loop steps since) did.
         stop: an event that ends the service when set (default: a new one, set by signals).
+
+    Raises:
+        NotFound: `deployment` names no deployment the store has ever recorded (checked
+            before the service starts).
     """
+    _check(cfg, deployment)
     stop = stop or threading.Event()
     holder = holder_id()
     if threading.current_thread() is threading.main_thread():

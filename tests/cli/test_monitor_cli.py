@@ -55,6 +55,9 @@ def test_a_round_with_nothing_deployed(empty, monkeypatch):
     # Nothing happened, so the table has no row and is not printed.
     res = invoke(["monitor", "--once"])
     assert (res.exit_code, res.stdout, res.stderr) == (0, "", "")
+    # A deployment the store never recorded is a mistake, not a quiet round.
+    message = refusal(invoke(["monitor", "--once", "--deployment", "scorer"]))
+    assert message == "no deployment named 'scorer'; deployments: none yet"
 
 
 def test_a_round_closes_the_window_of_the_logged_traffic(served, monkeypatch):

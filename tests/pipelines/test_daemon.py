@@ -18,6 +18,7 @@ import loop_world as lw
 import pytest
 from sqlmodel import select
 
+from appliance.errors import NotFound
 from appliance.governance.users import create_user
 from appliance.pipelines import daemon
 from appliance.store import dispose_all, session_scope
@@ -77,6 +78,24 @@ def test_a_round_closes_the_windows_of_each_deployment_it_watches(world):
     world.serve("d", requests=2, rows_per_request=50, seed=4)
     (only,) = daemon.run_round(world.cfg, world.ops, deployment="scorer-eu").passes
     assert only.deployment == "scorer-eu" and [w.window for w in only.closed] == [2]
+
+
+def test_a_deployment_never_recorded_is_refused_before_anything_runs(world):
+    # A typo would watch nothing, for ever: both the round and the service refuse it.
+    with pytest.raises(NotFound, match="no deployment named 'scorer-us'; deployments: scorer"):
+        daemon.run_round(world.cfg, world.ops, deployment="scorer-us")
+    with pytest.raises(NotFound, match="no deployment named 'scorer-us'"):
+        daemon.run_forever(world.cfg, world.ops, interval=0.1, deployment="scorer-us",
+                           stop=threading.Event())
+    # Nothing ran: the logged requests still wait for their windows.
+    (only,) = daemon.run_round(world.cfg, world.ops, deployment="scorer").passes
+    assert [(w.window, w.rows) for w in only.closed] == [(1, 100), (2, 100)]
+
+
+def test_a_store_with_no_deployment_names_none(empty):
+    cfg, ops, _ = empty
+    with pytest.raises(NotFound, match="no deployment named 'scorer'; deployments: none yet"):
+        daemon.run_round(cfg, ops, deployment="scorer")
 
 
 def test_a_principal_that_may_not_operate_leaves_retrain_requests_alone(world):
