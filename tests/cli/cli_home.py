@@ -98,24 +98,23 @@ def run_cli(args: list[str], cfg: Config, token: str | None = None) -> subproces
 # the end whether anything imported Ray.
 _PROBE = """
 import sys
-{prelude}
 from appliance.cli.main import run
 for line in sys.argv[1:]:
     try:
         run(line.split("\\t"))
     except SystemExit as exc:
-        sys.stderr.write(f"exit {{exc.code}}\\n")
-sys.stderr.write(f"ray imported: {{'ray' in sys.modules}}\\n")
+        sys.stderr.write(f"exit {exc.code}\\n")
+sys.stderr.write(f"ray imported: {'ray' in sys.modules}\\n")
 """
 
 
-def run_in_one_process(commands: list[list[str]], cfg: Config, token: str | None = None, *,
-                       prelude: str = "") -> subprocess.CompletedProcess:
+def run_in_one_process(commands: list[list[str]], cfg: Config,
+                       token: str | None = None) -> subprocess.CompletedProcess:
     """Run `commands` (each a list of arguments) through `appliance.cli.main.run` in one fresh
-    process against `cfg`'s home, after the Python code `prelude` (default none); its stderr
-    holds each command's error line and "exit N", then "ray imported: True|False"."""
+    process against `cfg`'s home; its stderr holds each command's error line and "exit N",
+    then "ray imported: True|False"."""
     lines = ["\t".join(map(str, c)) for c in commands]
-    return subprocess.run([sys.executable, "-c", _PROBE.format(prelude=prelude), *lines],
+    return subprocess.run([sys.executable, "-c", _PROBE, *lines],
                           env=_env(cfg, token), capture_output=True, text=True, timeout=120)
 
 

@@ -1,6 +1,8 @@
 """`appliance demo` (appliance/cli/demo.py): its help and the refusals of its options, each
 before the demo starts anything (exit 2, one stderr line, Ray never imported, the folder
-named left as it was). The demo itself runs in tests/e2e/test_demo.py."""
+named left as it was). Nothing stands in for the demo: a refusal that stops happening plays it
+and fails on what it prints and leaves (or on the probe's timeout). The demo itself runs in
+tests/e2e/test_demo.py."""
 
 from __future__ import annotations
 
@@ -9,17 +11,6 @@ from cli_home import invoke, run_in_one_process
 from appliance.cli._json_fields import record_fields
 from appliance.config import load_config
 from appliance.demo import DemoSummaryPublic
-
-# The demo's world is replaced by a tripwire first: a refusal this file expects and does not
-# get must fail here at once, not play the whole demo on a Ray of its own.
-_TRIPWIRE = """
-import appliance.cli.demo
-
-def _tripwire(*args, **kwargs):
-    raise SystemExit("the demo started")
-
-appliance.cli.demo.run_demo = _tripwire
-"""
 
 
 def test_help_names_its_options_and_what_it_plays():
@@ -40,8 +31,7 @@ def test_bad_options_are_refused_before_the_demo_starts(tmp_path):
     commands = [["demo", "--home", str(used)], ["demo", "--home", str(afile)],
                 ["demo", "--home", str(tmp_path / "new"), "--json=bogus"],
                 ["demo", "--home", str(tmp_path / "new"), "--fast"]]
-    res = run_in_one_process(commands, load_config({"APPLIANCE_HOME": str(tmp_path)}),
-                             prelude=_TRIPWIRE)
+    res = run_in_one_process(commands, load_config({"APPLIANCE_HOME": str(tmp_path)}))
     assert res.stdout == "" and "Traceback" not in res.stderr, res.stderr
     fields = ", ".join(record_fields(DemoSummaryPublic))
     assert res.stderr.strip().splitlines() == [

@@ -10,6 +10,9 @@ Serve in tests/e2e/test_closed_loop.py and tests/cluster/test_serve*.py.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import governance_world as gw
 import loop_world as lw
 import pytest
@@ -111,24 +114,53 @@ def test_a_canary_refuses_before_serving(sqlite_url, tmp_path):
     assert _ledger_and_events(sqlite_url) == before
 
 
-def test_a_missing_bundle_is_refused_before_ray_is_touched(sqlite_url, tmp_path, monkeypatch):
-    from cluster import runtime
+# Deploys the champion, then version 2 as its canary, in a process of its own (no Ray yet),
+# printing each refusal; then whether that process ever started or joined a Ray.
+_DEPLOY_MISSING = """
+import sys
+from pathlib import Path
+from appliance.config import Config
+from appliance.errors import NotFound
+from appliance.governance.users import get_user
+from appliance.pipelines import deployment
+from appliance.store import session_scope
+home, url = Path(sys.argv[1]), sys.argv[2]
+cfg = Config(home=home, db_url=url, artifacts=home / "art")
+with session_scope(url) as s:
+    ops = get_user(s, "ops")
+for deploy in (lambda: deployment.deploy(cfg, ops, "credit"),
+               lambda: deployment.deploy_canary(cfg, ops, "credit", 2)):
+    try:
+        deploy()
+    except NotFound as exc:
+        print(exc)
+import ray
+print("ray initialised:", ray.is_initialized())
+"""
 
-    def tripwire(*args, **kwargs):
-        raise AssertionError("a Ray head was started for a bundle that is not there")
 
-    monkeypatch.setattr(runtime, "ensure_ray", tripwire)
+def test_a_missing_bundle_is_refused_before_ray_is_touched(sqlite_url, tmp_path):
+    from cluster import head
+
     cfg = _world(sqlite_url, tmp_path, versions=2)  # version digests with no bytes stored
-    ops = _user(sqlite_url, "ops")
     _champion(sqlite_url, 1)
-    before = _ledger_and_events(sqlite_url)
-    with pytest.raises(NotFound, match=r"model bundle credit:1 \(artifact d+\) is not in"):
-        deployment.deploy(cfg, ops, "credit")
-    assert _ledger_and_events(sqlite_url) == before
     _add_primary(sqlite_url, 1)
     before = _ledger_and_events(sqlite_url)
-    with pytest.raises(NotFound, match=r"model bundle credit:2 \(artifact 2+\) is not in"):
-        deployment.deploy_canary(cfg, ops, "credit", 2)
+    recorded = head.address_file(cfg.home)
+    try:
+        res = subprocess.run([sys.executable, "-c", _DEPLOY_MISSING, str(cfg.home), sqlite_url],
+                             capture_output=True, text=True, timeout=120)
+        assert not recorded.exists(), "a Ray head was started for a bundle that is not there"
+    finally:
+        if recorded.exists():  # stop what a regression started, by its pids
+            head.terminate(head.head_processes(recorded.read_text().strip()), grace_s=5.0)
+    where = f"is not in the store at {str(cfg.artifacts)!r}"
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        f"model bundle credit:1 (artifact {'d' * 12}) {where}",
+        f"model bundle credit:2 (artifact {'2' * 12}) {where}",
+        "ray initialised: False",
+    ]
     assert _ledger_and_events(sqlite_url) == before
 
 
